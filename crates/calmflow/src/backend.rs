@@ -1,0 +1,267 @@
+//! Backend selection: the one place in calmflow that names a burn backend.
+//!
+//! Every model and training routine below the facade is generic over
+//! `B: Backend` / `B: AutodiffBackend`. A program picks the backend at run time from a
+//! [`DeviceSpec`] (parsed from `--device cpu|wgpu[:i]|cuda[:i]`) and hands a
+//! [`BackendTask`] to [`DeviceSpec::run`], which instantiates the task with the concrete
+//! backend type compiled in by the cargo features `ndarray` (default), `wgpu` and `cuda`.
+//!
+//! ```
+//! use calmflow::backend::DeviceSpec;
+//! let spec: DeviceSpec = "cuda:1".parse().unwrap();
+//! assert_eq!(spec, DeviceSpec::Cuda { index: 1 });
+//! assert_eq!(spec.to_string(), "cuda:1");
+//! assert!("tpu".parse::<DeviceSpec>().is_err());
+//! ```
+
+use std::fmt;
+use std::str::FromStr;
+
+use burn::tensor::backend::AutodiffBackend;
+
+/// The CPU backend (burn-ndarray, f32).
+#[cfg(feature = "ndarray")]
+pub type Cpu = burn::backend::NdArray<f32>;
+/// The CPU backend with automatic differentiation, for training.
+#[cfg(feature = "ndarray")]
+pub type CpuAutodiff = burn::backend::Autodiff<Cpu>;
+/// The WebGPU/Vulkan/Metal backend (burn-wgpu, f32).
+#[cfg(feature = "wgpu")]
+pub type Wgpu = burn::backend::Wgpu;
+/// The wgpu backend with automatic differentiation, for training.
+#[cfg(feature = "wgpu")]
+pub type WgpuAutodiff = burn::backend::Autodiff<Wgpu>;
+/// The NVIDIA CUDA backend (burn-cuda, f32).
+#[cfg(feature = "cuda")]
+pub type Cuda = burn::backend::Cuda;
+/// The CUDA backend with automatic differentiation, for training.
+#[cfg(feature = "cuda")]
+pub type CudaAutodiff = burn::backend::Autodiff<Cuda>;
+
+/// A device named on the command line: `cpu`, `wgpu`, `wgpu:i`, `cuda` or `cuda:i`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum DeviceSpec {
+    /// The CPU (burn-ndarray).
+    #[default]
+    Cpu,
+    /// A wgpu adapter: the default one, or the `index`-th discrete GPU.
+    Wgpu {
+        /// Discrete GPU index; `None` lets wgpu choose its default adapter.
+        index: Option<usize>,
+    },
+    /// The `index`-th CUDA device.
+    Cuda {
+        /// CUDA device ordinal.
+        index: usize,
+    },
+}
+
+/// Why a device could not be parsed or used.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum BackendError {
+    /// The text is not a device name that calmflow knows.
+    #[error("unknown device `{0}`: expected `cpu`, `wgpu`, `wgpu:<index>`, `cuda` or `cuda:<index>`")]
+    UnknownDevice(String),
+    /// The device is known, but its backend was not compiled into this build.
+    #[error(
+        "device `{device}` needs calmflow built with the `{feature}` cargo feature \
+         (e.g. `cargo build --release --features {feature}`); this build has: {compiled}"
+    )]
+    NotCompiled {
+        /// The device asked for.
+        device: DeviceSpec,
+        /// The cargo feature that would compile its backend in.
+        feature: &'static str,
+        /// The backends this build has, comma-separated.
+        compiled: String,
+    },
+}
+
+impl DeviceSpec {
+    /// The cargo feature whose backend runs this device.
+    pub fn feature(&self) -> &'static str {
+        match self {
+            DeviceSpec::Cpu => "ndarray",
+            DeviceSpec::Wgpu { .. } => "wgpu",
+            DeviceSpec::Cuda { .. } => "cuda",
+        }
+    }
+
+    /// Runs `task` on this device with the matching autodiff backend, or says which
+    /// cargo feature is missing.
+    pub fn run<T: BackendTask>(self, task: T) -> Result<T::Output, BackendError> {
+        match self {
+            #[cfg(feature = "ndarray")]
+            DeviceSpec::Cpu => Ok(task.run::<CpuAutodiff>(burn::backend::ndarray::NdArrayDevice::Cpu)),
+            #[cfg(feature = "wgpu")]
+            DeviceSpec::Wgpu { index } => {
+                use burn::backend::wgpu::WgpuDevice;
+                let device = match index {
+                    None => WgpuDevice::DefaultDevice,
+                    Some(i) => WgpuDevice::DiscreteGpu(i),
+                };
+                Ok(task.run::<WgpuAutodiff>(device))
+            }
+            #[cfg(feature = "cuda")]
+            DeviceSpec::Cuda { index } => {
+                Ok(task.run::<CudaAutodiff>(burn::backend::cuda::CudaDevice::new(index)))
+            }
+            #[allow(unreachable_patterns)]
+            other => Err(BackendError::NotCompiled {
+                device: other,
+                feature: other.feature(),
+                compiled: compiled_backends().join(", "),
+            }),
+        }
+    }
+}
+
+impl fmt::Display for DeviceSpec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            DeviceSpec::Cpu => write!(f, "cpu"),
+            DeviceSpec::Wgpu { index: None } => write!(f, "wgpu"),
+            DeviceSpec::Wgpu { index: Some(i) } => write!(f, "wgpu:{i}"),
+            DeviceSpec::Cuda { index } => write!(f, "cuda:{index}"),
+        }
+    }
+}
+
+impl FromStr for DeviceSpec {
+    type Err = BackendError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let lower = s.trim().to_ascii_lowercase();
+        let (name, index) = match lower.split_once(':') {
+            Some((name, idx)) => {
+                let idx: usize = idx
+                    .parse()
+                    .map_err(|_| BackendError::UnknownDevice(s.to_string()))?;
+                (name, Some(idx))
+            }
+            None => (lower.as_str(), None),
+        };
+        match (name, index) {
+            ("cpu" | "ndarray", None) => Ok(DeviceSpec::Cpu),
+            ("wgpu", index) => Ok(DeviceSpec::Wgpu { index }),
+            ("cuda", index) => Ok(DeviceSpec::Cuda {
+                index: index.unwrap_or(0),
+            }),
+            _ => Err(BackendError::UnknownDevice(s.to_string())),
+        }
+    }
+}
+
+/// Work that is generic over the backend, run by [`DeviceSpec::run`] once the device
+/// has chosen the concrete type.
+pub trait BackendTask {
+    /// What the task returns.
+    type Output;
+    /// Runs the task on `device` of backend `B`.
+    fn run<B: AutodiffBackend>(self, device: B::Device) -> Self::Output;
+}
+
+/// The backends compiled into this build, by cargo feature name.
+pub fn compiled_backends() -> Vec<&'static str> {
+    let mut names = Vec::new();
+    if cfg!(feature = "ndarray") {
+        names.push("ndarray");
+    }
+    if cfg!(feature = "wgpu") {
+        names.push("wgpu");
+    }
+    if cfg!(feature = "cuda") {
+        names.push("cuda");
+    }
+    names
+}
+
+/// Multiplies two seeded `n × n` matrices on the device and compares the result with
+/// an f64 computation on the host: the smoke test behind `calmflow devices --check`.
+#[derive(Debug, Clone, Copy)]
+pub struct MatmulCheck {
+    /// Matrix size.
+    pub n: usize,
+}
+
+/// What [`MatmulCheck`] measured.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct MatmulCheckReport {
+    /// Largest absolute difference between the device result and the host reference.
+    pub max_abs_error: f64,
+    /// Wall time of the device matmul including the copy back, in seconds.
+    pub seconds: f64,
+}
+
+impl BackendTask for MatmulCheck {
+    type Output = MatmulCheckReport;
+
+    fn run<B: AutodiffBackend>(self, device: B::Device) -> MatmulCheckReport {
+        use burn::tensor::{Tensor, TensorData};
+        let n = self.n.max(1);
+        // A deterministic, well-conditioned pattern: no RNG, same on every backend.
+        let a: Vec<f32> = (0..n * n).map(|i| ((i * 7 % 13) as f32 - 6.0) / 13.0).collect();
+        let b: Vec<f32> = (0..n * n).map(|i| ((i * 5 % 11) as f32 - 5.0) / 11.0).collect();
+        let ta = Tensor::<B, 2>::from_data(TensorData::new(a.clone(), [n, n]), &device);
+        let tb = Tensor::<B, 2>::from_data(TensorData::new(b.clone(), [n, n]), &device);
+        let start = std::time::Instant::now();
+        let c = ta.matmul(tb).into_data();
+        let seconds = start.elapsed().as_secs_f64();
+        let c: Vec<f32> = c.convert::<f32>().to_vec().unwrap_or_default();
+        let mut max_abs_error: f64 = if c.len() == n * n { 0.0 } else { f64::INFINITY };
+        for i in 0..n {
+            for j in 0..n {
+                let reference: f64 = (0..n).map(|k| a[i * n + k] as f64 * b[k * n + j] as f64).sum();
+                if let Some(v) = c.get(i * n + j) {
+                    max_abs_error = max_abs_error.max((*v as f64 - reference).abs());
+                }
+            }
+        }
+        MatmulCheckReport { max_abs_error, seconds }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_every_device_form() {
+        assert_eq!("cpu".parse(), Ok(DeviceSpec::Cpu));
+        assert_eq!(" CPU ".parse(), Ok(DeviceSpec::Cpu));
+        assert_eq!("wgpu".parse(), Ok(DeviceSpec::Wgpu { index: None }));
+        assert_eq!("wgpu:2".parse(), Ok(DeviceSpec::Wgpu { index: Some(2) }));
+        assert_eq!("cuda".parse(), Ok(DeviceSpec::Cuda { index: 0 }));
+        assert_eq!("cuda:3".parse(), Ok(DeviceSpec::Cuda { index: 3 }));
+        for bad in ["", "gpu", "cuda:", "cuda:x", "cpu:0", "cuda:-1"] {
+            assert!(bad.parse::<DeviceSpec>().is_err(), "{bad:?} parsed");
+        }
+    }
+
+    #[test]
+    fn display_round_trips() {
+        for spec in [
+            DeviceSpec::Cpu,
+            DeviceSpec::Wgpu { index: None },
+            DeviceSpec::Wgpu { index: Some(1) },
+            DeviceSpec::Cuda { index: 4 },
+        ] {
+            assert_eq!(spec.to_string().parse(), Ok(spec));
+        }
+    }
+
+    #[cfg(feature = "ndarray")]
+    #[test]
+    fn cpu_matmul_matches_host_reference() {
+        let report = DeviceSpec::Cpu.run(MatmulCheck { n: 33 }).unwrap();
+        assert!(report.max_abs_error < 1e-4, "{report:?}");
+    }
+
+    #[cfg(not(feature = "cuda"))]
+    #[test]
+    fn missing_backend_names_its_feature() {
+        let err = DeviceSpec::Cuda { index: 0 }.run(MatmulCheck { n: 2 }).unwrap_err();
+        assert!(matches!(err, BackendError::NotCompiled { feature: "cuda", .. }));
+        assert!(err.to_string().contains("--features cuda"));
+    }
+}

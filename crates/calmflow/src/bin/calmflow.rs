@@ -1,0 +1,2 @@
+//! The `calmflow` command-line program.
+fn main() {}

@@ -1,0 +1,21 @@
+//! # calmflow
+//!
+//! The reference implementation of CaLMFlow (arXiv 2410.05292): flow matching recast as a
+//! Volterra integral equation and solved by a causal transformer over space-time tokens.
+//!
+//! This crate is the facade: it re-exports the layered crates and owns backend selection
+//! ([`backend`]), so that a program moves from the CPU to a GPU by a cargo feature and a
+//! `--device` flag.
+//!
+//! | module | crate | what |
+//! | --- | --- | --- |
+//! | [`vie`] | `calmflow-vie` | Volterra integral equations: grids, kernels, quadrature, solvers |
+//! | [`data`] | `calmflow-data` | samplers, npy/npz/csv, digits, standardisation, PCA, splits |
+//! | [`metrics`] | `calmflow-metrics` | W2, Sinkhorn, MMD, energy, Fréchet, R² |
+//! | [`backend`] | this crate | `--device` parsing and dispatch to the compiled burn backends |
+
+pub mod backend;
+
+pub use calmflow_data as data;
+pub use calmflow_metrics as metrics;
+pub use calmflow_vie as vie;
