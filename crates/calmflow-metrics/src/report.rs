@@ -1,0 +1,153 @@
+//! One entry point that scores a generated set against a target set with every metric.
+
+use ndarray::ArrayView2;
+use serde::Serialize;
+
+use crate::error::{MetricsError, Result, check_pair};
+use crate::{
+    SinkhornOptions, SinkhornResult, TORCHCFM_SIGMAS, energy_distance, frechet_distance,
+    mmd2_biased, mmd2_rbf_gamma, mmd2_unbiased_median, normalized_sinkhorn_cost, r2_means,
+    sinkhorn_divergence, w1_exact, w2_exact,
+};
+
+/// Which metrics [`evaluate`] computes and with which parameters.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EvalOptions {
+    /// Compute the exact W2 and W1 (an `O(n³)` assignment each).
+    pub exact_ot: bool,
+    /// Regularisation of the Sinkhorn divergence (squared Euclidean cost).
+    pub sinkhorn_reg: f64,
+    /// Compute the Sinkhorn divergence and the authors' normalised Sinkhorn cost
+    /// (`O(n²)` per iteration, thousands of iterations: slow for large sets).
+    pub sinkhorn: bool,
+    /// `γ` of the single-kernel MMD (`exp(−γ‖x − y‖²)`).
+    pub gamma: f64,
+}
+
+impl Default for EvalOptions {
+    fn default() -> Self {
+        Self { exact_ot: true, sinkhorn_reg: 0.1, sinkhorn: true, gamma: 1.0 }
+    }
+}
+
+/// Every metric of a generated set against a target set.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct MetricsReport {
+    /// Number of generated points.
+    pub n_samples: usize,
+    /// Number of target points.
+    pub n_target: usize,
+    /// Dimension of a point.
+    pub dim: usize,
+    /// Exact 2-Wasserstein distance (absent when not computed).
+    pub w2: Option<f64>,
+    /// Exact 1-Wasserstein distance (absent when not computed).
+    pub w1: Option<f64>,
+    /// Sinkhorn divergence at `sinkhorn_reg` (absent when not computed).
+    pub sinkhorn_divergence: Option<f64>,
+    /// The regularisation used for it.
+    pub sinkhorn_reg: f64,
+    /// The CaLMFlow authors' normalised Sinkhorn cost (absent when not computed).
+    pub normalized_sinkhorn: Option<SinkhornResult>,
+    /// Biased MMD² summed over torchcfm's bandwidths.
+    pub mmd2_multiscale: f64,
+    /// Unbiased MMD² with the median-heuristic bandwidth.
+    pub mmd2_median: f64,
+    /// The median-heuristic bandwidth σ.
+    pub mmd_median_bandwidth: f64,
+    /// Biased MMD² with `exp(−γ‖x − y‖²)`.
+    pub mmd2_gamma: f64,
+    /// The `γ` used.
+    pub gamma: f64,
+    /// Energy distance.
+    pub energy: f64,
+    /// Fréchet distance of Gaussian fits (squared, FID convention); absent for sets of
+    /// fewer than two points.
+    pub frechet: Option<f64>,
+    /// R² between per-feature means; absent when undefined (one feature, constant means).
+    pub r2_means: Option<f64>,
+}
+
+impl MetricsReport {
+    /// The report as pretty-printed JSON.
+    pub fn to_json(&self) -> String {
+        serde_json::to_string_pretty(self).unwrap_or_else(|e| format!("{{\"error\": \"{e}\"}}"))
+    }
+
+    /// `(name, value)` rows of the scalar metrics that were computed, for tables.
+    pub fn rows(&self) -> Vec<(&'static str, f64)> {
+        let mut rows = Vec::new();
+        let mut push = |name, v: Option<f64>| {
+            if let Some(v) = v {
+                rows.push((name, v));
+            }
+        };
+        push("w2", self.w2);
+        push("w1", self.w1);
+        push("sinkhorn_divergence", self.sinkhorn_divergence);
+        push("normalized_sinkhorn", self.normalized_sinkhorn.map(|s| s.transport_cost));
+        push("mmd2_multiscale", Some(self.mmd2_multiscale));
+        push("mmd2_median", Some(self.mmd2_median));
+        push("mmd2_gamma", Some(self.mmd2_gamma));
+        push("energy", Some(self.energy));
+        push("frechet", self.frechet);
+        push("r2_means", self.r2_means);
+        rows
+    }
+}
+
+/// Keeps a value, or turns an "undefined for this input" error into `None`.
+fn optional(r: Result<f64>) -> Result<Option<f64>> {
+    match r {
+        Ok(v) => Ok(Some(v)),
+        Err(MetricsError::Undefined(_) | MetricsError::TooFewPoints { .. }) => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+/// Scores `samples` against `target` with every metric of this crate.
+///
+/// ```
+/// use calmflow_metrics::{evaluate, EvalOptions};
+/// let x = ndarray::array![[0.0f32, 0.0], [1.0, 0.5], [0.2, 2.0]];
+/// let r = evaluate(x.view(), x.view(), &EvalOptions::default()).unwrap();
+/// assert!(r.w2.unwrap() < 1e-12 && r.energy.abs() < 1e-12);
+/// assert!(r.to_json().contains("\"mmd2_multiscale\""));
+/// ```
+pub fn evaluate(samples: ArrayView2<'_, f32>, target: ArrayView2<'_, f32>, options: &EvalOptions) -> Result<MetricsReport> {
+    let (xs, _) = check_pair(samples, target)?;
+    let (w2, w1) = if options.exact_ot {
+        (Some(w2_exact(samples, target)?), Some(w1_exact(samples, target)?))
+    } else {
+        (None, None)
+    };
+    let (sinkhorn_div, normalized) = if options.sinkhorn {
+        let o = SinkhornOptions { reg: options.sinkhorn_reg, ..SinkhornOptions::default() };
+        (Some(sinkhorn_divergence(samples, target, &o)?), Some(normalized_sinkhorn_cost(samples, target)?))
+    } else {
+        (None, None)
+    };
+    let (mmd2_median, bandwidth) = match mmd2_unbiased_median(samples, target) {
+        Ok(v) => v,
+        Err(MetricsError::Undefined(_) | MetricsError::TooFewPoints { .. }) => (f64::NAN, f64::NAN),
+        Err(e) => return Err(e),
+    };
+    Ok(MetricsReport {
+        n_samples: samples.nrows(),
+        n_target: target.nrows(),
+        dim: xs.ncols(),
+        w2,
+        w1,
+        sinkhorn_divergence: sinkhorn_div,
+        sinkhorn_reg: options.sinkhorn_reg,
+        normalized_sinkhorn: normalized,
+        mmd2_multiscale: mmd2_biased(samples, target, &TORCHCFM_SIGMAS)?,
+        mmd2_median,
+        mmd_median_bandwidth: bandwidth,
+        mmd2_gamma: mmd2_rbf_gamma(samples, target, options.gamma)?,
+        gamma: options.gamma,
+        energy: energy_distance(samples, target)?,
+        frechet: optional(frechet_distance(samples, target))?,
+        r2_means: optional(r2_means(samples, target))?,
+    })
+}
