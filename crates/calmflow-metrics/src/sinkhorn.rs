@@ -43,12 +43,31 @@ pub struct SinkhornResult {
     pub converged: bool,
 }
 
-fn log_sum_exp(values: impl Iterator<Item = f64> + Clone) -> f64 {
-    let max = values.clone().fold(f64::NEG_INFINITY, f64::max);
+/// `log Σ_j exp(pot_j − k_j)`, stable; `scratch` has the length of `k`.
+fn log_sum_exp(k: &[f64], pot: &[f64], scratch: &mut [f64]) -> f64 {
+    let mut max = f64::NEG_INFINITY;
+    for ((s, &kj), &pj) in scratch.iter_mut().zip(k).zip(pot) {
+        *s = pj - kj;
+        max = max.max(*s);
+    }
     if max == f64::NEG_INFINITY {
         return max;
     }
-    max + values.map(|v| (v - max).exp()).sum::<f64>().ln()
+    max + scratch.iter().map(|v| (v - max).exp()).sum::<f64>().ln()
+}
+
+/// `Σ a_i b_i` with eight independent accumulators: a plain sum is latency-bound (each
+/// add waits for the previous one), this keeps the FPU pipelines full.
+fn dot(a: &[f64], b: &[f64]) -> f64 {
+    let mut acc = [0.0; 8];
+    let (ca, cb) = (a.chunks_exact(8), b.chunks_exact(8));
+    let tail: f64 = ca.remainder().iter().zip(cb.remainder()).map(|(x, y)| x * y).sum();
+    for (x, y) in ca.zip(cb) {
+        for k in 0..8 {
+            acc[k] += x[k] * y[k];
+        }
+    }
+    acc.iter().sum::<f64>() + tail
 }
 
 /// Log-domain Sinkhorn on an explicit `n × m` cost matrix with uniform marginals.
@@ -68,33 +87,75 @@ pub fn sinkhorn(cost: &Array2<f64>, options: &SinkhornOptions) -> Result<Sinkhor
     let mut f = Array1::<f64>::zeros(n);
     let mut g = Array1::<f64>::zeros(m);
     let ct = cost.t().as_standard_layout().to_owned();
-    // Alternating updates at regularisation `eps`, warm-started from (f, g); returns the
-    // iterations used and the final row-marginal error.
-    let run = |eps: f64, f: &mut Array1<f64>, g: &mut Array1<f64>, tol: f64, max: usize| {
+    let (mut scratch_m, mut scratch_n) = (vec![0.0; m], vec![0.0; n]);
+    let (a_w, b_w) = (1.0 / n as f64, 1.0 / m as f64);
+    // One exact log-domain sweep: f then g by log-sum-exp. Used to (re)start the scaling
+    // iterations from finite, balanced potentials.
+    let mut log_sweep = |eps: f64, f: &mut Array1<f64>, g: &mut Array1<f64>| {
+        let pot_g: Vec<f64> = g.iter().map(|gj| log_b + gj / eps).collect();
+        for i in 0..n {
+            let row: Vec<f64> = cost.row(i).iter().map(|c| c / eps).collect();
+            f[i] = -eps * log_sum_exp(&row, &pot_g, &mut scratch_m);
+        }
+        let pot_f: Vec<f64> = f.iter().map(|fi| log_a + fi / eps).collect();
+        for j in 0..m {
+            let col: Vec<f64> = ct.row(j).iter().map(|c| c / eps).collect();
+            g[j] = -eps * log_sum_exp(&col, &pot_f, &mut scratch_n);
+        }
+    };
+    // Stabilised scaling iterations (absorption into the potentials): with the kernel
+    // K̃_ij = exp((f_i + g_j − C_ij)/ε) fixed, iterate u = 1/(K̃ b v), v = 1/(K̃ᵀ a u)
+    // with matrix–vector products only; when u or v leave [e^−30, e^30] they are absorbed
+    // (f += ε ln u, g += ε ln v) and K̃ is rebuilt. Returns the iterations used and the
+    // last measured row-marginal error.
+    let mut run = |eps: f64, f: &mut Array1<f64>, g: &mut Array1<f64>, tol: f64, max: usize| {
+        log_sweep(eps, f, g);
+        let kernel = |f: &Array1<f64>, g: &Array1<f64>| {
+            Array2::from_shape_fn((n, m), |(i, j)| ((f[i] + g[j] - cost[[i, j]]) / eps).exp())
+        };
+        let mut kk = kernel(f, g);
+        let mut u = Array1::<f64>::ones(n);
+        let mut v = Array1::<f64>::ones(m);
         let mut err = f64::INFINITY;
-        let mut it = 0;
+        let mut it = 1;
+        let mut u_next = Array1::<f64>::ones(n);
+        let mut col = vec![0.0; m];
         while it < max {
             it += 1;
-            for i in 0..n {
-                let row = cost.row(i);
-                f[i] = -eps * log_sum_exp((0..m).map(|j| log_b + (g[j] - row[j]) / eps));
+            // One fused pass over K̃ (the iteration is memory-bound): row sums K̃v give the
+            // row-marginal error of the current (u, v) and the new u; the new u's weighted
+            // rows accumulate into K̃ᵀ(a u) for the new v.
+            col.fill(0.0);
+            let vs = v.as_slice().unwrap_or(&[]);
+            err = 0.0;
+            for (i, row) in kk.rows().into_iter().enumerate() {
+                let row = row.as_slice().unwrap_or(&[]);
+                let s = dot(row, vs) * b_w;
+                err += (a_w * u[i] * s - a_w).abs();
+                u_next[i] = 1.0 / s;
+                let w = a_w * u_next[i];
+                col.iter_mut().zip(row).for_each(|(c, k)| *c += w * k);
             }
-            for j in 0..m {
-                let col = ct.row(j);
-                g[j] = -eps * log_sum_exp((0..n).map(|i| log_a + (f[i] - col[i]) / eps));
-            }
-            // After the g-update the column marginals are exact; measure the rows.
-            err = (0..n)
-                .map(|i| {
-                    let row = cost.row(i);
-                    let log_row = log_a + log_sum_exp((0..m).map(|j| log_b + (f[i] + g[j] - row[j]) / eps));
-                    (log_row.exp() - (1.0 / n as f64)).abs()
-                })
-                .sum();
-            if err < tol {
+            if it > 2 && err < tol {
                 break;
             }
+            std::mem::swap(&mut u, &mut u_next);
+            v.iter_mut().zip(&col).for_each(|(vj, c)| *vj = 1.0 / c);
+            let out_of_range = |x: &f64| !(x.is_finite() && (-30.0..30.0).contains(&x.ln()));
+            if u.iter().any(out_of_range) || v.iter().any(out_of_range) {
+                if u.iter().chain(&v).all(|x| x.is_finite() && *x > 0.0) {
+                    f.iter_mut().zip(&u).for_each(|(fi, ui)| *fi += eps * ui.ln());
+                    g.iter_mut().zip(&v).for_each(|(gj, vj)| *gj += eps * vj.ln());
+                } else {
+                    log_sweep(eps, f, g);
+                }
+                kk = kernel(f, g);
+                u.fill(1.0);
+                v.fill(1.0);
+            }
         }
+        f.iter_mut().zip(&u).for_each(|(fi, ui)| *fi += eps * ui.ln());
+        g.iter_mut().zip(&v).for_each(|(gj, vj)| *gj += eps * vj.ln());
         (it, err)
     };
     // ε-scaling: small regularisations converge slowly from a cold start, so anneal ε

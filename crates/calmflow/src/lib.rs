@@ -13,8 +13,10 @@
 //! | [`data`] | `calmflow-data` | samplers, npy/npz/csv, digits, standardisation, PCA, splits |
 //! | [`metrics`] | `calmflow-metrics` | W2, Sinkhorn, MMD, energy, Fréchet, R² |
 //! | [`backend`] | this crate | `--device` parsing and dispatch to the compiled burn backends |
+//! | [`io`] | this crate | point files by extension (`.npy`, `.csv`) |
 
 pub mod backend;
+pub mod io;
 
 pub use calmflow_data as data;
 pub use calmflow_metrics as metrics;

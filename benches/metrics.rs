@@ -1,0 +1,30 @@
+//! Exact W2 (an O(n³) assignment) and multiscale MMD (O(n² D)) at n = 500, 1000, 2000
+//! in D = 2 and D = 100.
+
+use calmflow_benches::normal_points;
+use calmflow_metrics::{TORCHCFM_SIGMAS, mmd2_biased, w2_exact};
+use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
+use std::hint::black_box;
+use std::time::Duration;
+
+fn metrics(c: &mut Criterion) {
+    let mut group = c.benchmark_group("metrics");
+    group.sample_size(10).warm_up_time(Duration::from_millis(500)).measurement_time(Duration::from_secs(5));
+    for d in [2usize, 100] {
+        for n in [500usize, 1000, 2000] {
+            let x = normal_points(n, d, 0.0, 1);
+            let y = normal_points(n, d, 0.5, 2);
+            let id = format!("n{n}_d{d}");
+            group.bench_function(BenchmarkId::new("w2_exact", &id), |b| {
+                b.iter(|| w2_exact(black_box(x.view()), black_box(y.view())).expect("w2"))
+            });
+            group.bench_function(BenchmarkId::new("mmd2_multiscale", &id), |b| {
+                b.iter(|| mmd2_biased(black_box(x.view()), black_box(y.view()), &TORCHCFM_SIGMAS).expect("mmd"))
+            });
+        }
+    }
+    group.finish();
+}
+
+criterion_group!(benches, metrics);
+criterion_main!(benches);

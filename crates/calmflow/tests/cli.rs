@@ -1,0 +1,95 @@
+//! The `calmflow` program end to end: outputs, exit codes and one-line errors.
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+fn calmflow(args: &[&str], dir: &Path) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_calmflow"))
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .expect("the calmflow binary runs")
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+#[test]
+fn data_then_eval_scores_a_set_against_itself_as_zero() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let o = calmflow(&["data", "--dataset", "moons", "--n", "300", "--seed", "1", "--out", "a.npy"], d);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let o = calmflow(&["data", "--dataset", "moons", "--n", "300", "--seed", "1", "--out", "a.csv"], d);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let o = calmflow(&["eval", "--samples", "a.npy", "--target", "a.csv", "--json", "r.json", "--no-sinkhorn"], d);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let out = stdout(&o);
+    assert!(out.contains("300 samples vs 300 target points, dimension 2"), "{out}");
+    let w2_line = out.lines().find(|l| l.starts_with("| w2 |")).expect("a w2 row");
+    let w2: f64 = w2_line.trim_matches(|c| c == '|' || c == ' ').rsplit('|').next().unwrap().trim().parse().unwrap();
+    assert!(w2 < 1e-5, "{w2_line}");
+    let report: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(d.join("r.json")).unwrap()).unwrap();
+    assert!(report["energy"].as_f64().unwrap().abs() < 1e-6);
+    assert!(report["sinkhorn_divergence"].is_null());
+}
+
+#[test]
+fn eval_detects_different_distributions() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    assert!(calmflow(&["data", "--dataset", "moons", "--n", "200", "--out", "m.npy"], d).status.success());
+    assert!(calmflow(&["data", "--dataset", "8gaussians", "--n", "200", "--out", "g.npy"], d).status.success());
+    let o = calmflow(&["eval", "--samples", "g.npy", "--target", "m.npy", "--json", "r.json"], d);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let report: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(d.join("r.json")).unwrap()).unwrap();
+    assert!(report["w2"].as_f64().unwrap() > 1.0, "{report}");
+    assert!(report["sinkhorn_divergence"].as_f64().unwrap() > 0.0);
+}
+
+#[test]
+fn errors_are_one_line_with_nonzero_exit() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let cases: [(&[&str], &str); 4] = [
+        (&["eval", "--samples", "missing.npy", "--target", "missing.npy"], "missing.npy"),
+        (&["data", "--dataset", "mnist", "--out", "x.npy"], "unknown data set `mnist`"),
+        (&["data", "--dataset", "moons", "--out", "x.parquet"], "use a .npy or .csv file"),
+        (&["devices", "--check", "tpu"], "unknown device"),
+    ];
+    for (args, needle) in cases {
+        let o = calmflow(args, d);
+        assert!(!o.status.success(), "{args:?} succeeded");
+        let err = stderr(&o);
+        assert!(err.contains(needle), "{args:?}: {err}");
+        if args[0] != "devices" {
+            assert_eq!(err.trim_end().lines().count(), 1, "{args:?}: {err}");
+        }
+    }
+    // Mismatched dimensions between the two files.
+    assert!(calmflow(&["data", "--dataset", "normal", "--dim", "3", "--n", "10", "--out", "n3.npy"], d).status.success());
+    assert!(calmflow(&["data", "--dataset", "moons", "--n", "10", "--out", "m.npy"], d).status.success());
+    let o = calmflow(&["eval", "--samples", "n3.npy", "--target", "m.npy"], d);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("dimension mismatch"), "{}", stderr(&o));
+}
+
+#[test]
+fn devices_lists_backends_and_checks_the_cpu() {
+    let dir = tempfile::tempdir().unwrap();
+    let o = calmflow(&["devices", "--check", "cpu", "--size", "64"], dir.path());
+    assert!(o.status.success(), "{}", stderr(&o));
+    let out = stdout(&o);
+    assert!(out.contains("compiled backends: ndarray"), "{out}");
+    assert!(out.contains("cpu: 64×64 matmul"), "{out}");
+    if !cfg!(feature = "cuda") {
+        let o = calmflow(&["devices", "--check", "cuda:0"], dir.path());
+        assert_eq!(o.status.code(), Some(2));
+        assert!(stderr(&o).contains("--features cuda"), "{}", stderr(&o));
+    }
+}
