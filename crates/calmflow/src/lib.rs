@@ -12,6 +12,8 @@
 //! | [`vie`] | `calmflow-vie` | Volterra integral equations: grids, kernels, quadrature, solvers |
 //! | [`data`] | `calmflow-data` | samplers, npy/npz/csv, digits, standardisation, PCA, splits |
 //! | [`metrics`] | `calmflow-metrics` | W2, Sinkhorn, MMD, energy, Fréchet, R² |
+//! | [`tokenize`] | `calmflow-tokenize` | space-time token layout, packing, loss masks |
+//! | [`model`] | `calmflow-model` | encoder, causal backbone with KV cache, variational decoder |
 //! | [`backend`] | this crate | `--device` parsing and dispatch to the compiled burn backends |
 //! | [`io`] | this crate | point files by extension (`.npy`, `.csv`) |
 
@@ -20,4 +22,6 @@ pub mod io;
 
 pub use calmflow_data as data;
 pub use calmflow_metrics as metrics;
+pub use calmflow_model as model;
+pub use calmflow_tokenize as tokenize;
 pub use calmflow_vie as vie;

@@ -1,0 +1,45 @@
+//! # calmflow-model — CaLMFlow's network in burn
+//!
+//! Generic over `B: Backend` (and `B: AutodiffBackend` for training), exactly as
+//! METHOD.md §3–5 and §7 specify:
+//!
+//! - [`SpatialEncoder`]: `D → K·H`, reshaped row-major into `K` tokens per state.
+//! - [`CausalBackbone`]: GPT-NeoX-style pre-LayerNorm blocks, parallel (or sequential)
+//!   residual, fused QKV with bias in the `[heads, 3, head_dim]` layout, rotary position
+//!   embedding on a fraction of each head ([`RotaryEmbedding`]), GELU MLP, causal mask
+//!   combined with a key padding mask, a [`KvCache`], and an optional frozen token-embedding
+//!   table for prompts.
+//! - [`VariationalDecoder`]: per-token Gaussian latents `σ² = exp(s) + 1e-4`, sampled at
+//!   temperature `τ`, the `K` latents of a slot decoded to `R^D`.
+//! - [`CalmFlowModel`] / [`CalmFlowConfig`]: teacher-forced forward, incremental decoding,
+//!   roll-out with or without the cache, weights saved and loaded atomically.
+//!
+//! ```
+//! use burn::backend::NdArray;
+//! use burn::tensor::{Distribution, Tensor};
+//! use calmflow_model::CalmFlowConfig;
+//! let device = Default::default();
+//! let model = CalmFlowConfig::new(2).with_hidden(16).with_layers(1).with_heads(2)
+//!     .init::<NdArray<f32>>(&device).unwrap();
+//! let x0 = Tensor::random([3, 2, 2], Distribution::Normal(0.0, 1.0), &device);
+//! let paths = model.rollout(x0, 5, 0.0, true, None).unwrap();
+//! assert_eq!(paths.dims(), [3, 5, 2, 2]);
+//! ```
+
+mod attention;
+mod backbone;
+mod decoder;
+mod encoder;
+mod error;
+mod model;
+mod norm;
+mod rotary;
+
+pub use attention::{CausalSelfAttention, LayerCache};
+pub use backbone::{BackboneSettings, CausalBackbone, KvCache, TransformerBlock};
+pub use decoder::{DecoderOutput, LatentHead, VARIANCE_FLOOR, VariationalDecoder};
+pub use encoder::SpatialEncoder;
+pub use error::{ModelError, Result};
+pub use model::{CalmFlowConfig, CalmFlowModel, Prompt};
+pub use norm::layer_norm_plain;
+pub use rotary::RotaryEmbedding;
