@@ -4,14 +4,17 @@
 use std::path::Path;
 
 use burn::config::Config;
-use burn::module::Module;
+use burn::module::{Module, ModuleVisitor, Param};
 use burn::record::{FullPrecisionSettings, NamedMpkFileRecorder};
 use burn::tensor::{Bool, Int, Tensor, backend::Backend};
 
 use crate::backbone::{BackboneSettings, CausalBackbone, KvCache};
 use crate::decoder::{DecoderOutput, VariationalDecoder};
 use crate::encoder::SpatialEncoder;
-use crate::error::{ModelError, Result, shape_error};
+use crate::error::{ModelError, shape_error};
+
+// `Result` stays unimported here: the `Config` derive expands to code that names it.
+type ModelResult<T> = crate::error::Result<T>;
 
 /// Hyper-parameters of a [`CalmFlowModel`]; defaults follow METHOD.md.
 #[derive(Config, Debug, PartialEq)]
@@ -64,7 +67,7 @@ pub struct CalmFlowConfig {
 
 impl CalmFlowConfig {
     /// Checks every field; returns a typed error naming the first bad one.
-    pub fn validate(&self) -> Result<()> {
+    pub fn validate(&self) -> ModelResult<()> {
         let bad = |m: String| Err(ModelError::InvalidConfig(m));
         if self.dim == 0 || self.n_space == 0 || self.hidden == 0 || self.layers == 0 || self.heads == 0 {
             return bad(format!(
@@ -94,7 +97,7 @@ impl CalmFlowConfig {
     }
 
     /// Builds the model on `device` after validating the configuration.
-    pub fn init<B: Backend>(&self, device: &B::Device) -> Result<CalmFlowModel<B>> {
+    pub fn init<B: Backend>(&self, device: &B::Device) -> ModelResult<CalmFlowModel<B>> {
         self.validate()?;
         let settings = BackboneSettings {
             hidden: self.hidden,
@@ -109,14 +112,56 @@ impl CalmFlowConfig {
             vocab_size: self.vocab_size,
             freeze_embeddings: self.freeze_embeddings,
         };
-        Ok(CalmFlowModel {
+        let model = CalmFlowModel {
             encoder: SpatialEncoder::new(self.dim, self.n_space, self.hidden, self.mlp_encoder, self.dropout, device),
             backbone: CausalBackbone::new(&settings, device),
             decoder: VariationalDecoder::new(self.dim, self.n_space, self.hidden, self.variational, self.dropout, device),
             dim: self.dim,
             n_space: self.n_space,
             hidden: self.hidden,
-        })
+        };
+        // burn initialises parameters lazily, on first access, from the backend RNG at
+        // that moment, and clones taken before then initialise independently. Drawing
+        // every weight now makes `B::seed(s)` followed by `init` reproducible.
+        model.visit(&mut Materialize);
+        Ok(model)
+    }
+}
+
+/// Every float parameter's module path and shape, in visiting order.
+struct ParameterShapes(Vec<(String, Vec<usize>)>);
+
+struct ShapeVisitor {
+    path: Vec<String>,
+    shapes: Vec<(String, Vec<usize>)>,
+}
+
+impl ParameterShapes {
+    fn of<B: Backend, M: Module<B>>(module: &M) -> Self {
+        let mut v = ShapeVisitor { path: Vec::new(), shapes: Vec::new() };
+        module.visit(&mut v);
+        Self(v.shapes)
+    }
+}
+
+impl<B: Backend> ModuleVisitor<B> for ShapeVisitor {
+    fn enter_module(&mut self, name: &str, _container_type: &str) {
+        self.path.push(name.to_string());
+    }
+    fn exit_module(&mut self, _name: &str, _container_type: &str) {
+        self.path.pop();
+    }
+    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<B, D>>) {
+        self.shapes.push((self.path.join("."), param.val().dims().to_vec()));
+    }
+}
+
+/// Forces lazy parameter initialisation.
+struct Materialize;
+
+impl<B: Backend> ModuleVisitor<B> for Materialize {
+    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<B, D>>) {
+        let _ = param.val();
     }
 }
 
@@ -173,7 +218,7 @@ impl<B: Backend> CalmFlowModel<B> {
         KvCache::new(self.backbone.n_layers())
     }
 
-    fn check_slots(&self, slots: &Tensor<B, 3>, what: &'static str) -> Result<()> {
+    fn check_slots(&self, slots: &Tensor<B, 3>, what: &'static str) -> ModelResult<()> {
         let [b, s, d] = slots.dims();
         if b == 0 || s == 0 || d != self.dim {
             return Err(shape_error(what, format!("(B ≥ 1, S ≥ 1, {})", self.dim), [b, s, d]));
@@ -181,7 +226,7 @@ impl<B: Backend> CalmFlowModel<B> {
         Ok(())
     }
 
-    fn check_prompt(&self, prompt: &Prompt<B>, batch: usize) -> Result<()> {
+    fn check_prompt(&self, prompt: &Prompt<B>, batch: usize) -> ModelResult<()> {
         let [b, l, h] = prompt.embeddings.dims();
         if b != batch || h != self.hidden || l == 0 {
             return Err(shape_error("prompt embeddings", format!("({batch}, L ≥ 1, {})", self.hidden), [b, l, h]));
@@ -195,7 +240,7 @@ impl<B: Backend> CalmFlowModel<B> {
     }
 
     /// Embeds prompt token ids `(B, L_p)` with the backbone's token-embedding table.
-    pub fn embed_prompt(&self, ids: Tensor<B, 2, Int>, padding: Option<Tensor<B, 2, Bool>>) -> Result<Prompt<B>> {
+    pub fn embed_prompt(&self, ids: Tensor<B, 2, Int>, padding: Option<Tensor<B, 2, Bool>>) -> ModelResult<Prompt<B>> {
         let embeddings = self.backbone.embed(ids).ok_or(ModelError::NoVocabulary)?;
         Ok(Prompt { embeddings, padding })
     }
@@ -203,7 +248,7 @@ impl<B: Backend> CalmFlowModel<B> {
     /// Teacher-forced forward on packed slots `(B, S, D)` (slot `i·P + p` = trajectory `p`
     /// at time `i`), after an optional prompt. Returns, for every slot, the decoded
     /// prediction of the slot one time point later, and the latent posteriors.
-    pub fn forward(&self, slots: Tensor<B, 3>, prompt: Option<&Prompt<B>>, temperature: f64) -> Result<DecoderOutput<B>> {
+    pub fn forward(&self, slots: Tensor<B, 3>, prompt: Option<&Prompt<B>>, temperature: f64) -> ModelResult<DecoderOutput<B>> {
         self.check_slots(&slots, "slots")?;
         let [b, s, _] = slots.dims();
         let tokens = self.encoder.forward(slots);
@@ -226,7 +271,7 @@ impl<B: Backend> CalmFlowModel<B> {
 
     /// Runs a prompt through the backbone, filling `cache` (call before the first
     /// [`CalmFlowModel::step`]).
-    pub fn prefill(&self, prompt: &Prompt<B>, cache: &mut KvCache<B>) -> Result<()> {
+    pub fn prefill(&self, prompt: &Prompt<B>, cache: &mut KvCache<B>) -> ModelResult<()> {
         self.check_prompt(prompt, prompt.embeddings.dims()[0])?;
         self.backbone.forward(prompt.embeddings.clone(), Some(cache), prompt.padding.clone());
         Ok(())
@@ -235,7 +280,7 @@ impl<B: Backend> CalmFlowModel<B> {
     /// Incremental decoding: appends the tokens of `slots` `(B, m, D)` to `cache` and
     /// returns their decoded predictions `(B, m, D)`. Equal (up to rounding) to the
     /// corresponding rows of [`CalmFlowModel::forward`] on the whole sequence.
-    pub fn step(&self, slots: Tensor<B, 3>, cache: &mut KvCache<B>, temperature: f64) -> Result<Tensor<B, 3>> {
+    pub fn step(&self, slots: Tensor<B, 3>, cache: &mut KvCache<B>, temperature: f64) -> ModelResult<Tensor<B, 3>> {
         self.check_slots(&slots, "new slots")?;
         let tokens = self.encoder.forward(slots);
         let hidden = self.backbone.forward(tokens, Some(cache), None);
@@ -254,7 +299,7 @@ impl<B: Backend> CalmFlowModel<B> {
         temperature: f64,
         use_cache: bool,
         prompt: Option<&Prompt<B>>,
-    ) -> Result<Tensor<B, 4>> {
+    ) -> ModelResult<Tensor<B, 4>> {
         self.check_slots(&x0, "initial states")?;
         if n_times < 2 {
             return Err(ModelError::InvalidConfig(format!("roll-out needs n_times ≥ 2, got {n_times}")));
@@ -282,20 +327,17 @@ impl<B: Backend> CalmFlowModel<B> {
                 sequence = Tensor::cat(vec![sequence, next], 1);
             }
         }
-        Ok(Tensor::stack(states, 1).reshape([b, n_times, p, d]))
+        Ok(Tensor::stack::<4>(states, 1).reshape([b, n_times, p, d]))
     }
 
     /// Saves the weights to `path` (burn's named MessagePack format), atomically: the
     /// file is written beside `path` and renamed over it.
-    pub fn save_weights(&self, path: &Path) -> Result<()> {
+    pub fn save_weights(&self, path: &Path) -> ModelResult<()> {
         let record_err = |message: String| ModelError::Record { path: path.display().to_string(), message };
-        let name = path.file_name().ok_or_else(|| record_err("names no file".into()))?;
-        let tmp = path.with_file_name(format!(".{}.{}.tmp", name.to_string_lossy(), std::process::id()));
+        let base = staging_base(path, "save").ok_or_else(|| record_err("names no file".into()))?;
+        let written = base.with_extension("mpk");
         let recorder = NamedMpkFileRecorder::<FullPrecisionSettings>::new();
-        // The recorder appends its extension to the path it is given.
-        let written = tmp.with_extension("tmp.mpk");
-        let _ = std::fs::remove_file(&written);
-        self.clone().save_file(tmp.clone(), &recorder).map_err(|e| record_err(e.to_string()))?;
+        self.clone().save_file(base, &recorder).map_err(|e| record_err(e.to_string()))?;
         std::fs::rename(&written, path).map_err(|e| {
             let _ = std::fs::remove_file(&written);
             record_err(e.to_string())
@@ -304,21 +346,42 @@ impl<B: Backend> CalmFlowModel<B> {
 
     /// Loads weights saved by [`CalmFlowModel::save_weights`] into this model (which must
     /// have the same configuration).
-    pub fn load_weights(self, path: &Path, device: &B::Device) -> Result<Self> {
+    pub fn load_weights(self, path: &Path, device: &B::Device) -> ModelResult<Self> {
         let record_err = |message: String| ModelError::Record { path: path.display().to_string(), message };
         if !path.is_file() {
             return Err(record_err("no such weights file".into()));
         }
-        let recorder = NamedMpkFileRecorder::<FullPrecisionSettings>::new();
-        // The recorder appends `.mpk`: load through a link-free copy path with that suffix.
-        let staged = path.with_file_name(format!(
-            ".{}.{}.load.mpk",
-            path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default(),
-            std::process::id()
-        ));
+        let base = staging_base(path, "load").ok_or_else(|| record_err("names no file".into()))?;
+        let staged = base.with_extension("mpk");
         std::fs::copy(path, &staged).map_err(|e| record_err(e.to_string()))?;
-        let result = self.load_file(staged.with_extension(""), &recorder, device);
+        let recorder = NamedMpkFileRecorder::<FullPrecisionSettings>::new();
+        let expected = ParameterShapes::of(&self);
+        let result = self.load_file(base, &recorder, device);
         let _ = std::fs::remove_file(&staged);
-        result.map_err(|e| record_err(e.to_string()))
+        let loaded = result.map_err(|e| record_err(e.to_string()))?;
+        // burn replaces tensors without checking their shapes: a checkpoint of another
+        // configuration would load and fail later. Compare every parameter's shape.
+        let found = ParameterShapes::of(&loaded);
+        if let Some(((name, want), (_, got))) = expected.0.iter().zip(&found.0).find(|(a, b)| a.1 != b.1) {
+            return Err(record_err(format!(
+                "parameter `{name}` has shape {got:?} in the file, the model expects {want:?}: \
+                 the weights belong to a model of another configuration"
+            )));
+        }
+        if expected.0.len() != found.0.len() {
+            return Err(record_err(format!(
+                "the file has {} parameters, the model {}",
+                found.0.len(),
+                expected.0.len()
+            )));
+        }
+        Ok(loaded)
     }
+}
+
+/// A hidden, extension-free sibling of `path` (burn's file recorders set the `.mpk`
+/// extension themselves, so user paths of any extension are staged through it).
+fn staging_base(path: &Path, purpose: &str) -> Option<std::path::PathBuf> {
+    let name = path.file_name()?.to_string_lossy().replace('.', "_");
+    Some(path.with_file_name(format!(".{name}-{}-{purpose}", std::process::id())))
 }

@@ -229,3 +229,19 @@ fn invalid_configs_and_inputs_are_typed_errors() {
     assert_eq!((defaults.hidden, defaults.layers, defaults.heads, defaults.n_space), (128, 4, 4, 1));
     assert!(m.num_params() > 1000);
 }
+
+#[test]
+fn same_seed_same_weights_regardless_of_later_rng_use() {
+    let config = small_config(2, 1);
+    let device = Default::default();
+    B::seed(&device, 30);
+    let a = config.init::<B>(&device).unwrap();
+    let _ = Tensor::<B, 2>::random([5, 5], Distribution::Default, &device);
+    let a_clone = a.clone();
+    B::seed(&device, 30);
+    let b = config.init::<B>(&device).unwrap();
+    let x = random([2, 3, 2], 31);
+    let y = |m: &CalmFlowModel<B>| m.forward(x.clone(), None, 0.0).unwrap().decoded;
+    assert_eq!(max_abs_diff(y(&a), y(&b)), 0.0);
+    assert_eq!(max_abs_diff(y(&a_clone), y(&a)), 0.0);
+}
