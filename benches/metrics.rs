@@ -1,5 +1,6 @@
 //! Exact W2 (an O(n³) assignment) and multiscale MMD (O(n² D)) at n = 500, 1000, 2000
 //! in D = 2 and D = 100.
+#![allow(missing_docs)] // criterion's macros generate undocumented items
 
 use calmflow_benches::normal_points;
 use calmflow_metrics::{TORCHCFM_SIGMAS, mmd2_biased, w2_exact};
@@ -9,7 +10,10 @@ use std::time::Duration;
 
 fn metrics(c: &mut Criterion) {
     let mut group = c.benchmark_group("metrics");
-    group.sample_size(10).warm_up_time(Duration::from_millis(500)).measurement_time(Duration::from_secs(5));
+    group
+        .sample_size(10)
+        .warm_up_time(Duration::from_millis(500))
+        .measurement_time(Duration::from_secs(5));
     for d in [2usize, 100] {
         for n in [500usize, 1000, 2000] {
             let x = normal_points(n, d, 0.0, 1);
@@ -19,7 +23,10 @@ fn metrics(c: &mut Criterion) {
                 b.iter(|| w2_exact(black_box(x.view()), black_box(y.view())).expect("w2"))
             });
             group.bench_function(BenchmarkId::new("mmd2_multiscale", &id), |b| {
-                b.iter(|| mmd2_biased(black_box(x.view()), black_box(y.view()), &TORCHCFM_SIGMAS).expect("mmd"))
+                b.iter(|| {
+                    mmd2_biased(black_box(x.view()), black_box(y.view()), &TORCHCFM_SIGMAS)
+                        .expect("mmd")
+                })
             });
         }
     }

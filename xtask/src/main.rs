@@ -33,7 +33,10 @@ fn main() -> ExitCode {
 }
 
 fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().map(Path::to_path_buf).unwrap_or_default()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_default()
 }
 
 fn run(program: &str, args: &[&str], envs: &[(&str, &str)]) -> Result<(), String> {
@@ -44,20 +47,41 @@ fn run(program: &str, args: &[&str], envs: &[(&str, &str)]) -> Result<(), String
         .current_dir(root())
         .status()
         .map_err(|e| format!("cannot run {program}: {e}"))?;
-    if status.success() { Ok(()) } else { Err(format!("`{program} {}` failed ({status})", args.join(" "))) }
+    if status.success() {
+        Ok(())
+    } else {
+        Err(format!("`{program} {}` failed ({status})", args.join(" ")))
+    }
 }
 
 fn ci() -> Result<(), String> {
     run("cargo", &["fmt", "--all", "--", "--check"], &[])?;
-    run("cargo", &["clippy", "--workspace", "--all-targets", "--", "-D", "warnings"], &[])?;
-    run("cargo", &["doc", "--workspace", "--no-deps"], &[("RUSTDOCFLAGS", "-D warnings")])?;
+    run(
+        "cargo",
+        &[
+            "clippy",
+            "--workspace",
+            "--all-targets",
+            "--",
+            "-D",
+            "warnings",
+        ],
+        &[],
+    )?;
+    run(
+        "cargo",
+        &["doc", "--workspace", "--no-deps"],
+        &[("RUSTDOCFLAGS", "-D warnings")],
+    )?;
     run("cargo", &["test", "--workspace"], &[])
 }
 
 /// One criterion result: ids and the median with its spread, in nanoseconds.
 fn read_result(dir: &Path) -> Option<(String, Value)> {
-    let bench: Value = serde_json::from_str(&std::fs::read_to_string(dir.join("benchmark.json")).ok()?).ok()?;
-    let est: Value = serde_json::from_str(&std::fs::read_to_string(dir.join("estimates.json")).ok()?).ok()?;
+    let bench: Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("benchmark.json")).ok()?).ok()?;
+    let est: Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("estimates.json")).ok()?).ok()?;
     let full_id = bench["full_id"].as_str()?.to_string();
     Some((
         full_id,
@@ -74,7 +98,9 @@ fn read_result(dir: &Path) -> Option<(String, Value)> {
 }
 
 fn collect(dir: &Path, since: SystemTime, out: &mut BTreeMap<String, Value>) {
-    let Ok(entries) = std::fs::read_dir(dir) else { return };
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
     for entry in entries.flatten() {
         let path = entry.path();
         if !path.is_dir() {
@@ -84,10 +110,8 @@ fn collect(dir: &Path, since: SystemTime, out: &mut BTreeMap<String, Value>) {
             let fresh = std::fs::metadata(path.join("estimates.json"))
                 .and_then(|m| m.modified())
                 .is_ok_and(|t| t >= since);
-            if fresh {
-                if let Some((id, v)) = read_result(&path) {
-                    out.insert(id, v);
-                }
+            if fresh && let Some((id, v)) = read_result(&path) {
+                out.insert(id, v);
             }
         } else {
             collect(&path, since, out);
@@ -110,9 +134,15 @@ fn fmt_ns(ns: f64) -> String {
 fn machine() -> String {
     let cpu = std::fs::read_to_string("/proc/cpuinfo")
         .ok()
-        .and_then(|s| s.lines().find(|l| l.starts_with("model name")).map(|l| l.split(':').nth(1).unwrap_or("").trim().to_string()))
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("model name"))
+                .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_string())
+        })
         .unwrap_or_else(|| "unknown CPU".into());
-    let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+    let cores = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1);
     let rustc = Command::new("rustc")
         .arg("--version")
         .output()
@@ -154,7 +184,10 @@ fn bench(filter: Option<&str>) -> Result<(), String> {
 fn markdown(machine: &str, results: &BTreeMap<String, Value>) -> String {
     let mut groups: BTreeMap<String, Vec<&Value>> = BTreeMap::new();
     for v in results.values() {
-        groups.entry(v["group"].as_str().unwrap_or("?").to_string()).or_default().push(v);
+        groups
+            .entry(v["group"].as_str().unwrap_or("?").to_string())
+            .or_default()
+            .push(v);
     }
     let mut md = String::from(
         "# Benchmarks\n\nWritten by `cargo xtask bench` from criterion's estimates: the median time per \
@@ -163,7 +196,12 @@ fn markdown(machine: &str, results: &BTreeMap<String, Value>) -> String {
     );
     md.push_str(&format!("Machine: {machine}.\n"));
     for (group, mut rows) in groups {
-        rows.sort_by_key(|v| (v["function"].as_str().unwrap_or("").to_string(), natural_key(v["parameter"].as_str().unwrap_or(""))));
+        rows.sort_by_key(|v| {
+            (
+                v["function"].as_str().unwrap_or("").to_string(),
+                natural_key(v["parameter"].as_str().unwrap_or("")),
+            )
+        });
         md.push_str(&format!("\n## {group}\n\n| benchmark | parameter | median | 95% CI | MAD |\n| --- | --- | ---: | --- | ---: |\n"));
         for v in rows {
             let f = |k: &str| v[k].as_f64().unwrap_or(f64::NAN);

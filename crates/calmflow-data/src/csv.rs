@@ -54,7 +54,11 @@ pub struct CsvOptions {
 
 impl Default for CsvOptions {
     fn default() -> Self {
-        Self { delimiter: Delimiter::Auto, header: Header::Auto, require_finite: true }
+        Self {
+            delimiter: Delimiter::Auto,
+            header: Header::Auto,
+            require_finite: true,
+        }
     }
 }
 
@@ -67,7 +71,7 @@ pub struct CsvTable {
     pub data: Array2<f32>,
 }
 
-fn split<'a>(line: &'a str, delimiter: Delimiter) -> Vec<&'a str> {
+fn split(line: &str, delimiter: Delimiter) -> Vec<&str> {
     match delimiter {
         Delimiter::Comma => line.split(',').map(str::trim).collect(),
         Delimiter::Tab => line.split('\t').map(str::trim).collect(),
@@ -86,7 +90,11 @@ fn guess(line: &str) -> Delimiter {
 }
 
 /// Parses numeric CSV from any reader; `name` identifies the source in errors.
-pub fn parse_csv(reader: impl Read, name: impl AsRef<Path>, options: &CsvOptions) -> Result<CsvTable> {
+pub fn parse_csv(
+    reader: impl Read,
+    name: impl AsRef<Path>,
+    options: &CsvOptions,
+) -> Result<CsvTable> {
     let path: PathBuf = name.as_ref().to_path_buf();
     let mut header = None;
     let mut values = Vec::new();
@@ -114,7 +122,12 @@ pub fn parse_csv(reader: impl Read, name: impl AsRef<Path>, options: &CsvOptions
             };
             if is_header {
                 width = Some(fields.len());
-                header = Some(fields.iter().map(|s| s.trim_matches('"').to_string()).collect());
+                header = Some(
+                    fields
+                        .iter()
+                        .map(|s| s.trim_matches('"').to_string())
+                        .collect(),
+                );
                 continue;
             }
         }
@@ -150,8 +163,11 @@ pub fn parse_csv(reader: impl Read, name: impl AsRef<Path>, options: &CsvOptions
         return Err(DataError::Empty(path.display().to_string()));
     }
     let n = values.len() / d;
-    let data = Array2::from_shape_vec((n, d), values)
-        .map_err(|e| DataError::Shape { what: path.display().to_string(), expected: format!("({n}, {d})"), actual: e.to_string() })?;
+    let data = Array2::from_shape_vec((n, d), values).map_err(|e| DataError::Shape {
+        what: path.display().to_string(),
+        expected: format!("({n}, {d})"),
+        actual: e.to_string(),
+    })?;
     Ok(CsvTable { header, data })
 }
 
@@ -171,14 +187,14 @@ pub fn write_csv(
     delimiter: Delimiter,
 ) -> Result<()> {
     let path = path.as_ref();
-    if let Some(h) = header {
-        if h.len() != data.ncols() {
-            return Err(DataError::Shape {
-                what: format!("CSV header of {}", path.display()),
-                expected: format!("{} names", data.ncols()),
-                actual: format!("{} names", h.len()),
-            });
-        }
+    if let Some(h) = header
+        && h.len() != data.ncols()
+    {
+        return Err(DataError::Shape {
+            what: format!("CSV header of {}", path.display()),
+            expected: format!("{} names", data.ncols()),
+            actual: format!("{} names", h.len()),
+        });
     }
     let sep = match delimiter {
         Delimiter::Tab => "\t",
@@ -215,7 +231,10 @@ mod tests {
         let c = parse("\"a\",b\r\n1,2\r\n3,4\r\n").unwrap();
         assert_eq!(c.header.unwrap(), vec!["a", "b"]);
         assert_eq!(c.data, a.data);
-        let opts = CsvOptions { header: Header::Yes, ..CsvOptions::default() };
+        let opts = CsvOptions {
+            header: Header::Yes,
+            ..CsvOptions::default()
+        };
         let d = parse_csv("1,2\n3,4\n".as_bytes(), "t.csv", &opts).unwrap();
         assert_eq!(d.data.nrows(), 1);
     }
@@ -227,13 +246,24 @@ mod tests {
         let e = parse("1,2\n3,x4\n").unwrap_err().to_string();
         assert!(e.contains("line 2, column 2") && e.contains("x4"), "{e}");
         let e = parse("1,2\n3,nan\n").unwrap_err().to_string();
-        assert!(e.contains("line 2, column 2") && e.contains("non-finite"), "{e}");
+        assert!(
+            e.contains("line 2, column 2") && e.contains("non-finite"),
+            "{e}"
+        );
         let e = parse("1,inf\n").unwrap_err().to_string();
         assert!(e.contains("non-finite"), "{e}");
         assert!(matches!(parse("a,b\n"), Err(DataError::Empty(_))));
         assert!(matches!(parse(""), Err(DataError::Empty(_))));
-        let lenient = CsvOptions { require_finite: false, ..CsvOptions::default() };
-        assert!(parse_csv("1,nan\n".as_bytes(), "t.csv", &lenient).unwrap().data[[0, 1]].is_nan());
+        let lenient = CsvOptions {
+            require_finite: false,
+            ..CsvOptions::default()
+        };
+        assert!(
+            parse_csv("1,nan\n".as_bytes(), "t.csv", &lenient)
+                .unwrap()
+                .data[[0, 1]]
+            .is_nan()
+        );
     }
 
     #[test]

@@ -26,7 +26,11 @@ pub struct LabeledData {
 /// ```
 pub fn digits() -> Result<LabeledData> {
     let reader = flate2::read::GzDecoder::new(DIGITS_GZ);
-    let options = CsvOptions { delimiter: Delimiter::Comma, header: Header::No, require_finite: true };
+    let options = CsvOptions {
+        delimiter: Delimiter::Comma,
+        header: Header::No,
+        require_finite: true,
+    };
     let table = parse_csv(reader, "digits.csv.gz", &options)?;
     if table.data.ncols() != 65 {
         return Err(DataError::Shape {
@@ -54,7 +58,10 @@ mod tests {
         }
         // The UCI test set's class counts, as in scikit-learn's documentation.
         assert_eq!(counts, [178, 182, 177, 183, 181, 182, 181, 179, 174, 180]);
-        assert!(d.x.iter().all(|&v| (0.0..=16.0).contains(&v) && v.fract() == 0.0));
+        assert!(
+            d.x.iter()
+                .all(|&v| (0.0..=16.0).contains(&v) && v.fract() == 0.0)
+        );
         // The first image is a 0 (scikit-learn's digits.images[0]).
         assert_eq!(d.labels[0], 0);
         assert_eq!(d.x[[0, 2]], 5.0);

@@ -102,11 +102,17 @@ pub enum DataError {
 
 impl DataError {
     pub(crate) fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
-        DataError::Io { path: path.into(), source }
+        DataError::Io {
+            path: path.into(),
+            source,
+        }
     }
 
     pub(crate) fn invalid(name: &'static str, reason: impl Into<String>) -> Self {
-        DataError::InvalidParameter { name, reason: reason.into() }
+        DataError::InvalidParameter {
+            name,
+            reason: reason.into(),
+        }
     }
 }
 

@@ -18,13 +18,19 @@ impl GaussianMixture {
     /// A mixture with the given `K × D` means and common standard deviation.
     pub fn new(means: Array2<f64>, std: f64) -> Result<Self> {
         if means.nrows() == 0 || means.ncols() == 0 {
-            return Err(DataError::invalid("means", "need at least one component of dimension ≥ 1"));
+            return Err(DataError::invalid(
+                "means",
+                "need at least one component of dimension ≥ 1",
+            ));
         }
         if means.iter().any(|v| !v.is_finite()) {
             return Err(DataError::invalid("means", "must be finite"));
         }
         if !(std >= 0.0 && std.is_finite()) {
-            return Err(DataError::invalid("std", format!("must be finite and ≥ 0, got {std}")));
+            return Err(DataError::invalid(
+                "std",
+                format!("must be finite and ≥ 0, got {std}"),
+            ));
         }
         Ok(Self { means, std })
     }
@@ -44,10 +50,16 @@ impl GaussianMixture {
             return Self::new(Array2::zeros((1, dim)), std);
         }
         if k == 0 || k % 2 == 1 {
-            return Err(DataError::invalid("k", format!("must be 1 or even, got {k}")));
+            return Err(DataError::invalid(
+                "k",
+                format!("must be 1 or even, got {k}"),
+            ));
         }
         if k / 2 >= dim {
-            return Err(DataError::invalid("dim", format!("{k} cross-polytope means need dim > {}, got {dim}", k / 2)));
+            return Err(DataError::invalid(
+                "dim",
+                format!("{k} cross-polytope means need dim > {}, got {dim}", k / 2),
+            ));
         }
         let d = dim as f64;
         let mut means = Array2::zeros((k, dim));
@@ -181,7 +193,11 @@ mod tests {
 
     #[test]
     fn paper_pairs_build_in_high_dimension() {
-        for kind in [MixturePair::TwoToFour, MixturePair::FourToEight, MixturePair::NormalToEight] {
+        for kind in [
+            MixturePair::TwoToFour,
+            MixturePair::FourToEight,
+            MixturePair::NormalToEight,
+        ] {
             let pair = kind.pair(100).unwrap();
             let (x0, x1) = pair.sample(50, &mut seeded_rng(1));
             assert_eq!((x0.ncols(), x1.ncols()), (100, 100));

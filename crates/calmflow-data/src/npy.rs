@@ -40,11 +40,18 @@ struct Dtype {
 }
 
 fn npy_err(path: &Path, offset: usize, message: impl Into<String>) -> DataError {
-    DataError::Npy { path: path.to_path_buf(), offset, message: message.into() }
+    DataError::Npy {
+        path: path.to_path_buf(),
+        offset,
+        message: message.into(),
+    }
 }
 
 fn unsupported(path: &Path, message: impl Into<String>) -> DataError {
-    DataError::NpyUnsupported { path: path.to_path_buf(), message: message.into() }
+    DataError::NpyUnsupported {
+        path: path.to_path_buf(),
+        message: message.into(),
+    }
 }
 
 fn parse_descr(descr: &str, path: &Path) -> Result<Dtype> {
@@ -55,14 +62,24 @@ fn parse_descr(descr: &str, path: &Path) -> Result<Dtype> {
     let big_endian = match bytes[0] {
         b'<' | b'|' | b'=' => false,
         b'>' => true,
-        _ => return Err(unsupported(path, format!("dtype '{descr}' (no byte-order mark)"))),
+        _ => {
+            return Err(unsupported(
+                path,
+                format!("dtype '{descr}' (no byte-order mark)"),
+            ));
+        }
     };
     let kind = match bytes[1] {
         b'f' => Kind::Float,
         b'i' => Kind::Int,
         b'u' => Kind::Uint,
         b'b' => Kind::Bool,
-        _ => return Err(unsupported(path, format!("dtype '{descr}' (only float, int, uint, bool)"))),
+        _ => {
+            return Err(unsupported(
+                path,
+                format!("dtype '{descr}' (only float, int, uint, bool)"),
+            ));
+        }
     };
     let size: usize = descr[2..]
         .parse()
@@ -75,12 +92,18 @@ fn parse_descr(descr: &str, path: &Path) -> Result<Dtype> {
     if !ok {
         return Err(unsupported(path, format!("dtype '{descr}' (size {size})")));
     }
-    Ok(Dtype { kind, size, big_endian })
+    Ok(Dtype {
+        kind,
+        size,
+        big_endian,
+    })
 }
 
 /// The value of `'key':` in a NumPy header dict, as raw text up to the next top-level comma.
 fn header_value<'a>(header: &'a str, key: &str) -> Option<&'a str> {
-    let start = header.find(&format!("'{key}'")).or_else(|| header.find(&format!("\"{key}\"")))?;
+    let start = header
+        .find(&format!("'{key}'"))
+        .or_else(|| header.find(&format!("\"{key}\"")))?;
     let rest = &header[start + key.len() + 2..];
     let rest = rest.trim_start().strip_prefix(':')?.trim_start();
     let mut depth = 0;
@@ -103,7 +126,10 @@ fn parse_header(header: &str, path: &Path, offset: usize) -> Result<(Dtype, Vec<
     match header_value(header, "fortran_order") {
         Some("False") => {}
         Some("True") => {
-            return Err(unsupported(path, "Fortran-ordered array (save it with np.ascontiguousarray)"));
+            return Err(unsupported(
+                path,
+                "Fortran-ordered array (save it with np.ascontiguousarray)",
+            ));
         }
         _ => return Err(npy_err(path, offset, "header has no valid 'fortran_order'")),
     }
@@ -119,7 +145,13 @@ fn parse_header(header: &str, path: &Path, offset: usize) -> Result<(Dtype, Vec<
         .filter(|s| !s.is_empty())
         .map(|s| s.trim_end_matches('L').parse::<usize>())
         .collect::<std::result::Result<Vec<_>, _>>()
-        .map_err(|_| npy_err(path, offset, format!("shape '{shape_text}' is not a tuple of integers")))?;
+        .map_err(|_| {
+            npy_err(
+                path,
+                offset,
+                format!("shape '{shape_text}' is not a tuple of integers"),
+            )
+        })?;
     Ok((dtype, shape))
 }
 
@@ -135,13 +167,20 @@ pub fn parse_npy(bytes: &[u8], path: &Path) -> Result<ArrayD<f32>> {
             if bytes.len() < 12 {
                 return Err(npy_err(path, bytes.len(), "truncated header length"));
             }
-            (u32::from_le_bytes([bytes[8], bytes[9], bytes[10], bytes[11]]) as usize, 12)
+            (
+                u32::from_le_bytes([bytes[8], bytes[9], bytes[10], bytes[11]]) as usize,
+                12,
+            )
         }
         v => return Err(unsupported(path, format!("format version {v}"))),
     };
     let data_start = header_start + header_len;
     if bytes.len() < data_start {
-        return Err(npy_err(path, bytes.len(), format!("truncated header: needs {data_start} bytes")));
+        return Err(npy_err(
+            path,
+            bytes.len(),
+            format!("truncated header: needs {data_start} bytes"),
+        ));
     }
     let header = std::str::from_utf8(&bytes[header_start..data_start])
         .map_err(|e| npy_err(path, header_start + e.valid_up_to(), "header is not text"))?;
@@ -158,17 +197,26 @@ pub fn parse_npy(bytes: &[u8], path: &Path) -> Result<ArrayD<f32>> {
         return Err(npy_err(
             path,
             bytes.len(),
-            format!("truncated data: shape {shape:?} needs {expected} bytes, file has {}", data.len()),
+            format!(
+                "truncated data: shape {shape:?} needs {expected} bytes, file has {}",
+                data.len()
+            ),
         ));
     }
     if data.len() > expected {
         return Err(npy_err(
             path,
             data_start + expected,
-            format!("{} trailing bytes after the array data", data.len() - expected),
+            format!(
+                "{} trailing bytes after the array data",
+                data.len() - expected
+            ),
         ));
     }
-    let values: Vec<f32> = data.chunks_exact(dtype.size).map(|c| decode(c, dtype)).collect();
+    let values: Vec<f32> = data
+        .chunks_exact(dtype.size)
+        .map(|c| decode(c, dtype))
+        .collect();
     ArrayD::from_shape_vec(IxDyn(&shape), values)
         .map_err(|e| npy_err(path, data_start, format!("shape {shape:?}: {e}")))
 }
@@ -211,7 +259,12 @@ fn into_matrix(a: ArrayD<f32>, path: &Path) -> Result<Array2<f32>> {
     let m = match shape.len() {
         1 => a.into_shape_with_order((shape[0], 1)),
         2 => a.into_shape_with_order((shape[0], shape[1])),
-        _ => return Err(unsupported(path, format!("{}-D array {shape:?}; expected 1-D or 2-D", shape.len()))),
+        _ => {
+            return Err(unsupported(
+                path,
+                format!("{}-D array {shape:?}; expected 1-D or 2-D", shape.len()),
+            ));
+        }
     }
     .map_err(|e| unsupported(path, e.to_string()))?;
     if m.nrows() == 0 {
@@ -261,22 +314,29 @@ pub fn write_npy(path: impl AsRef<Path>, x: ArrayView2<'_, f32>) -> Result<()> {
 pub fn read_npz(path: impl AsRef<Path>) -> Result<Vec<(String, ArrayD<f32>)>> {
     let path = path.as_ref();
     let file = std::fs::File::open(path).map_err(|e| DataError::io(path, e))?;
-    let mut archive =
-        zip::ZipArchive::new(file).map_err(|e| npy_err(path, 0, format!("not a valid .npz (zip) archive: {e}")))?;
+    let mut archive = zip::ZipArchive::new(file)
+        .map_err(|e| npy_err(path, 0, format!("not a valid .npz (zip) archive: {e}")))?;
     let mut out = Vec::new();
     for i in 0..archive.len() {
         let mut member = archive
             .by_index(i)
             .map_err(|e| npy_err(path, 0, format!("archive member {i}: {e}")))?;
         let name = member.name().to_string();
-        let Some(stem) = name.strip_suffix(".npy") else { continue };
+        let Some(stem) = name.strip_suffix(".npy") else {
+            continue;
+        };
         let member_path: PathBuf = path.join(&name);
         let mut bytes = Vec::new();
-        member.read_to_end(&mut bytes).map_err(|e| DataError::io(&member_path, e))?;
+        member
+            .read_to_end(&mut bytes)
+            .map_err(|e| DataError::io(&member_path, e))?;
         out.push((stem.to_string(), parse_npy(&bytes, &member_path)?));
     }
     if out.is_empty() {
-        return Err(DataError::Empty(format!("{} (no .npy members)", path.display())));
+        return Err(DataError::Empty(format!(
+            "{} (no .npy members)",
+            path.display()
+        )));
     }
     Ok(out)
 }
@@ -308,7 +368,10 @@ mod tests {
 
     #[test]
     fn reads_every_supported_dtype() {
-        let f8: Vec<u8> = [1.5f64, -2.0].iter().flat_map(|v| v.to_le_bytes()).collect();
+        let f8: Vec<u8> = [1.5f64, -2.0]
+            .iter()
+            .flat_map(|v| v.to_le_bytes())
+            .collect();
         let a = parse_npy(&npy_bytes("<f8", false, "(2,)", &f8, 1), p()).unwrap();
         assert_eq!(a.as_slice().unwrap(), &[1.5, -2.0]);
         let be: Vec<u8> = [3.25f32].iter().flat_map(|v| v.to_be_bytes()).collect();
@@ -319,12 +382,19 @@ mod tests {
         let a = parse_npy(&npy_bytes("<i2", false, "(2,)", &i2, 1), p()).unwrap();
         assert_eq!(a.as_slice().unwrap(), &[-3.0, 7.0]);
         let i8: Vec<u8> = [-9i64].iter().flat_map(|v| v.to_le_bytes()).collect();
-        assert_eq!(parse_npy(&npy_bytes("<i8", false, "(1,)", &i8, 3), p()).unwrap()[[0]], -9.0);
+        assert_eq!(
+            parse_npy(&npy_bytes("<i8", false, "(1,)", &i8, 3), p()).unwrap()[[0]],
+            -9.0
+        );
         let a = parse_npy(&npy_bytes("|u1", false, "(3,)", &[0, 200, 255], 1), p()).unwrap();
         assert_eq!(a.as_slice().unwrap(), &[0.0, 200.0, 255.0]);
         let a = parse_npy(&npy_bytes("|b1", false, "(2,)", &[1, 0], 1), p()).unwrap();
         assert_eq!(a.as_slice().unwrap(), &[1.0, 0.0]);
-        let a = parse_npy(&npy_bytes("<f4", false, "()", &1.0f32.to_le_bytes(), 1), p()).unwrap();
+        let a = parse_npy(
+            &npy_bytes("<f4", false, "()", &1.0f32.to_le_bytes(), 1),
+            p(),
+        )
+        .unwrap();
         assert_eq!(a.ndim(), 0);
     }
 
@@ -334,7 +404,10 @@ mod tests {
         let cases: Vec<(Vec<u8>, &str)> = vec![
             (b"PK\x03\x04 not npy".to_vec(), "bad magic"),
             (npy_bytes("<f4", false, "(2,)", &four, 1), "truncated data"),
-            (npy_bytes("<f4", false, "(1,)", &[0; 8], 1), "trailing bytes"),
+            (
+                npy_bytes("<f4", false, "(1,)", &[0; 8], 1),
+                "trailing bytes",
+            ),
             (npy_bytes("<f4", true, "(1,)", &four, 1), "Fortran"),
             (npy_bytes("<c8", false, "(1,)", &[0; 8], 1), "dtype"),
             (npy_bytes("<U3", false, "(1,)", &[0; 12], 1), "dtype"),
@@ -348,7 +421,12 @@ mod tests {
         }
         let mut cut = npy_bytes("<f4", false, "(1,)", &four, 1);
         cut.truncate(20);
-        assert!(parse_npy(&cut, p()).unwrap_err().to_string().contains("truncated header"));
+        assert!(
+            parse_npy(&cut, p())
+                .unwrap_err()
+                .to_string()
+                .contains("truncated header")
+        );
     }
 
     #[test]
@@ -369,11 +447,19 @@ mod tests {
         assert!(matches!(read_npy_matrix(&empty), Err(DataError::Empty(_))));
         let cube = dir.path().join("c.npy");
         std::fs::write(&cube, npy_bytes("<f4", false, "(1, 1, 1)", &[0; 4], 1)).unwrap();
-        assert!(read_npy_matrix(&cube).unwrap_err().to_string().contains("3-D"));
+        assert!(
+            read_npy_matrix(&cube)
+                .unwrap_err()
+                .to_string()
+                .contains("3-D")
+        );
         let col = dir.path().join("v.npy");
         std::fs::write(&col, npy_bytes("<f4", false, "(2,)", &[0; 8], 1)).unwrap();
         assert_eq!(read_npy_matrix(&col).unwrap().dim(), (2, 1));
-        assert!(matches!(read_npy_matrix(dir.path().join("missing.npy")), Err(DataError::Io { .. })));
+        assert!(matches!(
+            read_npy_matrix(dir.path().join("missing.npy")),
+            Err(DataError::Io { .. })
+        ));
     }
 
     #[test]
@@ -384,9 +470,17 @@ mod tests {
         let x = ndarray::array![[1.0f32, 2.0]];
         {
             let mut zw = zip::ZipWriter::new(std::fs::File::create(&path).unwrap());
-            zw.start_file("x.npy", SimpleFileOptions::default().compression_method(zip::CompressionMethod::Stored)).unwrap();
+            zw.start_file(
+                "x.npy",
+                SimpleFileOptions::default().compression_method(zip::CompressionMethod::Stored),
+            )
+            .unwrap();
             zw.write_all(&encode_npy(x.view())).unwrap();
-            zw.start_file("y.npy", SimpleFileOptions::default().compression_method(zip::CompressionMethod::Deflated)).unwrap();
+            zw.start_file(
+                "y.npy",
+                SimpleFileOptions::default().compression_method(zip::CompressionMethod::Deflated),
+            )
+            .unwrap();
             zw.write_all(&encode_npy((&x * 2.0).view())).unwrap();
             zw.finish().unwrap();
         }

@@ -107,7 +107,10 @@ impl Pca {
         check_fit_input(x, "PCA input")?;
         let d = x.ncols();
         if k == 0 || k > d {
-            return Err(DataError::invalid("k", format!("must be in 1..={d}, got {k}")));
+            return Err(DataError::invalid(
+                "k",
+                format!("must be in 1..={d}, got {k}"),
+            ));
         }
         if x.nrows() < 2 {
             return Err(DataError::invalid("x", "PCA needs at least 2 points"));
@@ -118,13 +121,21 @@ impl Pca {
         let (values, vectors) = calmflow_linalg::symmetric_eigen(&cov);
         let mut components = vectors.slice(s![.., ..k]).to_owned();
         for mut c in components.columns_mut() {
-            let largest = c.iter().copied().fold(0.0_f64, |m, v| if v.abs() > m.abs() { v } else { m });
+            let largest = c
+                .iter()
+                .copied()
+                .fold(0.0_f64, |m, v| if v.abs() > m.abs() { v } else { m });
             if largest < 0.0 {
                 c.mapv_inplace(|v| -v);
             }
         }
         let explained_variance = values.slice(s![..k]).mapv(|v| v.max(0.0));
-        Ok(Self { mean, components, explained_variance, total_variance })
+        Ok(Self {
+            mean,
+            components,
+            explained_variance,
+            total_variance,
+        })
     }
 
     /// Number of components `k`.
@@ -154,14 +165,15 @@ impl Pca {
     /// Projects `x` (`n × d`) to component scores (`n × k`).
     pub fn transform(&self, x: ArrayView2<'_, f32>) -> Result<Array2<f32>> {
         check_dim("PCA transform", self.mean.len(), x)?;
-        let centred = x.mapv(|v| v as f64) - &self.mean.view().insert_axis(Axis(0));
+        let centred = x.mapv(|v| v as f64) - self.mean.view().insert_axis(Axis(0));
         Ok(centred.dot(&self.components).mapv(|v| v as f32))
     }
 
     /// Maps scores (`n × k`) back to the data space (`n × d`): `z Cᵀ + mean`.
     pub fn inverse_transform(&self, z: ArrayView2<'_, f32>) -> Result<Array2<f32>> {
         check_dim("PCA inverse transform", self.n_components(), z)?;
-        let back = z.mapv(|v| v as f64).dot(&self.components.t()) + &self.mean.view().insert_axis(Axis(0));
+        let back =
+            z.mapv(|v| v as f64).dot(&self.components.t()) + self.mean.view().insert_axis(Axis(0));
         Ok(back.mapv(|v| v as f32))
     }
 }
@@ -176,7 +188,8 @@ mod tests {
     fn correlated(n: usize) -> (Array2<f32>, Array2<f64>) {
         let a = ndarray::array![[3.0, 0.0, 0.0], [1.0, 1.0, 0.0], [0.5, -0.5, 0.2]];
         let z = StandardNormal { dim: 3 }.sample(n, &mut seeded_rng(11));
-        let x = z.mapv(|v| v as f64).dot(&a.t()) + &ndarray::array![1.0, -2.0, 5.0].view().insert_axis(Axis(0));
+        let x = z.mapv(|v| v as f64).dot(&a.t())
+            + ndarray::array![1.0, -2.0, 5.0].view().insert_axis(Axis(0));
         (x.mapv(|v| v as f32), a.dot(&a.t()))
     }
 
@@ -187,7 +200,12 @@ mod tests {
         let (values, vectors) = calmflow_linalg::symmetric_eigen(&cov);
         for i in 0..3 {
             let rel = (pca.explained_variance()[i] - values[i]).abs() / values[i];
-            assert!(rel < 0.02, "eigenvalue {i}: {} vs {}", pca.explained_variance()[i], values[i]);
+            assert!(
+                rel < 0.02,
+                "eigenvalue {i}: {} vs {}",
+                pca.explained_variance()[i],
+                values[i]
+            );
         }
         // Leading direction matches up to sign.
         let dot: f64 = pca.components().column(0).dot(&vectors.column(0));
@@ -195,7 +213,9 @@ mod tests {
         let ratio = pca.explained_variance_ratio();
         assert!((ratio.sum() - 1.0).abs() < 1e-9);
         // Full-rank PCA round-trips exactly (up to f32).
-        let back = pca.inverse_transform(pca.transform(x.view()).unwrap().view()).unwrap();
+        let back = pca
+            .inverse_transform(pca.transform(x.view()).unwrap().view())
+            .unwrap();
         let err = (&back - &x).iter().fold(0.0f32, |m, v| m.max(v.abs()));
         assert!(err < 1e-4, "{err}");
     }
@@ -209,7 +229,10 @@ mod tests {
         assert!((var - pca.explained_variance()[0]).abs() / var < 1e-4);
         assert!(Pca::fit(x.view(), 4).is_err());
         assert!(Pca::fit(x.view(), 0).is_err());
-        assert!(pca.transform(ndarray::Array2::zeros((2, 2)).view()).is_err());
+        assert!(
+            pca.transform(ndarray::Array2::zeros((2, 2)).view())
+                .is_err()
+        );
     }
 
     #[test]
@@ -222,7 +245,10 @@ mod tests {
         let back = s.inverse_transform(z.view()).unwrap();
         assert!((&back - &x).iter().all(|v| v.abs() < 1e-4));
         let bad = ndarray::array![[1.0f32, f32::NAN]];
-        assert!(matches!(Standardizer::fit(bad.view()), Err(DataError::NonFinite { .. })));
+        assert!(matches!(
+            Standardizer::fit(bad.view()),
+            Err(DataError::NonFinite { .. })
+        ));
         assert!(Standardizer::fit(ndarray::Array2::<f32>::zeros((0, 2)).view()).is_err());
     }
 }

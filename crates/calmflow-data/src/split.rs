@@ -30,13 +30,23 @@ pub fn split_by_fraction(n: usize, validation: f64, test: f64, seed: u64) -> Res
     for (name, f) in [("validation", validation), ("test", test)] {
         if !(0.0..1.0).contains(&f) {
             return Err(DataError::invalid(
-                if name == "validation" { "validation" } else { "test" },
+                if name == "validation" {
+                    "validation"
+                } else {
+                    "test"
+                },
                 format!("fraction must lie in [0, 1), got {f}"),
             ));
         }
     }
     if validation + test >= 1.0 {
-        return Err(DataError::invalid("validation", format!("validation + test = {} leaves no training data", validation + test)));
+        return Err(DataError::invalid(
+            "validation",
+            format!(
+                "validation + test = {} leaves no training data",
+                validation + test
+            ),
+        ));
     }
     let mut idx: Vec<usize> = (0..n).collect();
     idx.shuffle(&mut seeded_rng(seed));
@@ -48,7 +58,11 @@ pub fn split_by_fraction(n: usize, validation: f64, test: f64, seed: u64) -> Res
     train.sort_unstable();
     validation_idx.sort_unstable();
     test_idx.sort_unstable();
-    Ok(Split { train, validation: validation_idx, test: test_idx })
+    Ok(Split {
+        train,
+        validation: validation_idx,
+        test: test_idx,
+    })
 }
 
 /// Categorical conditions of each point: named columns of string labels.
@@ -63,7 +77,10 @@ impl Conditions {
     /// Builds from named columns of equal length.
     pub fn new(columns: Vec<(String, Vec<String>)>) -> Result<Self> {
         let Some(n) = columns.first().map(|c| c.1.len()) else {
-            return Err(DataError::invalid("columns", "need at least one condition column"));
+            return Err(DataError::invalid(
+                "columns",
+                "need at least one condition column",
+            ));
         };
         if let Some((name, col)) = columns.iter().find(|c| c.1.len() != n) {
             return Err(DataError::Shape {
@@ -100,7 +117,9 @@ impl Conditions {
     pub fn groups(&self) -> BTreeMap<Vec<String>, Vec<usize>> {
         let mut g: BTreeMap<Vec<String>, Vec<usize>> = BTreeMap::new();
         for i in 0..self.len() {
-            g.entry(self.combination(i).into_iter().map(String::from).collect()).or_default().push(i);
+            g.entry(self.combination(i).into_iter().map(String::from).collect())
+                .or_default()
+                .push(i);
         }
         g
     }
@@ -113,15 +132,22 @@ impl Conditions {
     /// must still occur in the training part (so the test asks for a new *combination* of
     /// known labels). Violations are typed errors.
     pub fn hold_out(&self, held_out: &[Vec<String>]) -> Result<(Vec<usize>, Vec<usize>)> {
-        let present: Vec<BTreeSet<&str>> =
-            self.columns.iter().map(|c| c.iter().map(String::as_str).collect()).collect();
+        let present: Vec<BTreeSet<&str>> = self
+            .columns
+            .iter()
+            .map(|c| c.iter().map(String::as_str).collect())
+            .collect();
         let held: BTreeSet<Vec<&str>> = held_out
             .iter()
             .map(|combo| {
                 if combo.len() != self.names.len() {
                     return Err(DataError::Shape {
                         what: "held-out combination".into(),
-                        expected: format!("{} labels ({})", self.names.len(), self.names.join(", ")),
+                        expected: format!(
+                            "{} labels ({})",
+                            self.names.len(),
+                            self.names.join(", ")
+                        ),
                         actual: format!("{} labels", combo.len()),
                     });
                 }
@@ -147,13 +173,19 @@ impl Conditions {
         }
         for combo in &held {
             if !test.iter().any(|&i| &self.combination(i) == combo) {
-                return Err(DataError::invalid("held_out", format!("combination {combo:?} has no points")));
+                return Err(DataError::invalid(
+                    "held_out",
+                    format!("combination {combo:?} has no points"),
+                ));
             }
             for (c, label) in combo.iter().enumerate() {
                 if !train.iter().any(|&i| self.columns[c][i] == *label) {
                     return Err(DataError::invalid(
                         "held_out",
-                        format!("label `{label}` of column `{}` would not occur in training", self.names[c]),
+                        format!(
+                            "label `{label}` of column `{}` would not occur in training",
+                            self.names[c]
+                        ),
                     ));
                 }
             }
@@ -177,8 +209,17 @@ mod tests {
         let c = split_by_fraction(1000, 0.1, 0.2, 4).unwrap();
         assert_eq!(a, b);
         assert_ne!(a, c);
-        assert_eq!((a.train.len(), a.validation.len(), a.test.len()), (700, 100, 200));
-        let mut all: Vec<usize> = a.train.iter().chain(&a.validation).chain(&a.test).copied().collect();
+        assert_eq!(
+            (a.train.len(), a.validation.len(), a.test.len()),
+            (700, 100, 200)
+        );
+        let mut all: Vec<usize> = a
+            .train
+            .iter()
+            .chain(&a.validation)
+            .chain(&a.test)
+            .copied()
+            .collect();
         all.sort_unstable();
         assert_eq!(all, (0..1000).collect::<Vec<_>>());
         assert!(split_by_fraction(10, 0.6, 0.4, 0).is_err());

@@ -47,7 +47,10 @@ pub struct EightGaussians {
 
 impl Default for EightGaussians {
     fn default() -> Self {
-        Self { scale: 5.0, variance: 0.1f64.sqrt() }
+        Self {
+            scale: 5.0,
+            variance: 0.1f64.sqrt(),
+        }
     }
 }
 
@@ -236,8 +239,15 @@ impl Sampler for StandardNormal {
 }
 
 /// Names accepted by [`sampler_by_name`].
-pub const SAMPLER_NAMES: &[&str] =
-    &["8gaussians", "moons", "circles", "checkerboard", "swissroll", "spiral", "normal"];
+pub const SAMPLER_NAMES: &[&str] = &[
+    "8gaussians",
+    "moons",
+    "circles",
+    "checkerboard",
+    "swissroll",
+    "spiral",
+    "normal",
+];
 
 /// A sampler by name: one of [`SAMPLER_NAMES`]; `"normal"` uses dimension `dim`
 /// (the 2-D sets ignore it).
@@ -251,7 +261,10 @@ pub fn sampler_by_name(name: &str, dim: usize) -> Result<Box<dyn Sampler>> {
         "spiral" => Box::new(Spiral),
         "normal" => {
             if dim == 0 {
-                return Err(DataError::invalid("dim", "the standard normal needs dim ≥ 1"));
+                return Err(DataError::invalid(
+                    "dim",
+                    "the standard normal needs dim ≥ 1",
+                ));
             }
             Box::new(StandardNormal { dim })
         }
@@ -316,14 +329,22 @@ mod tests {
             let (k, d2) = centres
                 .iter()
                 .enumerate()
-                .map(|(k, c)| (k, (p[0] as f64 - c[0]).powi(2) + (p[1] as f64 - c[1]).powi(2)))
+                .map(|(k, c)| {
+                    (
+                        k,
+                        (p[0] as f64 - c[0]).powi(2) + (p[1] as f64 - c[1]).powi(2),
+                    )
+                })
                 .min_by(|a, b| a.1.total_cmp(&b.1))
                 .unwrap();
             counts[k] += 1;
             sq += d2;
         }
         let var = sq / (2.0 * x.nrows() as f64);
-        assert!((var - 0.1f64.sqrt()).abs() < 0.01, "per-coordinate variance {var}");
+        assert!(
+            (var - 0.1f64.sqrt()).abs() < 0.01,
+            "per-coordinate variance {var}"
+        );
         for c in counts {
             assert!((c as f64 / 5000.0 - 1.0).abs() < 0.06, "{counts:?}");
         }
@@ -364,10 +385,15 @@ mod tests {
     #[test]
     fn circles_have_two_radii() {
         let x = Circles.sample(10_000, &mut seeded_rng(5));
-        let radii: Vec<f64> = x.rows().into_iter().map(|p| ((p[0] as f64).powi(2) + (p[1] as f64).powi(2)).sqrt()).collect();
+        let radii: Vec<f64> = x
+            .rows()
+            .into_iter()
+            .map(|p| ((p[0] as f64).powi(2) + (p[1] as f64).powi(2)).sqrt())
+            .collect();
         let inner = radii.iter().filter(|&&r| r < 2.25).count() as f64 / radii.len() as f64;
         assert!((inner - 0.5).abs() < 0.03);
-        let outer_mean = radii.iter().filter(|&&r| r >= 2.25).sum::<f64>() / (radii.len() as f64 * (1.0 - inner));
+        let outer_mean = radii.iter().filter(|&&r| r >= 2.25).sum::<f64>()
+            / (radii.len() as f64 * (1.0 - inner));
         assert!((outer_mean - 3.0).abs() < 0.05, "{outer_mean}");
     }
 
@@ -383,15 +409,28 @@ mod tests {
             assert_eq!(a.ncols(), s.dim());
             assert!(a.iter().all(|v| v.is_finite()));
         }
-        assert!(matches!(sampler_by_name("mnist", 2), Err(DataError::UnknownDataset { .. })));
+        assert!(matches!(
+            sampler_by_name("mnist", 2),
+            Err(DataError::UnknownDataset { .. })
+        ));
         assert!(sampler_by_name("normal", 0).is_err());
     }
 
     #[test]
     fn pair_checks_dimensions() {
-        let ok = Pair::new(Box::new(EightGaussians::default()), Box::new(Moons::default())).unwrap();
+        let ok = Pair::new(
+            Box::new(EightGaussians::default()),
+            Box::new(Moons::default()),
+        )
+        .unwrap();
         let (x0, x1) = ok.sample(10, &mut seeded_rng(0));
         assert_eq!((x0.dim(), x1.dim()), ((10, 2), (10, 2)));
-        assert!(Pair::new(Box::new(StandardNormal { dim: 3 }), Box::new(Moons::default())).is_err());
+        assert!(
+            Pair::new(
+                Box::new(StandardNormal { dim: 3 }),
+                Box::new(Moons::default())
+            )
+            .is_err()
+        );
     }
 }

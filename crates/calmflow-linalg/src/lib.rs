@@ -57,7 +57,7 @@ pub fn column_means<T: Real>(x: ArrayView2<'_, T>) -> Array1<f64> {
 /// Unbiased sample covariance (divides by `n − 1`; by 1 when `n = 1`).
 pub fn covariance<T: Real>(x: ArrayView2<'_, T>) -> Array2<f64> {
     let mean = column_means(x);
-    let centred = to_f64(x) - &mean.view().insert_axis(Axis(0));
+    let centred = to_f64(x) - mean.view().insert_axis(Axis(0));
     let denom = (x.nrows().max(2) - 1) as f64;
     centred.t().dot(&centred) / denom
 }
@@ -82,7 +82,11 @@ pub fn symmetric_eigen(a: &Array2<f64>) -> (Array1<f64>, Array2<f64>) {
 /// (rounding noise) are clamped to zero.
 pub fn sqrt_psd(a: &Array2<f64>) -> Array2<f64> {
     let (values, vectors) = symmetric_eigen(a);
-    let scaled = &vectors * &values.mapv(|v| v.max(0.0).sqrt()).view().insert_axis(Axis(0));
+    let scaled = &vectors
+        * &values
+            .mapv(|v| v.max(0.0).sqrt())
+            .view()
+            .insert_axis(Axis(0));
     scaled.dot(&vectors.t())
 }
 

@@ -25,7 +25,10 @@ pub fn linear_sum_assignment(cost: &[f64], n: usize) -> Result<Vec<usize>> {
         )));
     }
     if let Some(i) = cost.iter().position(|c| !c.is_finite()) {
-        return Err(MetricsError::Undefined(format!("assignment cost entry {i} is {}", cost[i])));
+        return Err(MetricsError::Undefined(format!(
+            "assignment cost entry {i} is {}",
+            cost[i]
+        )));
     }
     let mut v = vec![0.0f64; n];
     let mut col_of_row = vec![FREE; n];
@@ -37,7 +40,11 @@ pub fn linear_sum_assignment(cost: &[f64], n: usize) -> Result<Vec<usize>> {
         .map(|i| {
             let row = &cost[i * n..(i + 1) * n];
             match col_of_row[i] {
-                FREE => row.iter().zip(&v).map(|(c, vj)| c - vj).fold(f64::INFINITY, f64::min),
+                FREE => row
+                    .iter()
+                    .zip(&v)
+                    .map(|(c, vj)| c - vj)
+                    .fold(f64::INFINITY, f64::min),
                 j => row[j] - v[j],
             }
         })
@@ -108,13 +115,21 @@ const FREE: usize = usize::MAX;
 /// of augmenting row reduction. Cheaply matches most rows while keeping `v` dual-feasible
 /// (each matched row's column minimises its reduced cost `c_ij − v_j`); returns the rows
 /// left free for the shortest-path phase.
-fn jv_initialise(cost: &[f64], n: usize, v: &mut [f64], col_of_row: &mut [usize], row_of_col: &mut [usize]) -> Vec<usize> {
+fn jv_initialise(
+    cost: &[f64],
+    n: usize,
+    v: &mut [f64],
+    col_of_row: &mut [usize],
+    row_of_col: &mut [usize],
+) -> Vec<usize> {
     let c = |i: usize, j: usize| cost[i * n + j];
     // Column reduction: v_j = min_i c_ij; each column goes to its minimising row unless
     // that row already holds a cheaper column.
     let mut matches = vec![0usize; n];
     for j in (0..n).rev() {
-        let (imin, min) = (0..n).map(|i| (i, c(i, j))).fold((0, f64::INFINITY), |b, x| if x.1 < b.1 { x } else { b });
+        let (imin, min) = (0..n)
+            .map(|i| (i, c(i, j)))
+            .fold((0, f64::INFINITY), |b, x| if x.1 < b.1 { x } else { b });
         v[j] = min;
         matches[imin] += 1;
         if matches[imin] == 1 {
@@ -136,7 +151,10 @@ fn jv_initialise(cost: &[f64], n: usize, v: &mut [f64], col_of_row: &mut [usize]
             0 => free.push(i),
             1 => {
                 let j1 = col_of_row[i];
-                let min = (0..n).filter(|&j| j != j1).map(|j| c(i, j) - v[j]).fold(f64::INFINITY, f64::min);
+                let min = (0..n)
+                    .filter(|&j| j != j1)
+                    .map(|j| c(i, j) - v[j])
+                    .fold(f64::INFINITY, f64::min);
                 if min.is_finite() {
                     v[j1] -= min;
                 }
@@ -157,8 +175,8 @@ fn jv_initialise(cost: &[f64], n: usize, v: &mut [f64], col_of_row: &mut [usize]
             k += 1;
             let (mut umin, mut usub) = (f64::INFINITY, f64::INFINITY);
             let (mut j1, mut j2) = (0, 0);
-            for j in 0..n {
-                let h = c(i, j) - v[j];
+            for (j, &vj) in v.iter().enumerate() {
+                let h = c(i, j) - vj;
                 if h < usub {
                     if h >= umin {
                         usub = h;
@@ -226,7 +244,9 @@ mod tests {
         // A small LCG: deterministic, no RNG dependency.
         let mut state = 12345u64;
         let mut next = || {
-            state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            state = state
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
             (state >> 11) as f64 / (1u64 << 53) as f64
         };
         for n in 1..=7 {

@@ -83,7 +83,12 @@ pub(crate) fn check_set(x: ArrayView2<'_, f32>, which: &'static str) -> Result<A
     }
     for ((row, column), &v) in x.indexed_iter() {
         if !v.is_finite() {
-            return Err(MetricsError::NonFinite { which, row, column, value: v as f64 });
+            return Err(MetricsError::NonFinite {
+                which,
+                row,
+                column,
+                value: v as f64,
+            });
         }
     }
     Ok(x.mapv(|v| v as f64))
@@ -97,7 +102,10 @@ pub(crate) fn check_pair(
     let xs = check_set(x, "samples")?;
     let ys = check_set(y, "target")?;
     if xs.ncols() != ys.ncols() {
-        return Err(MetricsError::DimensionMismatch { x: xs.ncols(), y: ys.ncols() });
+        return Err(MetricsError::DimensionMismatch {
+            x: xs.ncols(),
+            y: ys.ncols(),
+        });
     }
     Ok((xs, ys))
 }

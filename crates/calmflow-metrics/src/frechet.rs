@@ -10,7 +10,12 @@ use ndarray::{Array1, Array2, ArrayView2};
 use crate::error::{MetricsError, Result, check_pair};
 
 /// `W2²` between two Gaussians given by means and covariances.
-pub fn gaussian_w2_squared(mu1: &Array1<f64>, cov1: &Array2<f64>, mu2: &Array1<f64>, cov2: &Array2<f64>) -> Result<f64> {
+pub fn gaussian_w2_squared(
+    mu1: &Array1<f64>,
+    cov1: &Array2<f64>,
+    mu2: &Array1<f64>,
+    cov2: &Array2<f64>,
+) -> Result<f64> {
     let d = mu1.len();
     if mu2.len() != d {
         return Err(MetricsError::DimensionMismatch { x: d, y: mu2.len() });
@@ -41,7 +46,12 @@ pub fn gaussian_w2_squared(mu1: &Array1<f64>, cov1: &Array2<f64>, mu2: &Array1<f
 /// // ‖μ‖² = 25, tr(I + 4I − 2·2I) = 2 → √27.
 /// assert!((w - 27f64.sqrt()).abs() < 1e-12);
 /// ```
-pub fn bures_w2(mu1: &Array1<f64>, cov1: &Array2<f64>, mu2: &Array1<f64>, cov2: &Array2<f64>) -> Result<f64> {
+pub fn bures_w2(
+    mu1: &Array1<f64>,
+    cov1: &Array2<f64>,
+    mu2: &Array1<f64>,
+    cov2: &Array2<f64>,
+) -> Result<f64> {
     Ok(gaussian_w2_squared(mu1, cov1, mu2, cov2)?.sqrt())
 }
 
@@ -51,11 +61,22 @@ pub fn frechet_distance(x: ArrayView2<'_, f32>, y: ArrayView2<'_, f32>) -> Resul
     let (xs, ys) = check_pair(x, y)?;
     for (which, n) in [("samples", xs.nrows()), ("target", ys.nrows())] {
         if n < 2 {
-            return Err(MetricsError::TooFewPoints { which, n, metric: "the Fréchet distance", min: 2 });
+            return Err(MetricsError::TooFewPoints {
+                which,
+                n,
+                metric: "the Fréchet distance",
+                min: 2,
+            });
         }
     }
-    let (m1, c1) = (calmflow_linalg::column_means(xs.view()), calmflow_linalg::covariance(xs.view()));
-    let (m2, c2) = (calmflow_linalg::column_means(ys.view()), calmflow_linalg::covariance(ys.view()));
+    let (m1, c1) = (
+        calmflow_linalg::column_means(xs.view()),
+        calmflow_linalg::covariance(xs.view()),
+    );
+    let (m2, c2) = (
+        calmflow_linalg::column_means(ys.view()),
+        calmflow_linalg::covariance(ys.view()),
+    );
     gaussian_w2_squared(&m1, &c1, &m2, &c2)
 }
 

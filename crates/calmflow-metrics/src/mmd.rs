@@ -22,7 +22,11 @@ impl Distances {
     fn new(x: ArrayView2<'_, f32>, y: ArrayView2<'_, f32>) -> Result<Self> {
         let (xs, ys) = check_pair(x, y)?;
         use calmflow_linalg::pairwise_sq_dists as d;
-        Ok(Self { xx: d(xs.view(), xs.view()), yy: d(ys.view(), ys.view()), xy: d(xs.view(), ys.view()) })
+        Ok(Self {
+            xx: d(xs.view(), xs.view()),
+            yy: d(ys.view(), ys.view()),
+            xy: d(xs.view(), ys.view()),
+        })
     }
 
     fn mmd2(&self, kernel: impl Fn(f64) -> f64, unbiased: bool) -> Result<f64> {
@@ -31,7 +35,12 @@ impl Distances {
             let total: f64 = d.iter().map(|&v| kernel(v)).sum();
             if unbiased {
                 if n < 2 {
-                    return Err(MetricsError::TooFewPoints { which, n, metric: "unbiased MMD", min: 2 });
+                    return Err(MetricsError::TooFewPoints {
+                        which,
+                        n,
+                        metric: "unbiased MMD",
+                        min: 2,
+                    });
                 }
                 let diag: f64 = d.diag().iter().map(|&v| kernel(v)).sum();
                 Ok((total - diag) / (n * (n - 1)) as f64)
@@ -65,10 +74,18 @@ impl Distances {
 
 fn rbf_sum(sigmas: &[f64]) -> Result<impl Fn(f64) -> f64 + '_> {
     if sigmas.is_empty() {
-        return Err(MetricsError::InvalidParameter { name: "sigmas", value: 0.0, reason: "need at least one bandwidth" });
+        return Err(MetricsError::InvalidParameter {
+            name: "sigmas",
+            value: 0.0,
+            reason: "need at least one bandwidth",
+        });
     }
     if let Some(&s) = sigmas.iter().find(|s| !(**s > 0.0 && s.is_finite())) {
-        return Err(MetricsError::InvalidParameter { name: "sigma", value: s, reason: "must be positive and finite" });
+        return Err(MetricsError::InvalidParameter {
+            name: "sigma",
+            value: s,
+            reason: "must be positive and finite",
+        });
     }
     Ok(move |d2: f64| sigmas.iter().map(|s| (-d2 / (2.0 * s * s)).exp()).sum())
 }
@@ -89,7 +106,11 @@ pub fn mmd2_biased(x: ArrayView2<'_, f32>, y: ArrayView2<'_, f32>, sigmas: &[f64
 /// Biased MMD² with the single kernel `exp(−γ ‖x − y‖²)`, as the CaLMFlow authors report.
 pub fn mmd2_rbf_gamma(x: ArrayView2<'_, f32>, y: ArrayView2<'_, f32>, gamma: f64) -> Result<f64> {
     if !(gamma > 0.0 && gamma.is_finite()) {
-        return Err(MetricsError::InvalidParameter { name: "gamma", value: gamma, reason: "must be positive and finite" });
+        return Err(MetricsError::InvalidParameter {
+            name: "gamma",
+            value: gamma,
+            reason: "must be positive and finite",
+        });
     }
     Distances::new(x, y)?.mmd2(|d2| (-gamma * d2).exp(), false)
 }
@@ -101,7 +122,9 @@ pub fn mmd2_unbiased_median(x: ArrayView2<'_, f32>, y: ArrayView2<'_, f32>) -> R
     let d = Distances::new(x, y)?;
     let sigma = d.median_distance();
     if !(sigma > 0.0) {
-        return Err(MetricsError::Undefined("median heuristic: all points coincide (median distance 0)".into()));
+        return Err(MetricsError::Undefined(
+            "median heuristic: all points coincide (median distance 0)".into(),
+        ));
     }
     let value = d.mmd2(|d2| (-d2 / (2.0 * sigma * sigma)).exp(), true)?;
     Ok((value, sigma))
@@ -115,7 +138,9 @@ mod tests {
     fn points(n: usize, seed: u64, shift: f32) -> Array2<f32> {
         let mut s = seed;
         Array2::from_shape_fn((n, 3), |_| {
-            s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            s = s
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
             ((s >> 40) as f32 / (1u64 << 24) as f32) + shift
         })
     }
@@ -125,7 +150,12 @@ mod tests {
         let x = points(200, 1, 0.0);
         let y = points(200, 2, 0.0);
         let z = points(200, 3, 1.0);
-        assert!(mmd2_biased(x.view(), x.view(), &TORCHCFM_SIGMAS).unwrap().abs() < 1e-12);
+        assert!(
+            mmd2_biased(x.view(), x.view(), &TORCHCFM_SIGMAS)
+                .unwrap()
+                .abs()
+                < 1e-12
+        );
         let (same, _) = mmd2_unbiased_median(x.view(), y.view()).unwrap();
         let (shifted, _) = mmd2_unbiased_median(x.view(), z.view()).unwrap();
         assert!(same.abs() < 0.01, "{same}");
@@ -163,6 +193,9 @@ mod tests {
         assert!(mmd2_biased(x.view(), x.view(), &[]).is_err());
         assert!(mmd2_biased(x.view(), x.view(), &[0.0]).is_err());
         assert!(mmd2_rbf_gamma(x.view(), x.view(), -1.0).is_err());
-        assert!(matches!(mmd2_unbiased_median(x.view(), array![[1.0f32]].view()), Err(MetricsError::TooFewPoints { .. })));
+        assert!(matches!(
+            mmd2_unbiased_median(x.view(), array![[1.0f32]].view()),
+            Err(MetricsError::TooFewPoints { .. })
+        ));
     }
 }

@@ -18,7 +18,9 @@ pub fn r2_means(x: ArrayView2<'_, f32>, y: ArrayView2<'_, f32>) -> Result<f64> {
     let a = calmflow_linalg::column_means(xs.view());
     let b = calmflow_linalg::column_means(ys.view());
     if a.len() < 2 {
-        return Err(MetricsError::Undefined("R² of means needs at least 2 features".into()));
+        return Err(MetricsError::Undefined(
+            "R² of means needs at least 2 features".into(),
+        ));
     }
     let (ma, mb) = (a.mean().unwrap_or(0.0), b.mean().unwrap_or(0.0));
     let (mut sab, mut saa, mut sbb) = (0.0, 0.0, 0.0);
@@ -28,7 +30,9 @@ pub fn r2_means(x: ArrayView2<'_, f32>, y: ArrayView2<'_, f32>) -> Result<f64> {
         sbb += (v - mb) * (v - mb);
     }
     if saa == 0.0 || sbb == 0.0 {
-        return Err(MetricsError::Undefined("R² of means is undefined: one mean vector is constant".into()));
+        return Err(MetricsError::Undefined(
+            "R² of means is undefined: one mean vector is constant".into(),
+        ));
     }
     Ok(sab * sab / (saa * sbb))
 }
@@ -39,9 +43,14 @@ pub fn per_condition<'a>(
     pairs: impl IntoIterator<Item = (ArrayView2<'a, f32>, ArrayView2<'a, f32>)>,
     metric: impl Fn(ArrayView2<'a, f32>, ArrayView2<'a, f32>) -> Result<f64>,
 ) -> Result<(Vec<f64>, f64)> {
-    let values = pairs.into_iter().map(|(x, y)| metric(x, y)).collect::<Result<Vec<_>>>()?;
+    let values = pairs
+        .into_iter()
+        .map(|(x, y)| metric(x, y))
+        .collect::<Result<Vec<_>>>()?;
     if values.is_empty() {
-        return Err(MetricsError::Empty { which: "conditions" });
+        return Err(MetricsError::Empty {
+            which: "conditions",
+        });
     }
     let mean = values.iter().sum::<f64>() / values.len() as f64;
     Ok((values, mean))

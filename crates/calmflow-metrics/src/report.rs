@@ -27,7 +27,12 @@ pub struct EvalOptions {
 
 impl Default for EvalOptions {
     fn default() -> Self {
-        Self { exact_ot: true, sinkhorn_reg: 1.0, sinkhorn: true, gamma: 1.0 }
+        Self {
+            exact_ot: true,
+            sinkhorn_reg: 1.0,
+            sinkhorn: true,
+            gamma: 1.0,
+        }
     }
 }
 
@@ -86,7 +91,10 @@ impl MetricsReport {
         push("w2", self.w2);
         push("w1", self.w1);
         push("sinkhorn_divergence", self.sinkhorn_divergence);
-        push("normalized_sinkhorn", self.normalized_sinkhorn.map(|s| s.transport_cost));
+        push(
+            "normalized_sinkhorn",
+            self.normalized_sinkhorn.map(|s| s.transport_cost),
+        );
         push("mmd2_multiscale", Some(self.mmd2_multiscale));
         push("mmd2_median", Some(self.mmd2_median));
         push("mmd2_gamma", Some(self.mmd2_gamma));
@@ -115,16 +123,29 @@ fn optional(r: Result<f64>) -> Result<Option<f64>> {
 /// assert!(r.w2.unwrap() < 1e-12 && r.energy.abs() < 1e-12);
 /// assert!(r.to_json().contains("\"mmd2_multiscale\""));
 /// ```
-pub fn evaluate(samples: ArrayView2<'_, f32>, target: ArrayView2<'_, f32>, options: &EvalOptions) -> Result<MetricsReport> {
+pub fn evaluate(
+    samples: ArrayView2<'_, f32>,
+    target: ArrayView2<'_, f32>,
+    options: &EvalOptions,
+) -> Result<MetricsReport> {
     let (xs, _) = check_pair(samples, target)?;
     let (w2, w1) = if options.exact_ot {
-        (Some(w2_exact(samples, target)?), Some(w1_exact(samples, target)?))
+        (
+            Some(w2_exact(samples, target)?),
+            Some(w1_exact(samples, target)?),
+        )
     } else {
         (None, None)
     };
     let (sinkhorn_div, normalized) = if options.sinkhorn {
-        let o = SinkhornOptions { reg: options.sinkhorn_reg, ..SinkhornOptions::default() };
-        (Some(sinkhorn_divergence(samples, target, &o)?), Some(normalized_sinkhorn_cost(samples, target)?))
+        let o = SinkhornOptions {
+            reg: options.sinkhorn_reg,
+            ..SinkhornOptions::default()
+        };
+        (
+            Some(sinkhorn_divergence(samples, target, &o)?),
+            Some(normalized_sinkhorn_cost(samples, target)?),
+        )
     } else {
         (None, None)
     };

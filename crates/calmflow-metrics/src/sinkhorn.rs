@@ -24,7 +24,11 @@ pub struct SinkhornOptions {
 
 impl Default for SinkhornOptions {
     fn default() -> Self {
-        Self { reg: 0.1, tolerance: 1e-6, max_iterations: 10_000 }
+        Self {
+            reg: 0.1,
+            tolerance: 1e-6,
+            max_iterations: 10_000,
+        }
     }
 }
 
@@ -61,7 +65,12 @@ fn log_sum_exp(k: &[f64], pot: &[f64], scratch: &mut [f64]) -> f64 {
 fn dot(a: &[f64], b: &[f64]) -> f64 {
     let mut acc = [0.0; 8];
     let (ca, cb) = (a.chunks_exact(8), b.chunks_exact(8));
-    let tail: f64 = ca.remainder().iter().zip(cb.remainder()).map(|(x, y)| x * y).sum();
+    let tail: f64 = ca
+        .remainder()
+        .iter()
+        .zip(cb.remainder())
+        .map(|(x, y)| x * y)
+        .sum();
     for (x, y) in ca.zip(cb) {
         for k in 0..8 {
             acc[k] += x[k] * y[k];
@@ -74,10 +83,18 @@ fn dot(a: &[f64], b: &[f64]) -> f64 {
 pub fn sinkhorn(cost: &Array2<f64>, options: &SinkhornOptions) -> Result<SinkhornResult> {
     let eps = options.reg;
     if !(eps > 0.0 && eps.is_finite()) {
-        return Err(MetricsError::InvalidParameter { name: "reg", value: eps, reason: "must be positive and finite" });
+        return Err(MetricsError::InvalidParameter {
+            name: "reg",
+            value: eps,
+            reason: "must be positive and finite",
+        });
     }
     if options.max_iterations == 0 {
-        return Err(MetricsError::InvalidParameter { name: "max_iterations", value: 0.0, reason: "must be ≥ 1" });
+        return Err(MetricsError::InvalidParameter {
+            name: "max_iterations",
+            value: 0.0,
+            reason: "must be ≥ 1",
+        });
     }
     let (n, m) = cost.dim();
     if n == 0 || m == 0 {
@@ -144,8 +161,12 @@ pub fn sinkhorn(cost: &Array2<f64>, options: &SinkhornOptions) -> Result<Sinkhor
             let out_of_range = |x: &f64| !(x.is_finite() && (-30.0..30.0).contains(&x.ln()));
             if u.iter().any(out_of_range) || v.iter().any(out_of_range) {
                 if u.iter().chain(&v).all(|x| x.is_finite() && *x > 0.0) {
-                    f.iter_mut().zip(&u).for_each(|(fi, ui)| *fi += eps * ui.ln());
-                    g.iter_mut().zip(&v).for_each(|(gj, vj)| *gj += eps * vj.ln());
+                    f.iter_mut()
+                        .zip(&u)
+                        .for_each(|(fi, ui)| *fi += eps * ui.ln());
+                    g.iter_mut()
+                        .zip(&v)
+                        .for_each(|(gj, vj)| *gj += eps * vj.ln());
                 } else {
                     log_sweep(eps, f, g);
                 }
@@ -154,8 +175,12 @@ pub fn sinkhorn(cost: &Array2<f64>, options: &SinkhornOptions) -> Result<Sinkhor
                 v.fill(1.0);
             }
         }
-        f.iter_mut().zip(&u).for_each(|(fi, ui)| *fi += eps * ui.ln());
-        g.iter_mut().zip(&v).for_each(|(gj, vj)| *gj += eps * vj.ln());
+        f.iter_mut()
+            .zip(&u)
+            .for_each(|(fi, ui)| *fi += eps * ui.ln());
+        g.iter_mut()
+            .zip(&v)
+            .for_each(|(gj, vj)| *gj += eps * vj.ln());
         (it, err)
     };
     // ε-scaling: small regularisations converge slowly from a cold start, so anneal ε
@@ -168,8 +193,13 @@ pub fn sinkhorn(cost: &Array2<f64>, options: &SinkhornOptions) -> Result<Sinkhor
         iterations += run(stage_eps, &mut f, &mut g, 1e-3, budget).0;
         stage_eps /= 4.0;
     }
-    let (final_iterations, marginal_error) =
-        run(eps, &mut f, &mut g, options.tolerance, options.max_iterations.saturating_sub(iterations).max(1));
+    let (final_iterations, marginal_error) = run(
+        eps,
+        &mut f,
+        &mut g,
+        options.tolerance,
+        options.max_iterations.saturating_sub(iterations).max(1),
+    );
     iterations += final_iterations;
     let mut transport_cost = 0.0;
     for i in 0..n {
@@ -189,15 +219,26 @@ pub fn sinkhorn(cost: &Array2<f64>, options: &SinkhornOptions) -> Result<Sinkhor
 }
 
 /// Entropic OT between two point sets with the squared Euclidean cost.
-pub fn sinkhorn_cost(x: ArrayView2<'_, f32>, y: ArrayView2<'_, f32>, options: &SinkhornOptions) -> Result<SinkhornResult> {
+pub fn sinkhorn_cost(
+    x: ArrayView2<'_, f32>,
+    y: ArrayView2<'_, f32>,
+    options: &SinkhornOptions,
+) -> Result<SinkhornResult> {
     let (xs, ys) = check_pair(x, y)?;
-    sinkhorn(&calmflow_linalg::pairwise_sq_dists(xs.view(), ys.view()), options)
+    sinkhorn(
+        &calmflow_linalg::pairwise_sq_dists(xs.view(), ys.view()),
+        options,
+    )
 }
 
 /// The Sinkhorn divergence `S_ε(x, y) = OT_ε(x, y) − ½ OT_ε(x, x) − ½ OT_ε(y, y)` with the
 /// squared Euclidean cost (entropic values): zero for identical sets, and between `0` and
 /// `W2²` as `ε` goes from `∞` to `0`.
-pub fn sinkhorn_divergence(x: ArrayView2<'_, f32>, y: ArrayView2<'_, f32>, options: &SinkhornOptions) -> Result<f64> {
+pub fn sinkhorn_divergence(
+    x: ArrayView2<'_, f32>,
+    y: ArrayView2<'_, f32>,
+    options: &SinkhornOptions,
+) -> Result<f64> {
     let xy = sinkhorn_cost(x, y, options)?;
     let xx = sinkhorn_cost(x, x, options)?;
     let yy = sinkhorn_cost(y, y, options)?;
@@ -208,14 +249,24 @@ pub fn sinkhorn_divergence(x: ArrayView2<'_, f32>, y: ArrayView2<'_, f32>, optio
 /// OT with regularisation 0.01 on the squared-distance matrix divided by its maximum,
 /// without a square root (POT's `ot.sinkhorn2(a, b, M / M.max(), 0.01)`). Not a distance
 /// in data units: report it under this name, never as W2.
-pub fn normalized_sinkhorn_cost(x: ArrayView2<'_, f32>, y: ArrayView2<'_, f32>) -> Result<SinkhornResult> {
+pub fn normalized_sinkhorn_cost(
+    x: ArrayView2<'_, f32>,
+    y: ArrayView2<'_, f32>,
+) -> Result<SinkhornResult> {
     let (xs, ys) = check_pair(x, y)?;
     let mut c = calmflow_linalg::pairwise_sq_dists(xs.view(), ys.view());
     let max = c.iter().copied().fold(0.0, f64::max);
     if max > 0.0 {
         c /= max;
     }
-    sinkhorn(&c, &SinkhornOptions { reg: 0.01, tolerance: 1e-9, max_iterations: 1000 })
+    sinkhorn(
+        &c,
+        &SinkhornOptions {
+            reg: 0.01,
+            tolerance: 1e-9,
+            max_iterations: 1000,
+        },
+    )
 }
 
 #[cfg(test)]
@@ -226,7 +277,9 @@ mod tests {
     fn points(n: usize, seed: u64, shift: f32) -> Array2<f32> {
         let mut s = seed;
         Array2::from_shape_fn((n, 2), |_| {
-            s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            s = s
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
             ((s >> 40) as f32 / (1u64 << 24) as f32) * 2.0 + shift
         })
     }
@@ -239,11 +292,22 @@ mod tests {
         let mut last_gap = f64::INFINITY;
         // Measured gaps: 0.56, 0.19, 0.047, 0.020 — O(ε), as theory says.
         for reg in [1.0, 0.3, 0.1, 0.05] {
-            let r = sinkhorn_cost(x.view(), y.view(), &SinkhornOptions { reg, ..Default::default() }).unwrap();
+            let r = sinkhorn_cost(
+                x.view(),
+                y.view(),
+                &SinkhornOptions {
+                    reg,
+                    ..Default::default()
+                },
+            )
+            .unwrap();
             assert!(r.converged, "reg {reg}: {r:?}");
             let gap = r.transport_cost - exact;
             eprintln!("reg {reg}: gap {gap:e} ({} iterations)", r.iterations);
-            assert!(gap >= -1e-5, "entropic plan cheaper than the optimum: {gap}");
+            assert!(
+                gap >= -1e-5,
+                "entropic plan cheaper than the optimum: {gap}"
+            );
             assert!(gap < last_gap && gap < reg, "reg {reg}: gap {gap}");
             last_gap = gap;
         }
@@ -275,7 +339,17 @@ mod tests {
     fn bad_parameters_are_errors() {
         let x = points(3, 1, 0.0);
         for reg in [0.0, -1.0, f64::NAN] {
-            assert!(sinkhorn_cost(x.view(), x.view(), &SinkhornOptions { reg, ..Default::default() }).is_err());
+            assert!(
+                sinkhorn_cost(
+                    x.view(),
+                    x.view(),
+                    &SinkhornOptions {
+                        reg,
+                        ..Default::default()
+                    }
+                )
+                .is_err()
+            );
         }
     }
 }

@@ -31,7 +31,12 @@ fn replicated_cost(x: &Array2<f64>, y: &Array2<f64>, power: f64) -> Result<(Vec<
     let (n, m) = (x.nrows(), y.nrows());
     let lcm = n / gcd(n, m) * m;
     if lcm > MAX_EXACT_SIZE {
-        return Err(MetricsError::UnequalSizes { n, m, lcm, limit: MAX_EXACT_SIZE });
+        return Err(MetricsError::UnequalSizes {
+            n,
+            m,
+            lcm,
+            limit: MAX_EXACT_SIZE,
+        });
     }
     let d2 = calmflow_linalg::pairwise_sq_dists(x.view(), y.view());
     let (rx, ry) = (lcm / n, lcm / m);
@@ -40,7 +45,11 @@ fn replicated_cost(x: &Array2<f64>, y: &Array2<f64>, power: f64) -> Result<(Vec<
         let row = d2.row(i / rx);
         cost.extend((0..lcm).map(|j| {
             let c = row[j / ry];
-            if power == 2.0 { c } else { c.sqrt().powf(power) }
+            if power == 2.0 {
+                c
+            } else {
+                c.sqrt().powf(power)
+            }
         }));
     }
     Ok((cost, lcm))
@@ -51,7 +60,11 @@ fn transport_cost(x: ArrayView2<'_, f32>, y: ArrayView2<'_, f32>, power: f64) ->
     let (xs, ys) = check_pair(x, y)?;
     let (cost, l) = replicated_cost(&xs, &ys, power)?;
     let p = linear_sum_assignment(&cost, l)?;
-    Ok(p.iter().enumerate().map(|(i, &j)| cost[i * l + j]).sum::<f64>() / l as f64)
+    Ok(p.iter()
+        .enumerate()
+        .map(|(i, &j)| cost[i * l + j])
+        .sum::<f64>()
+        / l as f64)
 }
 
 /// Exact 2-Wasserstein distance `sqrt(min_π mean ‖x_i − y_π(i)‖²)`.
@@ -72,7 +85,9 @@ mod tests {
     fn lcg_points(n: usize, d: usize, seed: u64) -> Array2<f32> {
         let mut s = seed;
         Array2::from_shape_fn((n, d), |_| {
-            s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            s = s
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
             ((s >> 40) as f32 / (1u64 << 24) as f32) * 4.0 - 2.0
         })
     }
@@ -96,7 +111,13 @@ mod tests {
         let mut ys: Vec<f64> = y.iter().map(|&v| v as f64).collect();
         xs.sort_by(f64::total_cmp);
         ys.sort_by(f64::total_cmp);
-        let sorted = (xs.iter().zip(&ys).map(|(a, b)| (a - b).powi(2)).sum::<f64>() / 200.0).sqrt();
+        let sorted = (xs
+            .iter()
+            .zip(&ys)
+            .map(|(a, b)| (a - b).powi(2))
+            .sum::<f64>()
+            / 200.0)
+            .sqrt();
         assert!((w2_exact(x.view(), y.view()).unwrap() - sorted).abs() < 1e-9);
     }
 
@@ -112,17 +133,29 @@ mod tests {
         assert!((w2_exact(z.view(), w.view()).unwrap() - 1.0).abs() < 1e-12);
         let big = Array2::<f32>::zeros((4999, 1));
         let other = Array2::<f32>::zeros((4998, 1));
-        assert!(matches!(w2_exact(big.view(), other.view()), Err(MetricsError::UnequalSizes { .. })));
+        assert!(matches!(
+            w2_exact(big.view(), other.view()),
+            Err(MetricsError::UnequalSizes { .. })
+        ));
     }
 
     #[test]
     fn invalid_inputs_are_errors() {
         let x = array![[0.0f32, 1.0]];
         let y = array![[0.0f32]];
-        assert!(matches!(w2_exact(x.view(), y.view()), Err(MetricsError::DimensionMismatch { .. })));
+        assert!(matches!(
+            w2_exact(x.view(), y.view()),
+            Err(MetricsError::DimensionMismatch { .. })
+        ));
         let e = Array2::<f32>::zeros((0, 2));
-        assert!(matches!(w2_exact(e.view(), x.view()), Err(MetricsError::Empty { .. })));
+        assert!(matches!(
+            w2_exact(e.view(), x.view()),
+            Err(MetricsError::Empty { .. })
+        ));
         let nan = array![[f32::NAN, 0.0]];
-        assert!(matches!(w2_exact(x.view(), nan.view()), Err(MetricsError::NonFinite { .. })));
+        assert!(matches!(
+            w2_exact(x.view(), nan.view()),
+            Err(MetricsError::NonFinite { .. })
+        ));
     }
 }

@@ -25,7 +25,13 @@ pub struct CausalSelfAttention<B: Backend> {
 
 impl<B: Backend> CausalSelfAttention<B> {
     /// A new layer of width `hidden` with `n_heads` heads (`hidden % n_heads == 0`).
-    pub fn new(hidden: usize, n_heads: usize, rotary: RotaryEmbedding, dropout: f64, device: &B::Device) -> Self {
+    pub fn new(
+        hidden: usize,
+        n_heads: usize,
+        rotary: RotaryEmbedding,
+        dropout: f64,
+        device: &B::Device,
+    ) -> Self {
         Self {
             qkv: LinearConfig::new(hidden, 3 * hidden).init(device),
             dense: LinearConfig::new(hidden, hidden).init(device),
@@ -69,7 +75,9 @@ impl<B: Backend> CausalSelfAttention<B> {
         if let Some(pad) = key_padding {
             mask = mask.bool_or(pad.reshape([b, 1, 1, total]).expand([b, nh, l, total]));
         }
-        let probs = self.dropout.forward(softmax(scores.mask_fill(mask, -1.0e9), 3));
+        let probs = self
+            .dropout
+            .forward(softmax(scores.mask_fill(mask, -1.0e9), 3));
         let out = probs.matmul(v).swap_dims(1, 2).reshape([b, l, h]);
         self.dense.forward(out)
     }

@@ -1,7 +1,10 @@
 //! The GPT-NeoX-style causal transformer backbone and its key/value cache.
 
 use burn::module::Module;
-use burn::nn::{Dropout, DropoutConfig, Embedding, EmbeddingConfig, LayerNorm, LayerNormConfig, Linear, LinearConfig};
+use burn::nn::{
+    Dropout, DropoutConfig, Embedding, EmbeddingConfig, LayerNorm, LayerNormConfig, Linear,
+    LinearConfig,
+};
 use burn::tensor::activation::gelu;
 use burn::tensor::{Bool, Int, Tensor, backend::Backend};
 
@@ -19,7 +22,11 @@ pub struct KvCache<B: Backend> {
 impl<B: Backend> KvCache<B> {
     /// An empty cache for `n_layers` layers.
     pub fn new(n_layers: usize) -> Self {
-        Self { layers: vec![None; n_layers], padding: None, len: 0 }
+        Self {
+            layers: vec![None; n_layers],
+            padding: None,
+            len: 0,
+        }
     }
 
     /// Number of cached token positions.
@@ -70,7 +77,8 @@ impl<B: Backend> TransformerBlock<B> {
     }
 
     fn mlp(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
-        self.dropout.forward(self.mlp_out.forward(gelu(self.mlp_in.forward(x))))
+        self.dropout
+            .forward(self.mlp_out.forward(gelu(self.mlp_in.forward(x))))
     }
 
     fn forward(
@@ -80,7 +88,12 @@ impl<B: Backend> TransformerBlock<B> {
         cache: Option<&mut LayerCache<B>>,
         padding: Option<Tensor<B, 2, Bool>>,
     ) -> Tensor<B, 3> {
-        let attn = self.dropout.forward(self.attention.forward(self.ln_attn.forward(x.clone()), start, cache, padding));
+        let attn = self.dropout.forward(self.attention.forward(
+            self.ln_attn.forward(x.clone()),
+            start,
+            cache,
+            padding,
+        ));
         if self.parallel {
             let mlp = self.mlp(self.ln_mlp.forward(x.clone()));
             x + attn + mlp
@@ -155,7 +168,9 @@ impl<B: Backend> CausalBackbone<B> {
         });
         Self {
             blocks,
-            final_norm: LayerNormConfig::new(s.hidden).with_epsilon(s.layer_norm_eps).init(device),
+            final_norm: LayerNormConfig::new(s.hidden)
+                .with_epsilon(s.layer_norm_eps)
+                .init(device),
             embedding,
         }
     }
@@ -177,7 +192,12 @@ impl<B: Backend> CausalBackbone<B> {
 
     /// Runs `x` `(B, L, H)` at positions `cache.len() ..` (0 without a cache); new keys,
     /// values and `padding` `(B, L)` are appended to the cache.
-    pub fn forward(&self, x: Tensor<B, 3>, cache: Option<&mut KvCache<B>>, padding: Option<Tensor<B, 2, Bool>>) -> Tensor<B, 3> {
+    pub fn forward(
+        &self,
+        x: Tensor<B, 3>,
+        cache: Option<&mut KvCache<B>>,
+        padding: Option<Tensor<B, 2, Bool>>,
+    ) -> Tensor<B, 3> {
         let [b, l, _] = x.dims();
         match cache {
             None => {

@@ -28,7 +28,10 @@ impl<B: Backend> LatentHead<B> {
     }
 
     fn forward(&self, h: Tensor<B, 3>) -> Tensor<B, 3> {
-        self.second.forward(self.dropout.forward(relu(layer_norm_plain(self.first.forward(h), 1e-5))))
+        self.second.forward(
+            self.dropout
+                .forward(relu(layer_norm_plain(self.first.forward(h), 1e-5))),
+        )
     }
 }
 
@@ -61,7 +64,14 @@ pub struct VariationalDecoder<B: Backend> {
 
 impl<B: Backend> VariationalDecoder<B> {
     /// A new decoder for `K = n_space` tokens of width `hidden` per slot, output `dim`.
-    pub fn new(dim: usize, n_space: usize, hidden: usize, variational: bool, dropout: f64, device: &B::Device) -> Self {
+    pub fn new(
+        dim: usize,
+        n_space: usize,
+        hidden: usize,
+        variational: bool,
+        dropout: f64,
+        device: &B::Device,
+    ) -> Self {
         let width = n_space * hidden;
         let inner = width.max(dim);
         Self {
@@ -85,8 +95,12 @@ impl<B: Backend> VariationalDecoder<B> {
     pub fn decode_latents(&self, latents: Tensor<B, 3>) -> Tensor<B, 3> {
         let [b, sk, _] = latents.dims();
         let x = latents.reshape([b, sk / self.n_space, self.n_space * self.hidden]);
-        let x = self.dropout.forward(relu(layer_norm_plain(self.first.forward(x), 1e-5)));
-        let x = self.dropout.forward(relu(layer_norm_plain(self.second.forward(x), 1e-5)));
+        let x = self
+            .dropout
+            .forward(relu(layer_norm_plain(self.first.forward(x), 1e-5)));
+        let x = self
+            .dropout
+            .forward(relu(layer_norm_plain(self.second.forward(x), 1e-5)));
         self.out.forward(x)
     }
 
@@ -97,14 +111,23 @@ impl<B: Backend> VariationalDecoder<B> {
                 let mu = mu_head.forward(hidden.clone());
                 let var = scale_head.forward(hidden).exp() + VARIANCE_FLOOR;
                 let latents = if temperature > 0.0 {
-                    let noise = Tensor::random(mu.shape(), Distribution::Normal(0.0, 1.0), &mu.device());
+                    let noise =
+                        Tensor::random(mu.shape(), Distribution::Normal(0.0, 1.0), &mu.device());
                     mu.clone() + var.clone().sqrt() * noise * temperature
                 } else {
                     mu.clone()
                 };
-                DecoderOutput { decoded: self.decode_latents(latents), mu: Some(mu), log_var: Some(var.log()) }
+                DecoderOutput {
+                    decoded: self.decode_latents(latents),
+                    mu: Some(mu),
+                    log_var: Some(var.log()),
+                }
             }
-            _ => DecoderOutput { decoded: self.decode_latents(hidden), mu: None, log_var: None },
+            _ => DecoderOutput {
+                decoded: self.decode_latents(hidden),
+                mu: None,
+                log_var: None,
+            },
         }
     }
 }

@@ -22,7 +22,14 @@ pub struct SpatialEncoder<B: Backend> {
 
 impl<B: Backend> SpatialEncoder<B> {
     /// A new encoder; `mlp = false` gives the single-Linear variant.
-    pub fn new(dim: usize, n_space: usize, hidden: usize, mlp: bool, dropout: f64, device: &B::Device) -> Self {
+    pub fn new(
+        dim: usize,
+        n_space: usize,
+        hidden: usize,
+        mlp: bool,
+        dropout: f64,
+        device: &B::Device,
+    ) -> Self {
         let width = n_space * hidden;
         Self {
             first: LinearConfig::new(dim, width).init(device),

@@ -19,7 +19,9 @@ pub enum ModelError {
         actual: String,
     },
     /// Prompt token ids were given to a model without a token-embedding table.
-    #[error("this model has no token-embedding table (vocab_size = 0): it cannot embed prompt tokens")]
+    #[error(
+        "this model has no token-embedding table (vocab_size = 0): it cannot embed prompt tokens"
+    )]
     NoVocabulary,
     /// A token-layout error.
     #[error(transparent)]
@@ -37,6 +39,14 @@ pub enum ModelError {
 /// Shorthand for results of this crate.
 pub type Result<T> = std::result::Result<T, ModelError>;
 
-pub(crate) fn shape_error(what: &'static str, expected: impl Into<String>, actual: impl std::fmt::Debug) -> ModelError {
-    ModelError::Shape { what, expected: expected.into(), actual: format!("{actual:?}") }
+pub(crate) fn shape_error(
+    what: &'static str,
+    expected: impl Into<String>,
+    actual: impl std::fmt::Debug,
+) -> ModelError {
+    ModelError::Shape {
+        what,
+        expected: expected.into(),
+        actual: format!("{actual:?}"),
+    }
 }

@@ -69,29 +69,46 @@ impl CalmFlowConfig {
     /// Checks every field; returns a typed error naming the first bad one.
     pub fn validate(&self) -> ModelResult<()> {
         let bad = |m: String| Err(ModelError::InvalidConfig(m));
-        if self.dim == 0 || self.n_space == 0 || self.hidden == 0 || self.layers == 0 || self.heads == 0 {
+        if self.dim == 0
+            || self.n_space == 0
+            || self.hidden == 0
+            || self.layers == 0
+            || self.heads == 0
+        {
             return bad(format!(
                 "dim, n_space, hidden, layers and heads must be ≥ 1 (got {}, {}, {}, {}, {})",
                 self.dim, self.n_space, self.hidden, self.layers, self.heads
             ));
         }
-        if self.hidden % self.heads != 0 {
-            return bad(format!("hidden = {} is not divisible by heads = {}", self.hidden, self.heads));
+        if !self.hidden.is_multiple_of(self.heads) {
+            return bad(format!(
+                "hidden = {} is not divisible by heads = {}",
+                self.hidden, self.heads
+            ));
         }
         if self.mlp_ratio == 0 {
             return bad("mlp_ratio must be ≥ 1".into());
         }
         if !(0.0..=1.0).contains(&self.rotary_fraction) {
-            return bad(format!("rotary_fraction = {} must lie in [0, 1]", self.rotary_fraction));
+            return bad(format!(
+                "rotary_fraction = {} must lie in [0, 1]",
+                self.rotary_fraction
+            ));
         }
         if !(self.rotary_base > 1.0 && self.rotary_base.is_finite()) {
-            return bad(format!("rotary_base = {} must be finite and > 1", self.rotary_base));
+            return bad(format!(
+                "rotary_base = {} must be finite and > 1",
+                self.rotary_base
+            ));
         }
         if !(0.0..1.0).contains(&self.dropout) {
             return bad(format!("dropout = {} must lie in [0, 1)", self.dropout));
         }
         if !(self.layer_norm_eps > 0.0) {
-            return bad(format!("layer_norm_eps = {} must be positive", self.layer_norm_eps));
+            return bad(format!(
+                "layer_norm_eps = {} must be positive",
+                self.layer_norm_eps
+            ));
         }
         Ok(())
     }
@@ -113,9 +130,23 @@ impl CalmFlowConfig {
             freeze_embeddings: self.freeze_embeddings,
         };
         let model = CalmFlowModel {
-            encoder: SpatialEncoder::new(self.dim, self.n_space, self.hidden, self.mlp_encoder, self.dropout, device),
+            encoder: SpatialEncoder::new(
+                self.dim,
+                self.n_space,
+                self.hidden,
+                self.mlp_encoder,
+                self.dropout,
+                device,
+            ),
             backbone: CausalBackbone::new(&settings, device),
-            decoder: VariationalDecoder::new(self.dim, self.n_space, self.hidden, self.variational, self.dropout, device),
+            decoder: VariationalDecoder::new(
+                self.dim,
+                self.n_space,
+                self.hidden,
+                self.variational,
+                self.dropout,
+                device,
+            ),
             dim: self.dim,
             n_space: self.n_space,
             hidden: self.hidden,
@@ -138,7 +169,10 @@ struct ShapeVisitor {
 
 impl ParameterShapes {
     fn of<B: Backend, M: Module<B>>(module: &M) -> Self {
-        let mut v = ShapeVisitor { path: Vec::new(), shapes: Vec::new() };
+        let mut v = ShapeVisitor {
+            path: Vec::new(),
+            shapes: Vec::new(),
+        };
         module.visit(&mut v);
         Self(v.shapes)
     }
@@ -152,7 +186,8 @@ impl<B: Backend> ModuleVisitor<B> for ShapeVisitor {
         self.path.pop();
     }
     fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<B, D>>) {
-        self.shapes.push((self.path.join("."), param.val().dims().to_vec()));
+        self.shapes
+            .push((self.path.join("."), param.val().dims().to_vec()));
     }
 }
 
@@ -221,7 +256,11 @@ impl<B: Backend> CalmFlowModel<B> {
     fn check_slots(&self, slots: &Tensor<B, 3>, what: &'static str) -> ModelResult<()> {
         let [b, s, d] = slots.dims();
         if b == 0 || s == 0 || d != self.dim {
-            return Err(shape_error(what, format!("(B ≥ 1, S ≥ 1, {})", self.dim), [b, s, d]));
+            return Err(shape_error(
+                what,
+                format!("(B ≥ 1, S ≥ 1, {})", self.dim),
+                [b, s, d],
+            ));
         }
         Ok(())
     }
@@ -229,26 +268,46 @@ impl<B: Backend> CalmFlowModel<B> {
     fn check_prompt(&self, prompt: &Prompt<B>, batch: usize) -> ModelResult<()> {
         let [b, l, h] = prompt.embeddings.dims();
         if b != batch || h != self.hidden || l == 0 {
-            return Err(shape_error("prompt embeddings", format!("({batch}, L ≥ 1, {})", self.hidden), [b, l, h]));
+            return Err(shape_error(
+                "prompt embeddings",
+                format!("({batch}, L ≥ 1, {})", self.hidden),
+                [b, l, h],
+            ));
         }
-        if let Some(p) = &prompt.padding {
-            if p.dims() != [b, l] {
-                return Err(shape_error("prompt padding", format!("({b}, {l})"), p.dims()));
-            }
+        if let Some(p) = &prompt.padding
+            && p.dims() != [b, l]
+        {
+            return Err(shape_error(
+                "prompt padding",
+                format!("({b}, {l})"),
+                p.dims(),
+            ));
         }
         Ok(())
     }
 
     /// Embeds prompt token ids `(B, L_p)` with the backbone's token-embedding table.
-    pub fn embed_prompt(&self, ids: Tensor<B, 2, Int>, padding: Option<Tensor<B, 2, Bool>>) -> ModelResult<Prompt<B>> {
+    pub fn embed_prompt(
+        &self,
+        ids: Tensor<B, 2, Int>,
+        padding: Option<Tensor<B, 2, Bool>>,
+    ) -> ModelResult<Prompt<B>> {
         let embeddings = self.backbone.embed(ids).ok_or(ModelError::NoVocabulary)?;
-        Ok(Prompt { embeddings, padding })
+        Ok(Prompt {
+            embeddings,
+            padding,
+        })
     }
 
     /// Teacher-forced forward on packed slots `(B, S, D)` (slot `i·P + p` = trajectory `p`
     /// at time `i`), after an optional prompt. Returns, for every slot, the decoded
     /// prediction of the slot one time point later, and the latent posteriors.
-    pub fn forward(&self, slots: Tensor<B, 3>, prompt: Option<&Prompt<B>>, temperature: f64) -> ModelResult<DecoderOutput<B>> {
+    pub fn forward(
+        &self,
+        slots: Tensor<B, 3>,
+        prompt: Option<&Prompt<B>>,
+        temperature: f64,
+    ) -> ModelResult<DecoderOutput<B>> {
         self.check_slots(&slots, "slots")?;
         let [b, s, _] = slots.dims();
         let tokens = self.encoder.forward(slots);
@@ -263,7 +322,9 @@ impl<B: Backend> CalmFlowModel<B> {
                     let flow = Tensor::<B, 2, Int>::zeros([b, flow_len], &pad.device()).bool();
                     Tensor::cat(vec![pad, flow], 1)
                 });
-                self.backbone.forward(x, None, padding).narrow(1, lp, flow_len)
+                self.backbone
+                    .forward(x, None, padding)
+                    .narrow(1, lp, flow_len)
             }
         };
         Ok(self.decoder.forward(hidden, temperature))
@@ -273,14 +334,23 @@ impl<B: Backend> CalmFlowModel<B> {
     /// [`CalmFlowModel::step`]).
     pub fn prefill(&self, prompt: &Prompt<B>, cache: &mut KvCache<B>) -> ModelResult<()> {
         self.check_prompt(prompt, prompt.embeddings.dims()[0])?;
-        self.backbone.forward(prompt.embeddings.clone(), Some(cache), prompt.padding.clone());
+        self.backbone.forward(
+            prompt.embeddings.clone(),
+            Some(cache),
+            prompt.padding.clone(),
+        );
         Ok(())
     }
 
     /// Incremental decoding: appends the tokens of `slots` `(B, m, D)` to `cache` and
     /// returns their decoded predictions `(B, m, D)`. Equal (up to rounding) to the
     /// corresponding rows of [`CalmFlowModel::forward`] on the whole sequence.
-    pub fn step(&self, slots: Tensor<B, 3>, cache: &mut KvCache<B>, temperature: f64) -> ModelResult<Tensor<B, 3>> {
+    pub fn step(
+        &self,
+        slots: Tensor<B, 3>,
+        cache: &mut KvCache<B>,
+        temperature: f64,
+    ) -> ModelResult<Tensor<B, 3>> {
         self.check_slots(&slots, "new slots")?;
         let tokens = self.encoder.forward(slots);
         let hidden = self.backbone.forward(tokens, Some(cache), None);
@@ -302,7 +372,9 @@ impl<B: Backend> CalmFlowModel<B> {
     ) -> ModelResult<Tensor<B, 4>> {
         self.check_slots(&x0, "initial states")?;
         if n_times < 2 {
-            return Err(ModelError::InvalidConfig(format!("roll-out needs n_times ≥ 2, got {n_times}")));
+            return Err(ModelError::InvalidConfig(format!(
+                "roll-out needs n_times ≥ 2, got {n_times}"
+            )));
         }
         let [b, p, d] = x0.dims();
         let mut states = vec![x0.clone()];
@@ -333,11 +405,16 @@ impl<B: Backend> CalmFlowModel<B> {
     /// Saves the weights to `path` (burn's named MessagePack format), atomically: the
     /// file is written beside `path` and renamed over it.
     pub fn save_weights(&self, path: &Path) -> ModelResult<()> {
-        let record_err = |message: String| ModelError::Record { path: path.display().to_string(), message };
+        let record_err = |message: String| ModelError::Record {
+            path: path.display().to_string(),
+            message,
+        };
         let base = staging_base(path, "save").ok_or_else(|| record_err("names no file".into()))?;
         let written = base.with_extension("mpk");
         let recorder = NamedMpkFileRecorder::<FullPrecisionSettings>::new();
-        self.clone().save_file(base, &recorder).map_err(|e| record_err(e.to_string()))?;
+        self.clone()
+            .save_file(base, &recorder)
+            .map_err(|e| record_err(e.to_string()))?;
         std::fs::rename(&written, path).map_err(|e| {
             let _ = std::fs::remove_file(&written);
             record_err(e.to_string())
@@ -347,7 +424,10 @@ impl<B: Backend> CalmFlowModel<B> {
     /// Loads weights saved by [`CalmFlowModel::save_weights`] into this model (which must
     /// have the same configuration).
     pub fn load_weights(self, path: &Path, device: &B::Device) -> ModelResult<Self> {
-        let record_err = |message: String| ModelError::Record { path: path.display().to_string(), message };
+        let record_err = |message: String| ModelError::Record {
+            path: path.display().to_string(),
+            message,
+        };
         if !path.is_file() {
             return Err(record_err("no such weights file".into()));
         }
@@ -362,7 +442,9 @@ impl<B: Backend> CalmFlowModel<B> {
         // burn replaces tensors without checking their shapes: a checkpoint of another
         // configuration would load and fail later. Compare every parameter's shape.
         let found = ParameterShapes::of(&loaded);
-        if let Some(((name, want), (_, got))) = expected.0.iter().zip(&found.0).find(|(a, b)| a.1 != b.1) {
+        if let Some(((name, want), (_, got))) =
+            expected.0.iter().zip(&found.0).find(|(a, b)| a.1 != b.1)
+        {
             return Err(record_err(format!(
                 "parameter `{name}` has shape {got:?} in the file, the model expects {want:?}: \
                  the weights belong to a model of another configuration"

@@ -44,13 +44,19 @@ impl RotaryEmbedding {
             }
         }
         let device = x.device();
-        let cos = Tensor::<B, 2>::from_data(TensorData::new(cos, [l, r]), &device).reshape([1, 1, l, r]);
-        let sin = Tensor::<B, 2>::from_data(TensorData::new(sin, [l, r]), &device).reshape([1, 1, l, r]);
+        let cos =
+            Tensor::<B, 2>::from_data(TensorData::new(cos, [l, r]), &device).reshape([1, 1, l, r]);
+        let sin =
+            Tensor::<B, 2>::from_data(TensorData::new(sin, [l, r]), &device).reshape([1, 1, l, r]);
         let rot = x.clone().narrow(3, 0, r);
         let x1 = rot.clone().narrow(3, 0, half);
         let x2 = rot.clone().narrow(3, half, half);
         let rotated_half = Tensor::cat(vec![x2.neg(), x1], 3);
         let out = rot * cos + rotated_half * sin;
-        if r == hd { out } else { Tensor::cat(vec![out, x.narrow(3, r, hd - r)], 3) }
+        if r == hd {
+            out
+        } else {
+            Tensor::cat(vec![out, x.narrow(3, r, hd - r)], 3)
+        }
     }
 }

@@ -53,14 +53,20 @@ impl SpaceTimeLayout {
     /// A validated layout.
     pub fn new(n_times: usize, n_traj: usize, n_space: usize) -> Result<Self> {
         if n_times < 2 {
-            return Err(TokenizeError::InvalidLayout(format!("n_times must be ≥ 2, got {n_times}")));
+            return Err(TokenizeError::InvalidLayout(format!(
+                "n_times must be ≥ 2, got {n_times}"
+            )));
         }
         if n_traj == 0 || n_space == 0 {
             return Err(TokenizeError::InvalidLayout(format!(
                 "n_traj and n_space must be ≥ 1, got {n_traj} and {n_space}"
             )));
         }
-        Ok(Self { n_times, n_traj, n_space })
+        Ok(Self {
+            n_times,
+            n_traj,
+            n_space,
+        })
     }
 
     /// Slots per sequence `S = N·P`.
@@ -89,7 +95,13 @@ impl SpaceTimeLayout {
     }
 
     /// Token position after a prompt of `prompt_len` tokens.
-    pub fn position_after_prompt(&self, prompt_len: usize, time: usize, traj: usize, space: usize) -> usize {
+    pub fn position_after_prompt(
+        &self,
+        prompt_len: usize,
+        time: usize,
+        traj: usize,
+        space: usize,
+    ) -> usize {
         prompt_len + self.position(time, traj, space)
     }
 
@@ -99,7 +111,11 @@ impl SpaceTimeLayout {
             return None;
         }
         let slot = position / self.n_space;
-        Some((slot / self.n_traj, slot % self.n_traj, position % self.n_space))
+        Some((
+            slot / self.n_traj,
+            slot % self.n_traj,
+            position % self.n_space,
+        ))
     }
 
     /// The slot that `slot` predicts: same trajectory, next time point.
@@ -110,23 +126,34 @@ impl SpaceTimeLayout {
 
     /// For each slot, whether it enters the reconstruction loss (every time but the last).
     pub fn slot_loss_mask(&self) -> Vec<bool> {
-        (0..self.n_slots()).map(|s| s < self.n_slots() - self.n_traj).collect()
+        (0..self.n_slots())
+            .map(|s| s < self.n_slots() - self.n_traj)
+            .collect()
     }
 
     /// For each flow token, whether its latent enters the KL term (every time but the last).
     pub fn token_loss_mask(&self) -> Vec<bool> {
-        (0..self.seq_len()).map(|t| t < self.seq_len() - self.tokens_per_time()).collect()
+        (0..self.seq_len())
+            .map(|t| t < self.seq_len() - self.tokens_per_time())
+            .collect()
     }
 }
 
 fn shape_error(what: &'static str, expected: String, actual: [usize; 3]) -> TokenizeError {
-    TokenizeError::Shape { what, expected, actual: format!("{actual:?}") }
+    TokenizeError::Shape {
+        what,
+        expected,
+        actual: format!("{actual:?}"),
+    }
 }
 
 /// Packs trajectories `(B·P, N, D)` into sequences of slots `(B, N·P, D)`: the `P`
 /// trajectories of a sequence are consecutive rows, and slot `i·P + p` holds trajectory
 /// `p` at time `i`. Runs on the backend (no host round trip).
-pub fn pack<B: Backend>(trajectories: Tensor<B, 3>, layout: &SpaceTimeLayout) -> Result<Tensor<B, 3>> {
+pub fn pack<B: Backend>(
+    trajectories: Tensor<B, 3>,
+    layout: &SpaceTimeLayout,
+) -> Result<Tensor<B, 3>> {
     let [bp, n, d] = trajectories.dims();
     let p = layout.n_traj;
     if n != layout.n_times || bp % p != 0 || bp == 0 {
@@ -137,17 +164,30 @@ pub fn pack<B: Backend>(trajectories: Tensor<B, 3>, layout: &SpaceTimeLayout) ->
         ));
     }
     let b = bp / p;
-    Ok(trajectories.reshape([b, p, n, d]).swap_dims(1, 2).reshape([b, n * p, d]))
+    Ok(trajectories
+        .reshape([b, p, n, d])
+        .swap_dims(1, 2)
+        .reshape([b, n * p, d]))
 }
 
 /// The inverse of [`pack`]: sequences `(B, N·P, D)` back to trajectories `(B·P, N, D)`.
-pub fn unpack<B: Backend>(sequences: Tensor<B, 3>, layout: &SpaceTimeLayout) -> Result<Tensor<B, 3>> {
+pub fn unpack<B: Backend>(
+    sequences: Tensor<B, 3>,
+    layout: &SpaceTimeLayout,
+) -> Result<Tensor<B, 3>> {
     let [b, s, d] = sequences.dims();
     let (n, p) = (layout.n_times, layout.n_traj);
     if s != n * p || b == 0 {
-        return Err(shape_error("sequences", format!("(B, {}, D) with B ≥ 1", n * p), [b, s, d]));
+        return Err(shape_error(
+            "sequences",
+            format!("(B, {}, D) with B ≥ 1", n * p),
+            [b, s, d],
+        ));
     }
-    Ok(sequences.reshape([b, n, p, d]).swap_dims(1, 2).reshape([b * p, n, d]))
+    Ok(sequences
+        .reshape([b, n, p, d])
+        .swap_dims(1, 2)
+        .reshape([b * p, n, d]))
 }
 
 #[cfg(test)]
@@ -181,8 +221,8 @@ mod tests {
             assert_eq!(slot_mask.iter().filter(|&&m| m).count(), (n - 1) * p);
             let token_mask = l.token_loss_mask();
             assert_eq!(token_mask.iter().filter(|&&m| m).count(), (n - 1) * p * k);
-            for s in 0..l.n_slots() {
-                assert_eq!(l.next_slot(s).is_some(), slot_mask[s]);
+            for (s, &in_loss) in slot_mask.iter().enumerate() {
+                assert_eq!(l.next_slot(s).is_some(), in_loss);
             }
         }
         assert!(SpaceTimeLayout::new(1, 1, 1).is_err());
@@ -195,8 +235,9 @@ mod tests {
         let device = Default::default();
         // Two sequences of two trajectories; value = 100·row + 10·time + coordinate.
         let (bp, n, d) = (4, 3, 2);
-        let values: Vec<f32> =
-            (0..bp * n * d).map(|x| (100 * (x / (n * d)) + 10 * ((x / d) % n) + x % d) as f32).collect();
+        let values: Vec<f32> = (0..bp * n * d)
+            .map(|x| (100 * (x / (n * d)) + 10 * ((x / d) % n) + x % d) as f32)
+            .collect();
         let traj = Tensor::<B, 3>::from_data(TensorData::new(values.clone(), [bp, n, d]), &device);
         let seq = pack(traj, &l).unwrap();
         assert_eq!(seq.dims(), [2, 6, 2]);
@@ -219,7 +260,8 @@ mod tests {
         let device = Default::default();
         for (b, n, p, d) in [(1, 2, 1, 1), (3, 5, 4, 2), (2, 16, 8, 3)] {
             let l = SpaceTimeLayout::new(n, p, 1).unwrap();
-            let x = Tensor::<B, 3>::random([b * p, n, d], burn::tensor::Distribution::Default, &device);
+            let x =
+                Tensor::<B, 3>::random([b * p, n, d], burn::tensor::Distribution::Default, &device);
             let back = unpack(pack(x.clone(), &l).unwrap(), &l).unwrap();
             x.into_data().assert_eq(&back.into_data(), true);
         }

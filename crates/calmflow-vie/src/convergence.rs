@@ -35,8 +35,14 @@ impl ConvergenceStudy {
                 reason: "a convergence study needs at least two grids",
             });
         }
-        let errors = sizes.iter().map(|&n| error(n)).collect::<Result<Vec<_>>>()?;
-        Ok(Self { sizes: sizes.to_vec(), errors })
+        let errors = sizes
+            .iter()
+            .map(|&n| error(n))
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Self {
+            sizes: sizes.to_vec(),
+            errors,
+        })
     }
 
     /// Observed order between consecutive grids, using the ratio of their step sizes.

@@ -125,7 +125,10 @@ mod tests {
             let k = 2 * n as i32;
             let got = rule.integrate(|x| x.powi(k), -1.0, 1.0);
             let exact = 2.0 / (k as f64 + 1.0);
-            assert!((got - exact).abs() / exact > 1e-8, "n={n}: degree 2n unexpectedly exact");
+            assert!(
+                (got - exact).abs() / exact > 1e-8,
+                "n={n}: degree 2n unexpectedly exact"
+            );
         }
     }
 

@@ -27,7 +27,9 @@ impl TimeGrid {
     /// Uniform inclusive grid of `n` points on `[t_start, t_end]`.
     pub fn uniform_on(n: usize, t_start: f64, t_end: f64) -> Result<Self> {
         if n < 2 {
-            return Err(VieError::InvalidGrid(format!("need at least 2 points, got {n}")));
+            return Err(VieError::InvalidGrid(format!(
+                "need at least 2 points, got {n}"
+            )));
         }
         if !(t_start.is_finite() && t_end.is_finite()) || t_end <= t_start {
             return Err(VieError::InvalidGrid(format!(
@@ -38,7 +40,13 @@ impl TimeGrid {
         let last = (n - 1) as f64;
         // Computed as start + span·i/last (not by accumulating h) so the end point is exact.
         let points = (0..n)
-            .map(|i| if i == n - 1 { t_end } else { t_start + span * i as f64 / last })
+            .map(|i| {
+                if i == n - 1 {
+                    t_end
+                } else {
+                    t_start + span * i as f64 / last
+                }
+            })
             .collect();
         Self::new(points)
     }
@@ -107,7 +115,10 @@ impl TimeGrid {
 
     /// Largest step.
     pub fn max_step(&self) -> f64 {
-        self.points.windows(2).map(|w| w[1] - w[0]).fold(0.0, f64::max)
+        self.points
+            .windows(2)
+            .map(|w| w[1] - w[0])
+            .fold(0.0, f64::max)
     }
 
     /// True when all steps agree to a relative 1e-9.

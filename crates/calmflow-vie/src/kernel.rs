@@ -251,15 +251,21 @@ mod tests {
         assert!(rot.jacobian(0.0, 0.0, z.view(), jac.view_mut()));
         assert_eq!(jac, array![[0.0, -1.0], [1.0, 0.0]]);
 
-        OdeKernel::new(2, |z: ArrayView1<'_, f64>, s| z.mapv(|v| v * s))
-            .eval(9.0, 0.5, z.view(), out.view_mut());
+        OdeKernel::new(2, |z: ArrayView1<'_, f64>, s| z.mapv(|v| v * s)).eval(
+            9.0,
+            0.5,
+            z.view(),
+            out.view_mut(),
+        );
         assert_eq!(out, array![0.5, -1.0]);
 
-        let ws = WeaklySingularKernel::new(2, 0.5, |_, _, z: ArrayView1<'_, f64>| z.to_owned())
-            .unwrap();
+        let ws =
+            WeaklySingularKernel::new(2, 0.5, |_, _, z: ArrayView1<'_, f64>| z.to_owned()).unwrap();
         ws.eval(1.0, 0.75, z.view(), out.view_mut());
         assert_eq!(out, array![2.0, -4.0]);
-        assert!(WeaklySingularKernel::new(1, 1.0, |_, _, z: ArrayView1<'_, f64>| z.to_owned()).is_err());
+        assert!(
+            WeaklySingularKernel::new(1, 1.0, |_, _, z: ArrayView1<'_, f64>| z.to_owned()).is_err()
+        );
     }
 
     #[test]

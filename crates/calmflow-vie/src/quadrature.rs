@@ -61,7 +61,9 @@ pub trait QuadratureRule {
 
 fn check_nodes(nodes: &[f64]) -> Result<()> {
     if nodes.is_empty() {
-        return Err(VieError::InvalidGrid("a rule needs at least one node".into()));
+        return Err(VieError::InvalidGrid(
+            "a rule needs at least one node".into(),
+        ));
     }
     if nodes.len() > 1 {
         TimeGrid::new(nodes.to_vec())?;
@@ -236,7 +238,10 @@ mod tests {
             let e2 = (integrate_fn(&Simpson, n_fine, f64::exp) - exact).abs();
             let h_ratio = (n_coarse - 1) as f64 / (n_fine - 1) as f64;
             let order = (e1 / e2).ln() / (1.0 / h_ratio).ln();
-            assert!((order - 4.0).abs() < 0.15, "order {order} for {n_coarse}->{n_fine}");
+            assert!(
+                (order - 4.0).abs() < 0.15,
+                "order {order} for {n_coarse}->{n_fine}"
+            );
         }
     }
 
@@ -280,7 +285,10 @@ mod tests {
         let got = rule.integrate(g.points(), &v).unwrap();
         assert!((got - (6.0 - 8.0 / 3.0)).abs() < 1e-13, "{got}");
         // α = 0 is the trapezoid rule.
-        let w0 = ProductTrapezoid::new(0.0).unwrap().weights(g.points()).unwrap();
+        let w0 = ProductTrapezoid::new(0.0)
+            .unwrap()
+            .weights(g.points())
+            .unwrap();
         let wt = Trapezoid.weights(g.points()).unwrap();
         for (a, b) in w0.iter().zip(&wt) {
             assert!((a - b).abs() < 1e-14);

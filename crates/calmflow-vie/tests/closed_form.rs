@@ -27,7 +27,9 @@ where
     let study = ConvergenceStudy::run(&sizes, |n| {
         let grid = TimeGrid::uniform(n, t_end)?;
         let sol = solver.solve(eq, &grid)?;
-        let err = (&sol.final_state() - &exact(t_end)).iter().fold(0.0_f64, |m, v| m.max(v.abs()));
+        let err = (&sol.final_state() - &exact(t_end))
+            .iter()
+            .fold(0.0_f64, |m, v| m.max(v.abs()));
         Ok(err)
     })
     .unwrap();
@@ -49,15 +51,32 @@ fn assert_orders<F, K>(
     K: Kernel,
 {
     let observed = [
-        ("rectangle", rect, orders(&ExplicitRectangle::default(), eq, t_end, exact)),
-        ("trapezoid", 2.0, orders(&ImplicitTrapezoid::default(), eq, t_end, exact)),
+        (
+            "rectangle",
+            rect,
+            orders(&ExplicitRectangle::default(), eq, t_end, exact),
+        ),
+        (
+            "trapezoid",
+            2.0,
+            orders(&ImplicitTrapezoid::default(), eq, t_end, exact),
+        ),
     ];
     for (solver, nominal, ps) in observed {
         eprintln!("{name}: {solver} orders {ps:.3?}");
         let dev: Vec<f64> = ps.iter().map(|p| (p - nominal).abs()).collect();
-        assert!(dev[dev.len() - 1] <= 0.1, "{name}: {solver} finest order off nominal {nominal}: {ps:?}");
-        assert!(dev.iter().all(|&d| d <= 0.2), "{name}: {solver} orders {ps:?}");
-        assert!(dev.windows(2).all(|w| w[1] <= w[0] + 0.01), "{name}: {solver} orders not settling: {ps:?}");
+        assert!(
+            dev[dev.len() - 1] <= 0.1,
+            "{name}: {solver} finest order off nominal {nominal}: {ps:?}"
+        );
+        assert!(
+            dev.iter().all(|&d| d <= 0.2),
+            "{name}: {solver} orders {ps:?}"
+        );
+        assert!(
+            dev.windows(2).all(|w| w[1] <= w[0] + 0.01),
+            "{name}: {solver} orders not settling: {ps:?}"
+        );
     }
 }
 
@@ -88,9 +107,13 @@ fn difference_kernels_give_cosh_cos_sin() {
 #[test]
 fn exponential_convolution_kernels() {
     let eq = VolterraEquation::new(one, ConvolutionKernel::new(1, |u: f64| (-u).exp()));
-    assert_orders("y = 1 + ∫e^{−(t−s)}y", &eq, 1.0, 1.0, |t| array![1.0 + t]);
+    assert_orders("y = 1 + ∫e^{−(t−s)}y", &eq, 1.0, 1.0, |t| {
+        array![1.0 + t]
+    });
     let eq = VolterraEquation::new(one, ConvolutionKernel::new(1, |u: f64| u.exp()));
-    assert_orders("y = 1 + ∫e^{t−s}y", &eq, 1.0, 1.0, |t| array![(1.0 + (2.0 * t).exp()) / 2.0]);
+    assert_orders("y = 1 + ∫e^{t−s}y", &eq, 1.0, 1.0, |t| {
+        array![(1.0 + (2.0 * t).exp()) / 2.0]
+    });
 }
 
 #[test]
@@ -108,13 +131,18 @@ fn nonlinear_kernels() {
     assert_orders("y = t + ∫y²", &eq, 1.0, 1.0, |t| array![t.tan()]);
     let logistic = OdeKernel::new(1, |z: ArrayView1<'_, f64>, _| z.mapv(|v| v * (1.0 - v)));
     let eq = VolterraEquation::new(|_: f64| array![0.1], logistic);
-    assert_orders("logistic", &eq, 2.0, 1.0, |t| array![1.0 / (1.0 + 9.0 * (-t).exp())]);
+    assert_orders("logistic", &eq, 2.0, 1.0, |t| {
+        array![1.0 / (1.0 + 9.0 * (-t).exp())]
+    });
 }
 
 #[test]
 fn rotation_system() {
     let a = array![[0.0, -1.0], [1.0, 0.0]];
-    let eq = VolterraEquation::new(|_: f64| array![1.0, 0.0], LinearKernel::new(2, move |_, _| a.clone()));
+    let eq = VolterraEquation::new(
+        |_: f64| array![1.0, 0.0],
+        LinearKernel::new(2, move |_, _| a.clone()),
+    );
     assert_orders("rotation", &eq, 1.0, 1.0, |t| array![t.cos(), t.sin()]);
 }
 
@@ -144,7 +172,11 @@ fn abel_equation_by_product_integration() {
     // The solution behaves like 1 − 2√t/√π near 0, so the rule's nominal order 2 is lost:
     // measured 1.55, 1.53, 1.52 at t = 1.
     for p in study.orders() {
-        assert!((p - 1.5).abs() <= 0.1, "Abel final-time order {p} ({:?})", study.errors);
+        assert!(
+            (p - 1.5).abs() <= 0.1,
+            "Abel final-time order {p} ({:?})",
+            study.errors
+        );
     }
     // Over the whole grid the error peaks near t = h and the order is ≈ 1.
     let sup = ConvergenceStudy::run(&sizes, |n| {
@@ -160,7 +192,10 @@ fn abel_equation_by_product_integration() {
     .unwrap();
     // Measured 0.90, 0.93, 0.95: approaching 1 from below.
     let sup_orders = sup.orders();
-    assert!(sup_orders.iter().all(|p| (p - 1.0).abs() <= 0.15), "{sup_orders:?}");
+    assert!(
+        sup_orders.iter().all(|p| (p - 1.0).abs() <= 0.15),
+        "{sup_orders:?}"
+    );
     assert!((sup_orders[2] - 1.0).abs() <= 0.1, "{sup_orders:?}");
     assert!(study.errors[3] < 1e-4, "{:?}", study.errors);
 }
@@ -198,7 +233,9 @@ fn flow_matching_vie_is_exact_on_any_grid() {
         for sol in &solutions {
             for (n, &t) in grid.points().iter().enumerate() {
                 let exact = &x0 * (1.0 + t * (sigma - 1.0)) + &mu * t;
-                let err = (&sol.z.row(n) - &exact).iter().fold(0.0_f64, |m, v| m.max(v.abs()));
+                let err = (&sol.z.row(n) - &exact)
+                    .iter()
+                    .fold(0.0_f64, |m, v| m.max(v.abs()));
                 assert!(err < 1e-12, "t = {t}: error {err:e}");
             }
         }
@@ -215,13 +252,19 @@ fn picard_change_shrinks_factorially() {
     for (k, change) in sol.stats.history.iter().take(9).enumerate() {
         factorial *= (k + 1) as f64;
         let ratio = change * factorial;
-        assert!((ratio - 1.0).abs() < 1e-3, "sweep {}: change {change:e}, ·k! = {ratio}", k + 1);
+        assert!(
+            (ratio - 1.0).abs() < 1e-3,
+            "sweep {}: change {change:e}, ·k! = {ratio}",
+            k + 1
+        );
     }
     assert_eq!(sol.stats.iterations, sol.stats.history.len());
     assert!(sol.stats.residual <= 1e-12);
     // The converged iterate is the implicit trapezoid solution.
     let trap = ImplicitTrapezoid::default().solve(&eq, &grid).unwrap();
-    let diff = (&sol.z - &trap.z).iter().fold(0.0_f64, |m, v| m.max(v.abs()));
+    let diff = (&sol.z - &trap.z)
+        .iter()
+        .fold(0.0_f64, |m, v| m.max(v.abs()));
     assert!(diff < 1e-11, "{diff:e}");
 }
 
@@ -230,13 +273,34 @@ fn damped_picard_converges_to_the_same_solution() {
     let eq = VolterraEquation::new(one, ConvolutionKernel::new(1, |u| -u));
     let grid = TimeGrid::uniform(41, 1.0).unwrap();
     let plain = Picard::default().solve(&eq, &grid).unwrap();
-    let damped = Picard { damping: 0.5, ..Picard::default() }.solve(&eq, &grid).unwrap();
+    let damped = Picard {
+        damping: 0.5,
+        ..Picard::default()
+    }
+    .solve(&eq, &grid)
+    .unwrap();
     assert!(damped.stats.iterations > plain.stats.iterations);
-    let diff = (&plain.z - &damped.z).iter().fold(0.0_f64, |m, v| m.max(v.abs()));
+    let diff = (&plain.z - &damped.z)
+        .iter()
+        .fold(0.0_f64, |m, v| m.max(v.abs()));
     assert!(diff < 1e-10);
-    let few = Picard { max_iterations: 3, ..Picard::default() }.solve(&eq, &grid);
-    assert!(matches!(few, Err(VieError::NotConverged { iterations: 3, .. })), "{few:?}");
-    assert!(Picard { damping: 0.0, ..Picard::default() }.solve(&eq, &grid).is_err());
+    let few = Picard {
+        max_iterations: 3,
+        ..Picard::default()
+    }
+    .solve(&eq, &grid);
+    assert!(
+        matches!(few, Err(VieError::NotConverged { iterations: 3, .. })),
+        "{few:?}"
+    );
+    assert!(
+        Picard {
+            damping: 0.0,
+            ..Picard::default()
+        }
+        .solve(&eq, &grid)
+        .is_err()
+    );
 }
 
 #[test]
@@ -246,11 +310,16 @@ fn newton_fixed_point_and_finite_differences_agree() {
     let grid = TimeGrid::uniform(51, 0.5).unwrap();
     let newton = ImplicitTrapezoid::default().solve(&eq, &grid).unwrap();
     let fixed = ImplicitTrapezoid {
-        control: StepControl { method: StepIteration::FixedPoint, ..StepControl::default() },
+        control: StepControl {
+            method: StepIteration::FixedPoint,
+            ..StepControl::default()
+        },
     }
     .solve(&eq, &grid)
     .unwrap();
-    let diff = (&newton.z - &fixed.z).iter().fold(0.0_f64, |m, v| m.max(v.abs()));
+    let diff = (&newton.z - &fixed.z)
+        .iter()
+        .fold(0.0_f64, |m, v| m.max(v.abs()));
     assert!(diff < 1e-10, "{diff:e}");
     // Newton needs fewer iterations than the fixed point.
     assert!(newton.stats.iterations < fixed.stats.iterations);
@@ -284,7 +353,10 @@ fn bad_user_functions_are_typed_errors() {
         ImplicitTrapezoid::default().solve(&eq, &grid),
         Err(VieError::DimensionMismatch { .. })
     ));
-    let eq = VolterraEquation::new(|t: f64| array![1.0 / (t - 0.5)], scalar_kernel(1, |_, _| 1.0));
+    let eq = VolterraEquation::new(
+        |t: f64| array![1.0 / (t - 0.5)],
+        scalar_kernel(1, |_, _| 1.0),
+    );
     assert!(matches!(
         ExplicitRectangle::default().solve(&eq, &grid),
         Err(VieError::NonFinite { .. })
@@ -294,10 +366,21 @@ fn bad_user_functions_are_typed_errors() {
         Picard::default().solve(&eq, &grid),
         Err(VieError::NonFinite { .. })
     ));
-    let bad_tol = ImplicitTrapezoid { control: StepControl { tolerance: -1.0, ..StepControl::default() } };
+    let bad_tol = ImplicitTrapezoid {
+        control: StepControl {
+            tolerance: -1.0,
+            ..StepControl::default()
+        },
+    };
     assert!(matches!(
-        bad_tol.solve(&VolterraEquation::new(one, scalar_kernel(1, |_, _| 1.0)), &grid),
-        Err(VieError::InvalidParameter { name: "tolerance", .. })
+        bad_tol.solve(
+            &VolterraEquation::new(one, scalar_kernel(1, |_, _| 1.0)),
+            &grid
+        ),
+        Err(VieError::InvalidParameter {
+            name: "tolerance",
+            ..
+        })
     ));
 }
 
@@ -331,8 +414,9 @@ fn stats_count_kernel_evaluations() {
     // Linear kernel, explicit rectangle: step n evaluates K at j = 0..n−1 → N(N−1)/2 calls.
     let eq = VolterraEquation::new(one, scalar_kernel(1, |_, _| 1.0));
     let n = 11;
-    let sol = ExplicitRectangle::default().solve(&eq, &TimeGrid::uniform(n, 1.0).unwrap()).unwrap();
+    let sol = ExplicitRectangle::default()
+        .solve(&eq, &TimeGrid::uniform(n, 1.0).unwrap())
+        .unwrap();
     assert_eq!(sol.stats.kernel_evals, n * (n - 1) / 2);
     assert_eq!(sol.stats.iterations, 0);
 }
-

@@ -60,7 +60,9 @@ pub enum DeviceSpec {
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum BackendError {
     /// The text is not a device name that calmflow knows.
-    #[error("unknown device `{0}`: expected `cpu`, `wgpu`, `wgpu:<index>`, `cuda` or `cuda:<index>`")]
+    #[error(
+        "unknown device `{0}`: expected `cpu`, `wgpu`, `wgpu:<index>`, `cuda` or `cuda:<index>`"
+    )]
     UnknownDevice(String),
     /// The device is known, but its backend was not compiled into this build.
     #[error(
@@ -92,7 +94,9 @@ impl DeviceSpec {
     pub fn run<T: BackendTask>(self, task: T) -> Result<T::Output, BackendError> {
         match self {
             #[cfg(feature = "ndarray")]
-            DeviceSpec::Cpu => Ok(task.run::<CpuAutodiff>(burn::backend::ndarray::NdArrayDevice::Cpu)),
+            DeviceSpec::Cpu => {
+                Ok(task.run::<CpuAutodiff>(burn::backend::ndarray::NdArrayDevice::Cpu))
+            }
             #[cfg(feature = "wgpu")]
             DeviceSpec::Wgpu { index } => {
                 use burn::backend::wgpu::WgpuDevice;
@@ -200,8 +204,12 @@ impl BackendTask for MatmulCheck {
         use burn::tensor::{Tensor, TensorData};
         let n = self.n.max(1);
         // A deterministic, well-conditioned pattern: no RNG, same on every backend.
-        let a: Vec<f32> = (0..n * n).map(|i| ((i * 7 % 13) as f32 - 6.0) / 13.0).collect();
-        let b: Vec<f32> = (0..n * n).map(|i| ((i * 5 % 11) as f32 - 5.0) / 11.0).collect();
+        let a: Vec<f32> = (0..n * n)
+            .map(|i| ((i * 7 % 13) as f32 - 6.0) / 13.0)
+            .collect();
+        let b: Vec<f32> = (0..n * n)
+            .map(|i| ((i * 5 % 11) as f32 - 5.0) / 11.0)
+            .collect();
         let ta = Tensor::<B, 2>::from_data(TensorData::new(a.clone(), [n, n]), &device);
         let tb = Tensor::<B, 2>::from_data(TensorData::new(b.clone(), [n, n]), &device);
         let start = std::time::Instant::now();
@@ -211,13 +219,18 @@ impl BackendTask for MatmulCheck {
         let mut max_abs_error: f64 = if c.len() == n * n { 0.0 } else { f64::INFINITY };
         for i in 0..n {
             for j in 0..n {
-                let reference: f64 = (0..n).map(|k| a[i * n + k] as f64 * b[k * n + j] as f64).sum();
+                let reference: f64 = (0..n)
+                    .map(|k| a[i * n + k] as f64 * b[k * n + j] as f64)
+                    .sum();
                 if let Some(v) = c.get(i * n + j) {
                     max_abs_error = max_abs_error.max((*v as f64 - reference).abs());
                 }
             }
         }
-        MatmulCheckReport { max_abs_error, seconds }
+        MatmulCheckReport {
+            max_abs_error,
+            seconds,
+        }
     }
 }
 
@@ -260,8 +273,16 @@ mod tests {
     #[cfg(not(feature = "cuda"))]
     #[test]
     fn missing_backend_names_its_feature() {
-        let err = DeviceSpec::Cuda { index: 0 }.run(MatmulCheck { n: 2 }).unwrap_err();
-        assert!(matches!(err, BackendError::NotCompiled { feature: "cuda", .. }));
+        let err = DeviceSpec::Cuda { index: 0 }
+            .run(MatmulCheck { n: 2 })
+            .unwrap_err();
+        assert!(matches!(
+            err,
+            BackendError::NotCompiled {
+                feature: "cuda",
+                ..
+            }
+        ));
         assert!(err.to_string().contains("--features cuda"));
     }
 }

@@ -9,13 +9,18 @@ use calmflow_data::{DataError, ensure_finite};
 use ndarray::{Array2, ArrayView2};
 
 fn extension(path: &Path) -> String {
-    path.extension().map(|e| e.to_string_lossy().to_ascii_lowercase()).unwrap_or_default()
+    path.extension()
+        .map(|e| e.to_string_lossy().to_ascii_lowercase())
+        .unwrap_or_default()
 }
 
 fn unknown_extension(path: &Path) -> DataError {
     DataError::InvalidParameter {
         name: "path",
-        reason: format!("{}: unknown file type; use a .npy or .csv file", path.display()),
+        reason: format!(
+            "{}: unknown file type; use a .npy or .csv file",
+            path.display()
+        ),
     }
 }
 

@@ -23,18 +23,70 @@ fn stderr(o: &Output) -> String {
 fn data_then_eval_scores_a_set_against_itself_as_zero() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    let o = calmflow(&["data", "--dataset", "moons", "--n", "300", "--seed", "1", "--out", "a.npy"], d);
+    let o = calmflow(
+        &[
+            "data",
+            "--dataset",
+            "moons",
+            "--n",
+            "300",
+            "--seed",
+            "1",
+            "--out",
+            "a.npy",
+        ],
+        d,
+    );
     assert!(o.status.success(), "{}", stderr(&o));
-    let o = calmflow(&["data", "--dataset", "moons", "--n", "300", "--seed", "1", "--out", "a.csv"], d);
+    let o = calmflow(
+        &[
+            "data",
+            "--dataset",
+            "moons",
+            "--n",
+            "300",
+            "--seed",
+            "1",
+            "--out",
+            "a.csv",
+        ],
+        d,
+    );
     assert!(o.status.success(), "{}", stderr(&o));
-    let o = calmflow(&["eval", "--samples", "a.npy", "--target", "a.csv", "--json", "r.json", "--no-sinkhorn"], d);
+    let o = calmflow(
+        &[
+            "eval",
+            "--samples",
+            "a.npy",
+            "--target",
+            "a.csv",
+            "--json",
+            "r.json",
+            "--no-sinkhorn",
+        ],
+        d,
+    );
     assert!(o.status.success(), "{}", stderr(&o));
     let out = stdout(&o);
-    assert!(out.contains("300 samples vs 300 target points, dimension 2"), "{out}");
-    let w2_line = out.lines().find(|l| l.starts_with("| w2 |")).expect("a w2 row");
-    let w2: f64 = w2_line.trim_matches(|c| c == '|' || c == ' ').rsplit('|').next().unwrap().trim().parse().unwrap();
+    assert!(
+        out.contains("300 samples vs 300 target points, dimension 2"),
+        "{out}"
+    );
+    let w2_line = out
+        .lines()
+        .find(|l| l.starts_with("| w2 |"))
+        .expect("a w2 row");
+    let w2: f64 = w2_line
+        .trim_matches(|c| c == '|' || c == ' ')
+        .rsplit('|')
+        .next()
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
     assert!(w2 < 1e-5, "{w2_line}");
-    let report: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(d.join("r.json")).unwrap()).unwrap();
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(d.join("r.json")).unwrap()).unwrap();
     assert!(report["energy"].as_f64().unwrap().abs() < 1e-6);
     assert!(report["sinkhorn_divergence"].is_null());
 }
@@ -43,11 +95,45 @@ fn data_then_eval_scores_a_set_against_itself_as_zero() {
 fn eval_detects_different_distributions() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    assert!(calmflow(&["data", "--dataset", "moons", "--n", "200", "--out", "m.npy"], d).status.success());
-    assert!(calmflow(&["data", "--dataset", "8gaussians", "--n", "200", "--out", "g.npy"], d).status.success());
-    let o = calmflow(&["eval", "--samples", "g.npy", "--target", "m.npy", "--json", "r.json"], d);
+    assert!(
+        calmflow(
+            &["data", "--dataset", "moons", "--n", "200", "--out", "m.npy"],
+            d
+        )
+        .status
+        .success()
+    );
+    assert!(
+        calmflow(
+            &[
+                "data",
+                "--dataset",
+                "8gaussians",
+                "--n",
+                "200",
+                "--out",
+                "g.npy"
+            ],
+            d
+        )
+        .status
+        .success()
+    );
+    let o = calmflow(
+        &[
+            "eval",
+            "--samples",
+            "g.npy",
+            "--target",
+            "m.npy",
+            "--json",
+            "r.json",
+        ],
+        d,
+    );
     assert!(o.status.success(), "{}", stderr(&o));
-    let report: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(d.join("r.json")).unwrap()).unwrap();
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(d.join("r.json")).unwrap()).unwrap();
     assert!(report["w2"].as_f64().unwrap() > 1.0, "{report}");
     assert!(report["sinkhorn_divergence"].as_f64().unwrap() > 0.0);
 }
@@ -57,9 +143,24 @@ fn errors_are_one_line_with_nonzero_exit() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     let cases: [(&[&str], &str); 4] = [
-        (&["eval", "--samples", "missing.npy", "--target", "missing.npy"], "missing.npy"),
-        (&["data", "--dataset", "mnist", "--out", "x.npy"], "unknown data set `mnist`"),
-        (&["data", "--dataset", "moons", "--out", "x.parquet"], "use a .npy or .csv file"),
+        (
+            &[
+                "eval",
+                "--samples",
+                "missing.npy",
+                "--target",
+                "missing.npy",
+            ],
+            "missing.npy",
+        ),
+        (
+            &["data", "--dataset", "mnist", "--out", "x.npy"],
+            "unknown data set `mnist`",
+        ),
+        (
+            &["data", "--dataset", "moons", "--out", "x.parquet"],
+            "use a .npy or .csv file",
+        ),
         (&["devices", "--check", "tpu"], "unknown device"),
     ];
     for (args, needle) in cases {
@@ -72,8 +173,32 @@ fn errors_are_one_line_with_nonzero_exit() {
         }
     }
     // Mismatched dimensions between the two files.
-    assert!(calmflow(&["data", "--dataset", "normal", "--dim", "3", "--n", "10", "--out", "n3.npy"], d).status.success());
-    assert!(calmflow(&["data", "--dataset", "moons", "--n", "10", "--out", "m.npy"], d).status.success());
+    assert!(
+        calmflow(
+            &[
+                "data",
+                "--dataset",
+                "normal",
+                "--dim",
+                "3",
+                "--n",
+                "10",
+                "--out",
+                "n3.npy"
+            ],
+            d
+        )
+        .status
+        .success()
+    );
+    assert!(
+        calmflow(
+            &["data", "--dataset", "moons", "--n", "10", "--out", "m.npy"],
+            d
+        )
+        .status
+        .success()
+    );
     let o = calmflow(&["eval", "--samples", "n3.npy", "--target", "m.npy"], d);
     assert_eq!(o.status.code(), Some(2));
     assert!(stderr(&o).contains("dimension mismatch"), "{}", stderr(&o));

@@ -44,10 +44,16 @@ pub(crate) fn march(
         let tn = grid.t(n);
         let w = weights_row(n)?;
         let mut c = forcing(tn)?;
-        for j in 0..n {
-            if w[j] != 0.0 {
-                kernel.eval(tn, grid.t(j), z.row(j), k.view_mut(), &mut stats.kernel_evals)?;
-                c.scaled_add(w[j], &k);
+        for (j, &wj) in w[..n].iter().enumerate() {
+            if wj != 0.0 {
+                kernel.eval(
+                    tn,
+                    grid.t(j),
+                    z.row(j),
+                    k.view_mut(),
+                    &mut stats.kernel_evals,
+                )?;
+                c.scaled_add(wj, &k);
             }
         }
         let wnn = w[n];
@@ -67,7 +73,11 @@ pub(crate) fn march(
 fn check_state(z: ArrayView1<'_, f64>, step: usize, t: f64, blowup: f64) -> Result<()> {
     let m = sup_norm(z);
     if !m.is_finite() || m > blowup || z.iter().any(|v| v.is_nan()) {
-        return Err(VieError::BlowUp { step, t, magnitude: m });
+        return Err(VieError::BlowUp {
+            step,
+            t,
+            magnitude: m,
+        });
     }
     Ok(())
 }
@@ -110,7 +120,11 @@ fn solve_step(
         z += &update;
         change = sup_norm(update.view());
         if !change.is_finite() || sup_norm(z.view()) > control.blowup {
-            return Err(VieError::BlowUp { step, t, magnitude: sup_norm(z.view()) });
+            return Err(VieError::BlowUp {
+                step,
+                t,
+                magnitude: sup_norm(z.view()),
+            });
         }
         if change <= control.tolerance * (1.0 + sup_norm(z.view())) {
             kernel.eval(t, t, z.view(), k.view_mut(), &mut stats.kernel_evals)?;

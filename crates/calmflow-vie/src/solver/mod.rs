@@ -67,7 +67,10 @@ impl<F: Fn(f64) -> Array1<f64>, K> VolterraEquation<F, K> {
             });
         }
         if f.iter().any(|v| !v.is_finite()) {
-            return Err(VieError::NonFinite { what: "forcing f(t)", t });
+            return Err(VieError::NonFinite {
+                what: "forcing f(t)",
+                t,
+            });
         }
         Ok(f)
     }
@@ -151,22 +154,28 @@ impl Default for StepControl {
     }
 }
 
+/// Checks the stopping rule shared by every iterative solver.
+pub(crate) fn validate_iteration(tolerance: f64, max_iterations: usize) -> Result<()> {
+    if !(tolerance > 0.0 && tolerance.is_finite()) {
+        return Err(VieError::InvalidParameter {
+            name: "tolerance",
+            value: tolerance,
+            reason: "must be positive and finite",
+        });
+    }
+    if max_iterations == 0 {
+        return Err(VieError::InvalidParameter {
+            name: "max_iterations",
+            value: 0.0,
+            reason: "must be at least 1",
+        });
+    }
+    Ok(())
+}
+
 impl StepControl {
     pub(crate) fn validate(&self) -> Result<()> {
-        if !(self.tolerance > 0.0 && self.tolerance.is_finite()) {
-            return Err(VieError::InvalidParameter {
-                name: "tolerance",
-                value: self.tolerance,
-                reason: "must be positive and finite",
-            });
-        }
-        if self.max_iterations == 0 {
-            return Err(VieError::InvalidParameter {
-                name: "max_iterations",
-                value: 0.0,
-                reason: "must be at least 1",
-            });
-        }
+        validate_iteration(self.tolerance, self.max_iterations)?;
         if !(self.blowup > 0.0) {
             return Err(VieError::InvalidParameter {
                 name: "blowup",
@@ -188,9 +197,19 @@ pub(crate) fn eval_kernel<K: Kernel>(
     evals: &mut usize,
 ) -> Result<()> {
     kernel.eval(t, s, z, out.view_mut());
+    count_and_check(out.view(), evals, "kernel K(t, s, z)", t)
+}
+
+/// Counts one kernel evaluation and rejects a non-finite result.
+pub(crate) fn count_and_check(
+    out: ArrayView1<'_, f64>,
+    evals: &mut usize,
+    what: &'static str,
+    t: f64,
+) -> Result<()> {
     *evals += 1;
     if out.iter().any(|v| !v.is_finite()) {
-        return Err(VieError::NonFinite { what: "kernel K(t, s, z)", t });
+        return Err(VieError::NonFinite { what, t });
     }
     Ok(())
 }
@@ -225,7 +244,14 @@ where
         let mut r = &z.row(n) - &eq.forcing_at(tn, d)?;
         for j in 0..=n {
             if w[[n, j]] != 0.0 {
-                eval_kernel(eq.kernel(), tn, grid.t(j), z.row(j), k.view_mut(), &mut evals)?;
+                eval_kernel(
+                    eq.kernel(),
+                    tn,
+                    grid.t(j),
+                    z.row(j),
+                    k.view_mut(),
+                    &mut evals,
+                )?;
                 r.scaled_add(-w[[n, j]], &k);
             }
         }

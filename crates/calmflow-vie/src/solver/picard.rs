@@ -3,7 +3,9 @@
 
 use ndarray::{Array1, Array2};
 
-use super::{SolveStats, VieSolution, VieSolver, VolterraEquation, eval_kernel};
+use super::{
+    SolveStats, VieSolution, VieSolver, VolterraEquation, eval_kernel, validate_iteration,
+};
 use crate::error::{Result, VieError};
 use crate::grid::TimeGrid;
 use crate::kernel::Kernel;
@@ -50,21 +52,7 @@ impl<R: QuadratureRule> Picard<R> {
                 reason: "the smoothing factor must lie in (0, 1]",
             });
         }
-        if !(self.tolerance > 0.0 && self.tolerance.is_finite()) {
-            return Err(VieError::InvalidParameter {
-                name: "tolerance",
-                value: self.tolerance,
-                reason: "must be positive and finite",
-            });
-        }
-        if self.max_iterations == 0 {
-            return Err(VieError::InvalidParameter {
-                name: "max_iterations",
-                value: 0.0,
-                reason: "must be at least 1",
-            });
-        }
-        Ok(())
+        validate_iteration(self.tolerance, self.max_iterations)
     }
 }
 
@@ -98,7 +86,14 @@ impl<R: QuadratureRule> VieSolver for Picard<R> {
                 let tn = grid.t(n);
                 for j in 0..=n {
                     if w[[n, j]] != 0.0 {
-                        eval_kernel(eq.kernel(), tn, grid.t(j), z.row(j), k.view_mut(), &mut stats.kernel_evals)?;
+                        eval_kernel(
+                            eq.kernel(),
+                            tn,
+                            grid.t(j),
+                            z.row(j),
+                            k.view_mut(),
+                            &mut stats.kernel_evals,
+                        )?;
                         next.row_mut(n).scaled_add(w[[n, j]], &k);
                     }
                 }
@@ -113,12 +108,24 @@ impl<R: QuadratureRule> VieSolver for Picard<R> {
             let magnitude = z.iter().fold(0.0_f64, |m, v| m.max(v.abs()));
             if !change.is_finite() || !magnitude.is_finite() || magnitude > self.blowup {
                 let step = (0..n_pts)
-                    .find(|&n| z.row(n).iter().any(|v| !v.is_finite() || v.abs() > self.blowup))
+                    .find(|&n| {
+                        z.row(n)
+                            .iter()
+                            .any(|v| !v.is_finite() || v.abs() > self.blowup)
+                    })
                     .unwrap_or(n_pts - 1);
-                return Err(VieError::BlowUp { step, t: grid.t(step), magnitude });
+                return Err(VieError::BlowUp {
+                    step,
+                    t: grid.t(step),
+                    magnitude,
+                });
             }
             if change <= self.tolerance {
-                return Ok(VieSolution { grid: grid.clone(), z, stats });
+                return Ok(VieSolution {
+                    grid: grid.clone(),
+                    z,
+                    stats,
+                });
             }
         }
         Err(VieError::NotConverged {

@@ -5,8 +5,8 @@
 use ndarray::{Array1, ArrayView1, ArrayViewMut1, ArrayViewMut2};
 
 use super::march::{DiscreteKernel, march};
-use super::{StepControl, VieSolution, VolterraEquation};
-use crate::error::{Result, VieError};
+use super::{StepControl, VieSolution, VolterraEquation, count_and_check};
+use crate::error::Result;
 use crate::grid::TimeGrid;
 use crate::kernel::WeaklySingularKernel;
 use crate::quadrature::{ProductTrapezoid, QuadratureRule};
@@ -35,11 +35,7 @@ impl<G: Fn(f64, f64, ArrayView1<'_, f64>) -> Array1<f64>> DiscreteKernel for Reg
         evals: &mut usize,
     ) -> Result<()> {
         self.0.eval_regular(t, s, z, out.view_mut());
-        *evals += 1;
-        if out.iter().any(|v| !v.is_finite()) {
-            return Err(VieError::NonFinite { what: "regular part g(t, s, z)", t });
-        }
-        Ok(())
+        count_and_check(out.view(), evals, "regular part g(t, s, z)", t)
     }
     fn jacobian(&self, _: f64, _: f64, _: ArrayView1<'_, f64>, _: ArrayViewMut2<'_, f64>) -> bool {
         false
@@ -72,6 +68,10 @@ impl ProductIntegration {
             |n| rule.weights(&grid.points()[..=n]),
             &self.control,
         )?;
-        Ok(VieSolution { grid: grid.clone(), z, stats })
+        Ok(VieSolution {
+            grid: grid.clone(),
+            z,
+            stats,
+        })
     }
 }

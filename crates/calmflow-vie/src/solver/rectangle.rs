@@ -18,7 +18,9 @@ pub struct ExplicitRectangle {
 
 impl Default for ExplicitRectangle {
     fn default() -> Self {
-        Self { blowup: StepControl::default().blowup }
+        Self {
+            blowup: StepControl::default().blowup,
+        }
     }
 }
 
@@ -61,7 +63,10 @@ impl VieSolver for ExplicitRectangle {
         K: Kernel,
     {
         let d = eq.kernel().dim();
-        let control = StepControl { blowup: self.blowup, ..StepControl::default() };
+        let control = StepControl {
+            blowup: self.blowup,
+            ..StepControl::default()
+        };
         let (z, stats) = march(
             grid,
             |t| eq.forcing_at(t, d),
@@ -69,6 +74,10 @@ impl VieSolver for ExplicitRectangle {
             |n| LeftRectangle.weights(&grid.points()[..=n]),
             &control,
         )?;
-        Ok(VieSolution { grid: grid.clone(), z, stats })
+        Ok(VieSolution {
+            grid: grid.clone(),
+            z,
+            stats,
+        })
     }
 }

@@ -36,6 +36,10 @@ impl VieSolver for ImplicitTrapezoid {
             |n| Trapezoid.weights(&grid.points()[..=n]),
             &self.control,
         )?;
-        Ok(VieSolution { grid: grid.clone(), z, stats })
+        Ok(VieSolution {
+            grid: grid.clone(),
+            z,
+            stats,
+        })
     }
 }

@@ -14,7 +14,11 @@ use calmflow::metrics::{EvalOptions, evaluate};
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
-#[command(name = "calmflow", version, about = "CaLMFlow: Volterra flow matching with causal transformers")]
+#[command(
+    name = "calmflow",
+    version,
+    about = "CaLMFlow: Volterra flow matching with causal transformers"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -92,31 +96,65 @@ fn run(command: Command) -> Result<(), String> {
         Command::Devices { check, size } => {
             println!("compiled backends: {}", compiled_backends().join(", "));
             if let Some(device) = check {
-                let report = device.run(MatmulCheck { n: size }).map_err(|e| e.to_string())?;
+                let report = device
+                    .run(MatmulCheck { n: size })
+                    .map_err(|e| e.to_string())?;
                 println!(
                     "{device}: {size}×{size} matmul in {:.3} ms, max |error| vs f64 host = {:.2e}",
                     report.seconds * 1e3,
                     report.max_abs_error
                 );
                 if !(report.max_abs_error < 1e-3 * size as f64) {
-                    return Err(format!("{device}: matmul result is wrong (max error {:.3e})", report.max_abs_error));
+                    return Err(format!(
+                        "{device}: matmul result is wrong (max error {:.3e})",
+                        report.max_abs_error
+                    ));
                 }
             }
             Ok(())
         }
-        Command::Data { dataset, n, dim, seed, out } => {
-            let sampler = calmflow::data::sampler_by_name(&dataset, dim).map_err(|e| e.to_string())?;
+        Command::Data {
+            dataset,
+            n,
+            dim,
+            seed,
+            out,
+        } => {
+            let sampler =
+                calmflow::data::sampler_by_name(&dataset, dim).map_err(|e| e.to_string())?;
             let x = sampler.sample(n, &mut seeded_rng(seed));
             write_points(&out, x.view()).map_err(|e| e.to_string())?;
-            println!("wrote {n} × {} points of {} to {}", x.ncols(), sampler.name(), out.display());
+            println!(
+                "wrote {n} × {} points of {} to {}",
+                x.ncols(),
+                sampler.name(),
+                out.display()
+            );
             Ok(())
         }
-        Command::Eval { samples, target, json, no_exact, no_sinkhorn, sinkhorn_reg, gamma } => {
+        Command::Eval {
+            samples,
+            target,
+            json,
+            no_exact,
+            no_sinkhorn,
+            sinkhorn_reg,
+            gamma,
+        } => {
             let x = read_points(&samples).map_err(|e| e.to_string())?;
             let y = read_points(&target).map_err(|e| e.to_string())?;
-            let options = EvalOptions { exact_ot: !no_exact, sinkhorn: !no_sinkhorn, sinkhorn_reg, gamma };
-            let report = evaluate(x.view(), y.view(), &options).map_err(|e| format!("{}: {e}", samples.display()))?;
-            println!("{} samples vs {} target points, dimension {}", report.n_samples, report.n_target, report.dim);
+            let options = EvalOptions {
+                exact_ot: !no_exact,
+                sinkhorn: !no_sinkhorn,
+                sinkhorn_reg,
+                gamma,
+            };
+            let report = evaluate(x.view(), y.view(), &options)
+                .map_err(|e| format!("{}: {e}", samples.display()))?;
+            println!(
+                "{} samples vs {} target points, dimension {}",
+                report.n_samples, report.n_target, report.dim
+            );
             println!("| metric | value |\n| --- | ---: |");
             for (name, value) in report.rows() {
                 println!("| {name} | {value:.6} |");
@@ -131,5 +169,6 @@ fn run(command: Command) -> Result<(), String> {
 
 fn write_json(path: &Path, text: &str) -> Result<(), String> {
     use std::io::Write;
-    calmflow::data::write_atomically(path, |w| w.write_all(text.as_bytes())).map_err(|e| e.to_string())
+    calmflow::data::write_atomically(path, |w| w.write_all(text.as_bytes()))
+        .map_err(|e| e.to_string())
 }
