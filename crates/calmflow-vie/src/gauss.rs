@@ -89,6 +89,11 @@ impl GaussLegendre {
         2 * self.nodes.len() - 1
     }
 
+    /// Nominal order `2n` of the rule applied panel by panel (error `O(h^{2n})`).
+    pub fn order(&self) -> u32 {
+        2 * self.nodes.len() as u32
+    }
+
     /// Nodes and weights mapped affinely to `[a, b]`.
     pub fn nodes_weights(&self, a: f64, b: f64) -> (Vec<f64>, Vec<f64>) {
         let half = 0.5 * (b - a);
@@ -136,6 +141,7 @@ mod tests {
     fn weights_sum_to_length_and_nodes_are_sorted() {
         for n in [1, 2, 5, 20, 64] {
             let rule = GaussLegendre::new(n).unwrap();
+            assert_eq!((rule.degree(), rule.order()), (2 * n - 1, 2 * n as u32));
             let (x, w) = rule.nodes_weights(0.0, 3.0);
             assert!((w.iter().sum::<f64>() - 3.0).abs() < 1e-12);
             assert!(x.windows(2).all(|p| p[0] < p[1]));

@@ -97,7 +97,7 @@ fn solve_step(
     let d = z.len();
     let mut k = Array1::zeros(d);
     let mut change = f64::INFINITY;
-    for it in 1..=control.max_iterations {
+    for _ in 0..control.max_iterations {
         stats.iterations += 1;
         kernel.eval(t, t, z.view(), k.view_mut(), &mut stats.kernel_evals)?;
         // g = z − c − w K(z): the residual of the step equation.
@@ -132,7 +132,6 @@ fn solve_step(
             stats.residual = stats.residual.max(sup_norm(g.view()));
             return Ok(z);
         }
-        let _ = it;
     }
     Err(VieError::NotConverged {
         step,
