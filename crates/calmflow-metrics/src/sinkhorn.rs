@@ -79,6 +79,12 @@ fn dot(a: &[f64], b: &[f64]) -> f64 {
     acc.iter().sum::<f64>() + tail
 }
 
+/// Moves the scalings into the potentials: `f += ε ln u`, `g += ε ln v`.
+fn absorb(eps: f64, f: &mut Array1<f64>, g: &mut Array1<f64>, u: &Array1<f64>, v: &Array1<f64>) {
+    f.zip_mut_with(u, |fi, ui| *fi += eps * ui.ln());
+    g.zip_mut_with(v, |gj, vj| *gj += eps * vj.ln());
+}
+
 /// Log-domain Sinkhorn on an explicit `n × m` cost matrix with uniform marginals.
 pub fn sinkhorn(cost: &Array2<f64>, options: &SinkhornOptions) -> Result<SinkhornResult> {
     let eps = options.reg;
@@ -161,12 +167,7 @@ pub fn sinkhorn(cost: &Array2<f64>, options: &SinkhornOptions) -> Result<Sinkhor
             let out_of_range = |x: &f64| !(x.is_finite() && (-30.0..30.0).contains(&x.ln()));
             if u.iter().any(out_of_range) || v.iter().any(out_of_range) {
                 if u.iter().chain(&v).all(|x| x.is_finite() && *x > 0.0) {
-                    f.iter_mut()
-                        .zip(&u)
-                        .for_each(|(fi, ui)| *fi += eps * ui.ln());
-                    g.iter_mut()
-                        .zip(&v)
-                        .for_each(|(gj, vj)| *gj += eps * vj.ln());
+                    absorb(eps, f, g, &u, &v);
                 } else {
                     log_sweep(eps, f, g);
                 }
@@ -175,12 +176,7 @@ pub fn sinkhorn(cost: &Array2<f64>, options: &SinkhornOptions) -> Result<Sinkhor
                 v.fill(1.0);
             }
         }
-        f.iter_mut()
-            .zip(&u)
-            .for_each(|(fi, ui)| *fi += eps * ui.ln());
-        g.iter_mut()
-            .zip(&v)
-            .for_each(|(gj, vj)| *gj += eps * vj.ln());
+        absorb(eps, f, g, &u, &v);
         (it, err)
     };
     // ε-scaling: small regularisations converge slowly from a cold start, so anneal ε
