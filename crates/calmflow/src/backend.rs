@@ -64,6 +64,14 @@ pub enum BackendError {
         "unknown device `{0}`: expected `cpu`, `wgpu`, `wgpu:<index>`, `cuda` or `cuda:<index>`"
     )]
     UnknownDevice(String),
+    /// The backend failed while running on the device (no driver, no such device, ...).
+    #[error("device `{device}` failed: {message}")]
+    DeviceFailed {
+        /// The device asked for.
+        device: DeviceSpec,
+        /// What the backend reported.
+        message: String,
+    },
     /// The device is known, but its backend was not compiled into this build.
     #[error(
         "device `{device}` needs calmflow built with the `{feature}` cargo feature \
@@ -90,8 +98,33 @@ impl DeviceSpec {
     }
 
     /// Runs `task` on this device with the matching autodiff backend, or says which
-    /// cargo feature is missing.
+    /// cargo feature is missing. A backend that panics while running (burn-cuda does when
+    /// `libcuda` is missing, wgpu when no adapter exists) is reported as
+    /// [`BackendError::DeviceFailed`] instead of aborting the program.
     pub fn run<T: BackendTask>(self, task: T) -> Result<T::Output, BackendError> {
+        let outcome =
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.dispatch(task)));
+        outcome.unwrap_or_else(|payload| {
+            let message = payload
+                .downcast_ref::<String>()
+                .cloned()
+                .or_else(|| payload.downcast_ref::<&str>().map(|s| s.to_string()))
+                .unwrap_or_else(|| "the backend panicked".into());
+            Err(BackendError::DeviceFailed {
+                device: self,
+                message: format!(
+                    "{message} (is the {} driver installed and the device index valid?)",
+                    match self {
+                        DeviceSpec::Cuda { .. } => "NVIDIA",
+                        DeviceSpec::Wgpu { .. } => "Vulkan/Metal",
+                        DeviceSpec::Cpu => "CPU",
+                    }
+                ),
+            })
+        })
+    }
+
+    fn dispatch<T: BackendTask>(self, task: T) -> Result<T::Output, BackendError> {
         match self {
             #[cfg(feature = "ndarray")]
             DeviceSpec::Cpu => {
@@ -180,8 +213,10 @@ pub fn compiled_backends() -> Vec<&'static str> {
     names
 }
 
-/// Multiplies two seeded `n × n` matrices on the device and compares the result with
-/// an f64 computation on the host: the smoke test behind `calmflow devices --check`.
+/// Multiplies two deterministic `n × n` matrices on the device and compares the result
+/// with an f64 computation on the host: the smoke test behind `calmflow devices --check`.
+/// The first product includes kernel compilation on GPU backends; the second is timed
+/// warm. The host reference covers up to 16 evenly spaced rows (all columns).
 #[derive(Debug, Clone, Copy)]
 pub struct MatmulCheck {
     /// Matrix size.
@@ -191,10 +226,16 @@ pub struct MatmulCheck {
 /// What [`MatmulCheck`] measured.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct MatmulCheckReport {
-    /// Largest absolute difference between the device result and the host reference.
+    /// Largest absolute difference from the host reference over the checked rows.
     pub max_abs_error: f64,
-    /// Wall time of the device matmul including the copy back, in seconds.
+    /// `max_abs_error` divided by the largest reference magnitude.
+    pub relative_error: f64,
+    /// Wall time of the first product (kernel compilation included), with the copy back.
+    pub first_seconds: f64,
+    /// Wall time of the second product, with the copy back.
     pub seconds: f64,
+    /// `2n³ / seconds`, in GFLOP/s.
+    pub gflops: f64,
 }
 
 impl BackendTask for MatmulCheck {
@@ -212,24 +253,37 @@ impl BackendTask for MatmulCheck {
             .collect();
         let ta = Tensor::<B, 2>::from_data(TensorData::new(a.clone(), [n, n]), &device);
         let tb = Tensor::<B, 2>::from_data(TensorData::new(b.clone(), [n, n]), &device);
-        let start = std::time::Instant::now();
-        let c = ta.matmul(tb).into_data();
-        let seconds = start.elapsed().as_secs_f64();
+        let timed = || {
+            let start = std::time::Instant::now();
+            let c = ta.clone().matmul(tb.clone()).into_data();
+            (c, start.elapsed().as_secs_f64())
+        };
+        let (_, first_seconds) = timed();
+        let (c, seconds) = timed();
         let c: Vec<f32> = c.convert::<f32>().to_vec().unwrap_or_default();
-        let mut max_abs_error: f64 = if c.len() == n * n { 0.0 } else { f64::INFINITY };
-        for i in 0..n {
+        let rows: Vec<usize> = (0..n.min(16)).map(|r| r * n / n.min(16)).collect();
+        let (mut max_abs_error, mut max_ref): (f64, f64) = (0.0, 0.0);
+        for &i in &rows {
             for j in 0..n {
                 let reference: f64 = (0..n)
                     .map(|k| a[i * n + k] as f64 * b[k * n + j] as f64)
                     .sum();
-                if let Some(v) = c.get(i * n + j) {
-                    max_abs_error = max_abs_error.max((*v as f64 - reference).abs());
-                }
+                max_ref = max_ref.max(reference.abs());
+                let got = c.get(i * n + j).map_or(f64::NAN, |v| *v as f64);
+                let err = (got - reference).abs();
+                max_abs_error = if err.is_nan() {
+                    f64::INFINITY
+                } else {
+                    max_abs_error.max(err)
+                };
             }
         }
         MatmulCheckReport {
             max_abs_error,
+            relative_error: max_abs_error / max_ref.max(f64::MIN_POSITIVE),
+            first_seconds,
             seconds,
+            gflops: 2.0 * (n as f64).powi(3) / seconds / 1e9,
         }
     }
 }
@@ -268,6 +322,10 @@ mod tests {
     fn cpu_matmul_matches_host_reference() {
         let report = DeviceSpec::Cpu.run(MatmulCheck { n: 33 }).unwrap();
         assert!(report.max_abs_error < 1e-4, "{report:?}");
+        assert!(
+            report.relative_error < 1e-5 && report.gflops > 0.0,
+            "{report:?}"
+        );
     }
 
     #[cfg(not(feature = "cuda"))]

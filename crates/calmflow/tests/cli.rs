@@ -198,7 +198,7 @@ fn devices_lists_backends_and_checks_the_cpu() {
     assert!(o.status.success(), "{}", stderr(&o));
     let out = stdout(&o);
     assert!(out.contains("compiled backends: ndarray"), "{out}");
-    assert!(out.contains("cpu: 64×64 matmul"), "{out}");
+    assert!(out.contains("cpu: 64×64 matmul: first"), "{out}");
     if !cfg!(feature = "cuda") {
         let o = calmflow(&["devices", "--check", "cuda:0"], dir.path());
         assert_eq!(o.status.code(), Some(2));

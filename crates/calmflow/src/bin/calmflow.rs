@@ -100,14 +100,20 @@ fn run(command: Command) -> Result<(), String> {
                     .run(MatmulCheck { n: size })
                     .map_err(|e| e.to_string())?;
                 println!(
-                    "{device}: {size}×{size} matmul in {:.3} ms, max |error| vs f64 host = {:.2e}",
+                    "{device}: {size}×{size} matmul: first {:.3} ms (with kernel compilation), \
+                     warm {:.3} ms = {:.1} GFLOP/s; max |error| vs f64 host {:.2e} (relative {:.2e})",
+                    report.first_seconds * 1e3,
                     report.seconds * 1e3,
-                    report.max_abs_error
+                    report.gflops,
+                    report.max_abs_error,
+                    report.relative_error
                 );
-                if !(report.max_abs_error < 1e-3 * size as f64) {
+                // TF32 tensor cores (CUDA) give ~1e-3 relative error; near 1e-2 the result
+                // is wrong, not rounded.
+                if !(report.relative_error < 1e-2) {
                     return Err(format!(
-                        "{device}: matmul result is wrong (max error {:.3e})",
-                        report.max_abs_error
+                        "{device}: matmul result is wrong (relative error {:.3e})",
+                        report.relative_error
                     ));
                 }
             }
