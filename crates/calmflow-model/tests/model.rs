@@ -12,6 +12,14 @@ use calmflow_tokenize::{SpaceTimeLayout, pack};
 type B = NdArray<f32>;
 type AD = Autodiff<NdArray<f32>>;
 
+/// burn-ndarray's RNG is one global state: tests running in parallel threads would
+/// interleave their draws between `seed` and use. Every seeded section holds this lock.
+static RNG: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn rng_lock() -> std::sync::MutexGuard<'static, ()> {
+    RNG.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
 fn max_abs_diff<const D: usize, Bk: Backend>(a: Tensor<Bk, D>, b: Tensor<Bk, D>) -> f32 {
     let a: Vec<f32> = a.into_data().convert::<f32>().to_vec().unwrap();
     let b: Vec<f32> = b.into_data().convert::<f32>().to_vec().unwrap();
@@ -33,12 +41,14 @@ fn small_config(dim: usize, n_space: usize) -> CalmFlowConfig {
 
 fn model(config: &CalmFlowConfig, seed: u64) -> CalmFlowModel<B> {
     let device = Default::default();
+    let _guard = rng_lock();
     B::seed(&device, seed);
     config.init::<B>(&device).unwrap()
 }
 
 fn random<const D: usize>(shape: [usize; D], seed: u64) -> Tensor<B, D> {
     let device = Default::default();
+    let _guard = rng_lock();
     B::seed(&device, seed);
     Tensor::random(shape, Distribution::Normal(0.0, 1.0), &device)
 }
@@ -46,6 +56,7 @@ fn random<const D: usize>(shape: [usize; D], seed: u64) -> Tensor<B, D> {
 #[test]
 fn backbone_is_causal_at_the_token_level() {
     let device = Default::default();
+    let guard = rng_lock();
     B::seed(&device, 1);
     let settings = BackboneSettings {
         hidden: 32,
@@ -61,6 +72,7 @@ fn backbone_is_causal_at_the_token_level() {
         freeze_embeddings: true,
     };
     let backbone = CausalBackbone::<B>::new(&settings, &device);
+    drop(guard);
     let x = random([2, 12, 32], 2);
     let base = backbone.forward(x.clone(), None, None);
     for n in [1, 5, 11] {
@@ -216,6 +228,7 @@ impl ModuleVisitor<AD> for GradientAudit<'_> {
 #[test]
 fn gradients_reach_every_trainable_parameter_and_not_the_frozen_embedding() {
     let device = Default::default();
+    let _guard = rng_lock();
     AD::seed(&device, 15);
     let config = small_config(3, 2).with_vocab_size(11);
     let m: CalmFlowModel<AD> = config.init(&device).unwrap();
@@ -334,12 +347,14 @@ fn invalid_configs_and_inputs_are_typed_errors() {
 fn same_seed_same_weights_regardless_of_later_rng_use() {
     let config = small_config(2, 1);
     let device = Default::default();
+    let guard = rng_lock();
     B::seed(&device, 30);
     let a = config.init::<B>(&device).unwrap();
     let _ = Tensor::<B, 2>::random([5, 5], Distribution::Default, &device);
     let a_clone = a.clone();
     B::seed(&device, 30);
     let b = config.init::<B>(&device).unwrap();
+    drop(guard);
     let x = random([2, 3, 2], 31);
     let y = |m: &CalmFlowModel<B>| m.forward(x.clone(), None, 0.0).unwrap().decoded;
     assert_eq!(max_abs_diff(y(&a), y(&b)), 0.0);
