@@ -237,27 +237,36 @@ where
     }
     let w = rule.weight_matrix(grid)?;
     let mut evals = 0;
-    let mut k = Array1::zeros(d);
     let mut worst: f64 = 0.0;
     for n in 0..grid.len() {
         let tn = grid.t(n);
-        let mut r = &z.row(n) - &eq.forcing_at(tn, d)?;
-        for j in 0..=n {
-            if w[[n, j]] != 0.0 {
-                eval_kernel(
-                    eq.kernel(),
-                    tn,
-                    grid.t(j),
-                    z.row(j),
-                    k.view_mut(),
-                    &mut evals,
-                )?;
-                r.scaled_add(-w[[n, j]], &k);
-            }
-        }
+        let history = weighted_history(eq.kernel(), grid, w.row(n), z, n, &mut evals)?;
+        let r = &z.row(n) - &eq.forcing_at(tn, d)? - &history;
         worst = worst.max(sup_norm(r.view()));
     }
     Ok(worst)
+}
+
+/// The discrete Volterra integral at row `n`: `Σ_{j ≤ n} W[n, j] K(t_n, t_j, z_j)`, with
+/// `weights` the row `W[n, ·]` (zero weights skip their kernel evaluation).
+pub(crate) fn weighted_history<K: Kernel>(
+    kernel: &K,
+    grid: &TimeGrid,
+    weights: ArrayView1<'_, f64>,
+    z: &Array2<f64>,
+    n: usize,
+    evals: &mut usize,
+) -> Result<Array1<f64>> {
+    let tn = grid.t(n);
+    let mut sum = Array1::zeros(kernel.dim());
+    let mut k = Array1::zeros(kernel.dim());
+    for j in 0..=n {
+        if weights[j] != 0.0 {
+            eval_kernel(kernel, tn, grid.t(j), z.row(j), k.view_mut(), evals)?;
+            sum.scaled_add(weights[j], &k);
+        }
+    }
+    Ok(sum)
 }
 
 pub(crate) fn sup_norm(v: ArrayView1<'_, f64>) -> f64 {

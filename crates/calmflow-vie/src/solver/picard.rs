@@ -4,7 +4,7 @@
 use ndarray::{Array1, Array2};
 
 use super::{
-    SolveStats, VieSolution, VieSolver, VolterraEquation, eval_kernel, validate_iteration,
+    SolveStats, VieSolution, VieSolver, VolterraEquation, validate_iteration, weighted_history,
 };
 use crate::error::{Result, VieError};
 use crate::grid::TimeGrid;
@@ -76,27 +76,15 @@ impl<R: QuadratureRule> VieSolver for Picard<R> {
         }
         let mut z = f.clone();
         let mut stats = SolveStats::default();
-        let mut k = Array1::zeros(d);
         let mut change = f64::INFINITY;
         for _ in 0..self.max_iterations {
             stats.iterations += 1;
             // F(z)_n = f_n + Σ_j W[n, j] K(t_n, t_j, z_j).
             let mut next = f.clone();
             for n in 1..n_pts {
-                let tn = grid.t(n);
-                for j in 0..=n {
-                    if w[[n, j]] != 0.0 {
-                        eval_kernel(
-                            eq.kernel(),
-                            tn,
-                            grid.t(j),
-                            z.row(j),
-                            k.view_mut(),
-                            &mut stats.kernel_evals,
-                        )?;
-                        next.row_mut(n).scaled_add(w[[n, j]], &k);
-                    }
-                }
+                let history =
+                    weighted_history(eq.kernel(), grid, w.row(n), &z, n, &mut stats.kernel_evals)?;
+                next.row_mut(n).scaled_add(1.0, &history);
             }
             // ‖F(z) − z‖ is the residual of the current iterate; the step is ω times it.
             let raw = &next - &z;
