@@ -273,10 +273,21 @@ fn into_matrix(a: ArrayD<f32>, path: &Path) -> Result<Array2<f32>> {
     Ok(m)
 }
 
-/// The bytes of a little-endian `f4` `.npy` file holding `x`.
+/// The bytes of a little-endian `f4` `.npy` file holding the matrix `x`.
 pub fn encode_npy(x: ArrayView2<'_, f32>) -> Vec<u8> {
-    let (n, d) = x.dim();
-    let dict = format!("{{'descr': '<f4', 'fortran_order': False, 'shape': ({n}, {d}), }}");
+    encode_npy_nd(x.into_dyn())
+}
+
+/// The bytes of a little-endian `f4` `.npy` file holding `x`, of any number of axes
+/// (trajectories `(n, N, D)`, for instance), in C order.
+pub fn encode_npy_nd(x: ndarray::ArrayViewD<'_, f32>) -> Vec<u8> {
+    let dims: Vec<String> = x.shape().iter().map(|d| d.to_string()).collect();
+    let shape = match dims.len() {
+        1 => format!("({},)", dims[0]),
+        _ => format!("({})", dims.join(", ")),
+    };
+    let count: usize = x.len();
+    let dict = format!("{{'descr': '<f4', 'fortran_order': False, 'shape': {shape}, }}");
     // Pad with spaces so that magic + version + length + header is a multiple of 64.
     let mut version = 1u8;
     let mut prefix = 10;
@@ -288,7 +299,7 @@ pub fn encode_npy(x: ArrayView2<'_, f32>) -> Vec<u8> {
     let mut header = dict.into_bytes();
     header.resize(total - prefix - 1, b' ');
     header.push(b'\n');
-    let mut out = Vec::with_capacity(total + n * d * 4);
+    let mut out = Vec::with_capacity(total + count * 4);
     out.extend_from_slice(MAGIC);
     out.extend_from_slice(&[version, 0]);
     if version == 1 {
@@ -305,7 +316,12 @@ pub fn encode_npy(x: ArrayView2<'_, f32>) -> Vec<u8> {
 
 /// Writes `x` as a little-endian `f4` `.npy` file, atomically.
 pub fn write_npy(path: impl AsRef<Path>, x: ArrayView2<'_, f32>) -> Result<()> {
-    let bytes = encode_npy(x);
+    write_npy_nd(path, x.into_dyn())
+}
+
+/// Writes an array of any number of axes as a little-endian `f4` `.npy` file, atomically.
+pub fn write_npy_nd(path: impl AsRef<Path>, x: ndarray::ArrayViewD<'_, f32>) -> Result<()> {
+    let bytes = encode_npy_nd(x);
     write_atomically(path.as_ref(), |w| w.write_all(&bytes))
 }
 
@@ -437,6 +453,17 @@ mod tests {
         assert_eq!((10 + header_len) % 64, 0);
         let back = parse_npy(&bytes, p()).unwrap();
         assert_eq!(back.into_dimensionality::<ndarray::Ix2>().unwrap(), x);
+    }
+
+    #[test]
+    fn three_and_one_axis_arrays_round_trip() {
+        let x = ndarray::Array3::from_shape_fn((2, 4, 3), |(i, j, k)| (i * 12 + j * 3 + k) as f32);
+        let back = parse_npy(&encode_npy_nd(x.view().into_dyn()), p()).unwrap();
+        assert_eq!(back, x.into_dyn());
+        let v = ndarray::Array1::from_vec(vec![1.5f32, -2.0]);
+        let bytes = encode_npy_nd(v.view().into_dyn());
+        assert!(String::from_utf8_lossy(&bytes).contains("'shape': (2,)"));
+        assert_eq!(parse_npy(&bytes, p()).unwrap(), v.into_dyn());
     }
 
     #[test]

@@ -38,6 +38,6 @@ pub use r2::{per_condition, r2_means};
 pub use report::{EvalOptions, MetricsReport, evaluate};
 pub use sinkhorn::{
     SinkhornOptions, SinkhornResult, normalized_sinkhorn_cost, sinkhorn, sinkhorn_cost,
-    sinkhorn_divergence,
+    sinkhorn_divergence, sinkhorn_plan,
 };
 pub use wasserstein::{MAX_EXACT_SIZE, w1_exact, w2_exact};

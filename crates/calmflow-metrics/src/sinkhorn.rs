@@ -85,8 +85,61 @@ fn absorb(eps: f64, f: &mut Array1<f64>, g: &mut Array1<f64>, u: &Array1<f64>, v
     g.zip_mut_with(v, |gj, vj| *gj += eps * vj.ln());
 }
 
+/// Dual potentials `(f, g)` of a converged (or iteration-limited) Sinkhorn solve, with
+/// the iterations used and the final row-marginal error.
+struct Potentials {
+    f: Array1<f64>,
+    g: Array1<f64>,
+    iterations: usize,
+    marginal_error: f64,
+}
+
+impl Potentials {
+    /// `ln P_ij = ln a_i + ln b_j + (f_i + g_j − C_ij)/ε`.
+    fn log_plan(&self, cost: &Array2<f64>, eps: f64, i: usize, j: usize) -> f64 {
+        let (n, m) = cost.dim();
+        -(n as f64).ln() - (m as f64).ln() + (self.f[i] + self.g[j] - cost[[i, j]]) / eps
+    }
+}
+
 /// Log-domain Sinkhorn on an explicit `n × m` cost matrix with uniform marginals.
 pub fn sinkhorn(cost: &Array2<f64>, options: &SinkhornOptions) -> Result<SinkhornResult> {
+    Ok(summarize(&solve_potentials(cost, options)?, cost, options))
+}
+
+fn summarize(pot: &Potentials, cost: &Array2<f64>, options: &SinkhornOptions) -> SinkhornResult {
+    let (n, m) = cost.dim();
+    let mut transport_cost = 0.0;
+    for i in 0..n {
+        for j in 0..m {
+            transport_cost += pot.log_plan(cost, options.reg, i, j).exp() * cost[[i, j]];
+        }
+    }
+    let entropic_cost = pot.f.sum() / n as f64 + pot.g.sum() / m as f64;
+    SinkhornResult {
+        transport_cost,
+        entropic_cost,
+        iterations: pot.iterations,
+        marginal_error: pot.marginal_error,
+        converged: pot.marginal_error < options.tolerance,
+    }
+}
+
+/// The entropic transport plan `P` (`n × m`, rows summing to `1/n`, columns to `1/m`)
+/// of [`sinkhorn`], with the solve's summary.
+pub fn sinkhorn_plan(
+    cost: &Array2<f64>,
+    options: &SinkhornOptions,
+) -> Result<(Array2<f64>, SinkhornResult)> {
+    let pot = solve_potentials(cost, options)?;
+    let summary = summarize(&pot, cost, options);
+    let plan = Array2::from_shape_fn(cost.dim(), |(i, j)| {
+        pot.log_plan(cost, options.reg, i, j).exp()
+    });
+    Ok((plan, summary))
+}
+
+fn solve_potentials(cost: &Array2<f64>, options: &SinkhornOptions) -> Result<Potentials> {
     let eps = options.reg;
     if !(eps > 0.0 && eps.is_finite()) {
         return Err(MetricsError::InvalidParameter {
@@ -197,20 +250,11 @@ pub fn sinkhorn(cost: &Array2<f64>, options: &SinkhornOptions) -> Result<Sinkhor
         options.max_iterations.saturating_sub(iterations).max(1),
     );
     iterations += final_iterations;
-    let mut transport_cost = 0.0;
-    for i in 0..n {
-        for j in 0..m {
-            let p = (log_a + log_b + (f[i] + g[j] - cost[[i, j]]) / eps).exp();
-            transport_cost += p * cost[[i, j]];
-        }
-    }
-    let entropic_cost = f.sum() / n as f64 + g.sum() / m as f64;
-    Ok(SinkhornResult {
-        transport_cost,
-        entropic_cost,
+    Ok(Potentials {
+        f,
+        g,
         iterations,
         marginal_error,
-        converged: marginal_error < options.tolerance,
     })
 }
 
@@ -278,6 +322,28 @@ mod tests {
                 .wrapping_add(1442695040888963407);
             ((s >> 40) as f32 / (1u64 << 24) as f32) * 2.0 + shift
         })
+    }
+
+    #[test]
+    fn plan_has_uniform_marginals_and_the_reported_cost() {
+        let x = points(12, 3, 0.0);
+        let y = points(9, 4, 0.5);
+        let cost = calmflow_linalg::pairwise_sq_dists(x.view(), y.view());
+        let options = SinkhornOptions {
+            reg: 0.05,
+            tolerance: 1e-10,
+            ..Default::default()
+        };
+        let (plan, summary) = sinkhorn_plan(&cost, &options).unwrap();
+        assert!(summary.converged);
+        for row in plan.rows() {
+            assert!((row.sum() - 1.0 / 12.0).abs() < 1e-9);
+        }
+        for col in plan.columns() {
+            assert!((col.sum() - 1.0 / 9.0).abs() < 1e-6);
+        }
+        let cost_of_plan: f64 = plan.iter().zip(cost.iter()).map(|(p, c)| p * c).sum();
+        assert!((cost_of_plan - summary.transport_cost).abs() < 1e-12);
     }
 
     #[test]

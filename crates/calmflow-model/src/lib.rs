@@ -33,6 +33,7 @@ mod encoder;
 mod error;
 mod model;
 mod norm;
+mod record_file;
 mod rotary;
 
 pub use attention::{CausalSelfAttention, LayerCache};
@@ -42,4 +43,5 @@ pub use encoder::SpatialEncoder;
 pub use error::{ModelError, Result};
 pub use model::{CalmFlowConfig, CalmFlowModel, Prompt};
 pub use norm::layer_norm_plain;
+pub use record_file::{load_module, load_record, materialize, save_module, save_record};
 pub use rotary::RotaryEmbedding;

@@ -4,8 +4,7 @@
 use std::path::Path;
 
 use burn::config::Config;
-use burn::module::{Module, ModuleVisitor, Param};
-use burn::record::{FullPrecisionSettings, NamedMpkFileRecorder};
+use burn::module::Module;
 use burn::tensor::{Bool, Int, Tensor, backend::Backend};
 
 use crate::backbone::{BackboneSettings, CausalBackbone, KvCache};
@@ -151,52 +150,8 @@ impl CalmFlowConfig {
             n_space: self.n_space,
             hidden: self.hidden,
         };
-        // burn initialises parameters lazily, on first access, from the backend RNG at
-        // that moment, and clones taken before then initialise independently. Drawing
-        // every weight now makes `B::seed(s)` followed by `init` reproducible.
-        model.visit(&mut Materialize);
+        crate::record_file::materialize(&model);
         Ok(model)
-    }
-}
-
-/// Every float parameter's module path and shape, in visiting order.
-struct ParameterShapes(Vec<(String, Vec<usize>)>);
-
-struct ShapeVisitor {
-    path: Vec<String>,
-    shapes: Vec<(String, Vec<usize>)>,
-}
-
-impl ParameterShapes {
-    fn of<B: Backend, M: Module<B>>(module: &M) -> Self {
-        let mut v = ShapeVisitor {
-            path: Vec::new(),
-            shapes: Vec::new(),
-        };
-        module.visit(&mut v);
-        Self(v.shapes)
-    }
-}
-
-impl<B: Backend> ModuleVisitor<B> for ShapeVisitor {
-    fn enter_module(&mut self, name: &str, _container_type: &str) {
-        self.path.push(name.to_string());
-    }
-    fn exit_module(&mut self, _name: &str, _container_type: &str) {
-        self.path.pop();
-    }
-    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<B, D>>) {
-        self.shapes
-            .push((self.path.join("."), param.val().dims().to_vec()));
-    }
-}
-
-/// Forces lazy parameter initialisation.
-struct Materialize;
-
-impl<B: Backend> ModuleVisitor<B> for Materialize {
-    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<B, D>>) {
-        let _ = param.val();
     }
 }
 
@@ -405,65 +360,12 @@ impl<B: Backend> CalmFlowModel<B> {
     /// Saves the weights to `path` (burn's named MessagePack format), atomically: the
     /// file is written beside `path` and renamed over it.
     pub fn save_weights(&self, path: &Path) -> ModelResult<()> {
-        let record_err = |message: String| ModelError::Record {
-            path: path.display().to_string(),
-            message,
-        };
-        let base = staging_base(path, "save").ok_or_else(|| record_err("names no file".into()))?;
-        let written = base.with_extension("mpk");
-        let recorder = NamedMpkFileRecorder::<FullPrecisionSettings>::new();
-        self.clone()
-            .save_file(base, &recorder)
-            .map_err(|e| record_err(e.to_string()))?;
-        std::fs::rename(&written, path).map_err(|e| {
-            let _ = std::fs::remove_file(&written);
-            record_err(e.to_string())
-        })
+        crate::record_file::save_module(self, path)
     }
 
     /// Loads weights saved by [`CalmFlowModel::save_weights`] into this model (which must
     /// have the same configuration).
     pub fn load_weights(self, path: &Path, device: &B::Device) -> ModelResult<Self> {
-        let record_err = |message: String| ModelError::Record {
-            path: path.display().to_string(),
-            message,
-        };
-        if !path.is_file() {
-            return Err(record_err("no such weights file".into()));
-        }
-        let base = staging_base(path, "load").ok_or_else(|| record_err("names no file".into()))?;
-        let staged = base.with_extension("mpk");
-        std::fs::copy(path, &staged).map_err(|e| record_err(e.to_string()))?;
-        let recorder = NamedMpkFileRecorder::<FullPrecisionSettings>::new();
-        let expected = ParameterShapes::of(&self);
-        let result = self.load_file(base, &recorder, device);
-        let _ = std::fs::remove_file(&staged);
-        let loaded = result.map_err(|e| record_err(e.to_string()))?;
-        // burn replaces tensors without checking their shapes: a checkpoint of another
-        // configuration would load and fail later. Compare every parameter's shape.
-        let found = ParameterShapes::of(&loaded);
-        if let Some(((name, want), (_, got))) =
-            expected.0.iter().zip(&found.0).find(|(a, b)| a.1 != b.1)
-        {
-            return Err(record_err(format!(
-                "parameter `{name}` has shape {got:?} in the file, the model expects {want:?}: \
-                 the weights belong to a model of another configuration"
-            )));
-        }
-        if expected.0.len() != found.0.len() {
-            return Err(record_err(format!(
-                "the file has {} parameters, the model {}",
-                found.0.len(),
-                expected.0.len()
-            )));
-        }
-        Ok(loaded)
+        crate::record_file::load_module(self, path, device)
     }
-}
-
-/// A hidden, extension-free sibling of `path` (burn's file recorders set the `.mpk`
-/// extension themselves, so user paths of any extension are staged through it).
-fn staging_base(path: &Path, purpose: &str) -> Option<std::path::PathBuf> {
-    let name = path.file_name()?.to_string_lossy().replace('.', "_");
-    Some(path.with_file_name(format!(".{name}-{}-{purpose}", std::process::id())))
 }

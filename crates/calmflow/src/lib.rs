@@ -14,14 +14,23 @@
 //! | [`metrics`] | `calmflow-metrics` | W2, Sinkhorn, MMD, energy, Fréchet, R² |
 //! | [`tokenize`] | `calmflow-tokenize` | space-time token layout, packing, loss masks |
 //! | [`model`] | `calmflow-model` | encoder, causal backbone with KV cache, variational decoder |
+//! | [`train`] | `calmflow-train` | paths, couplings, loss, trainer, generation, CFM, ODE solvers |
 //! | [`backend`] | this crate | `--device` parsing and dispatch to the compiled burn backends |
+//! | [`config`] | this crate | the TOML run configuration (`docs/config.md`) |
+//! | [`app`] | this crate | train, sample and demo jobs behind the command-line program |
+//! | [`plot`] | this crate | PNG/SVG scatter and trajectory plots |
 //! | [`io`] | this crate | point files by extension (`.npy`, `.csv`) |
 
+pub mod app;
 pub mod backend;
+pub mod config;
 pub mod io;
+pub mod plot;
+pub mod progress;
 
 pub use calmflow_data as data;
 pub use calmflow_metrics as metrics;
 pub use calmflow_model as model;
 pub use calmflow_tokenize as tokenize;
+pub use calmflow_train as train;
 pub use calmflow_vie as vie;

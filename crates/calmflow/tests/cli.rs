@@ -205,3 +205,161 @@ fn devices_lists_backends_and_checks_the_cpu() {
         assert!(stderr(&o).contains("--features cuda"), "{}", stderr(&o));
     }
 }
+
+fn write(dir: &Path, name: &str, text: &str) {
+    std::fs::write(dir.join(name), text).unwrap();
+}
+
+const TINY: &str = "[model]\nhidden = 8\nlayers = 1\nheads = 2\n[flow]\nn_times = 4\n\
+                    [train]\nsteps = 6\nbatch_size = 8\nlog_every = 2\nvalidate_every = 3\n\
+                    checkpoint_every = 3\n[data]\nn_validation = 16\n";
+
+/// train → resume → sample → plot, and the CFM counterpart, on a tiny model.
+#[test]
+fn train_resume_sample_and_plot() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    write(d, "run.toml", TINY);
+    let o = calmflow(
+        &[
+            "train", "--config", "run.toml", "--out", "r", "--steps", "3", "--quiet",
+        ],
+        d,
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let o = calmflow(
+        &[
+            "train", "--config", "run.toml", "--out", "r", "--resume", "--quiet",
+        ],
+        d,
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stdout(&o).contains("for 6 steps"), "{}", stdout(&o));
+    let log = std::fs::read_to_string(d.join("r/train_log.jsonl")).unwrap();
+    let steps: Vec<u64> = log
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<serde_json::Value>(l).unwrap()["step"]
+                .as_u64()
+                .unwrap()
+        })
+        .collect();
+    assert_eq!(steps, vec![2, 3, 4, 6]);
+    let o = calmflow(
+        &[
+            "sample",
+            "--checkpoint",
+            "r/checkpoints",
+            "--n",
+            "50",
+            "--out",
+            "s.csv",
+            "--trajectories",
+            "t.npy",
+        ],
+        d,
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let samples = std::fs::read_to_string(d.join("s.csv")).unwrap();
+    assert_eq!(samples.lines().filter(|l| !l.starts_with('#')).count(), 50);
+    let o = calmflow(&["plot", "--trajectories", "t.npy", "--out", "t.svg"], d);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let o = calmflow(
+        &[
+            "cfm", "train", "--config", "run.toml", "--out", "c", "--quiet",
+        ],
+        d,
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let o = calmflow(
+        &[
+            "cfm",
+            "sample",
+            "--checkpoint",
+            "c/checkpoints",
+            "--source",
+            "s.csv",
+            "--solver",
+            "rk4",
+            "--ode-steps",
+            "5",
+            "--out",
+            "c.npy",
+        ],
+        d,
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(
+        stdout(&o).contains("20 function evaluations"),
+        "{}",
+        stdout(&o)
+    );
+}
+
+/// A missing file, a bad configuration field and a checkpoint of another shape: one line
+/// each, exit status 2.
+#[test]
+fn training_errors_are_one_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let check = |o: Output, needle: &str| {
+        assert_eq!(o.status.code(), Some(2));
+        let e = stderr(&o);
+        assert_eq!(e.trim().lines().count(), 1, "{e}");
+        assert!(e.contains(needle), "{needle:?} not in {e}");
+    };
+    check(
+        calmflow(&["train", "--config", "absent.toml"], d),
+        "absent.toml",
+    );
+    write(d, "typo.toml", "[train]\nstep = 5\n");
+    check(calmflow(&["train", "--config", "typo.toml"], d), "step");
+    write(d, "file.toml", "[data]\ntarget = \"nothere.npy\"\n");
+    check(
+        calmflow(&["train", "--config", "file.toml"], d),
+        "nothere.npy",
+    );
+    write(d, "run.toml", TINY);
+    let o = calmflow(
+        &["train", "--config", "run.toml", "--out", "r", "--quiet"],
+        d,
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    write(d, "wide.toml", &TINY.replace("hidden = 8", "hidden = 12"));
+    let o = calmflow(
+        &["train", "--config", "wide.toml", "--out", "w", "--quiet"],
+        d,
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    // Swap in weights of the wider model: the shapes are checked.
+    let latest = |run: &str| {
+        let name = std::fs::read_to_string(d.join(run).join("checkpoints/latest")).unwrap();
+        d.join(run).join("checkpoints").join(name.trim())
+    };
+    std::fs::copy(latest("w").join("model.mpk"), latest("r").join("model.mpk")).unwrap();
+    check(
+        calmflow(
+            &["sample", "--checkpoint", "r/checkpoints", "--out", "s.npy"],
+            d,
+        ),
+        "another configuration",
+    );
+    check(
+        calmflow(&["sample", "--checkpoint", "nowhere", "--out", "s.npy"], d),
+        "nowhere",
+    );
+    check(
+        calmflow(
+            &[
+                "cfm",
+                "sample",
+                "--checkpoint",
+                "w/checkpoints",
+                "--out",
+                "s.npy",
+            ],
+            d,
+        ),
+        "cfm",
+    );
+}

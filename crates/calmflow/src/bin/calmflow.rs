@@ -1,17 +1,19 @@
-//! The `calmflow` command-line program.
-//!
-//! Subcommands so far: `devices` (compiled backends, optional device check), `data`
-//! (write samples of a built-in distribution) and `eval` (score samples against a target
-//! with every metric). Training and generation arrive with the trainer.
+//! The `calmflow` command-line program: `demo`, `train`, `sample`, `eval`, `cfm train|sample`,
+//! `plot`, `config`, `data` and `devices`. Errors are printed as one line and the program
+//! exits with status 2.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
+use calmflow::app::{DemoJob, ModelKind, SampleJob, TrainJob};
 use calmflow::backend::{DeviceSpec, MatmulCheck, compiled_backends};
+use calmflow::config::RunConfig;
 use calmflow::data::seeded_rng;
 use calmflow::io::{read_points, write_points};
-use calmflow::metrics::{EvalOptions, evaluate};
-use clap::{Parser, Subcommand};
+use calmflow::metrics::{EvalOptions, MetricsReport, evaluate};
+use calmflow::plot::{self, Series};
+use calmflow::train::{AdaptiveSettings, OdeSolver};
+use clap::{Args, Parser, Subcommand, ValueEnum};
 
 #[derive(Parser)]
 #[command(
@@ -26,6 +28,62 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// The main job: train CaLMFlow and I-CFM on 8-Gaussians → moons on the CPU, choose
+    /// the temperature on validation data, sample 2000 points from each, print the metrics
+    /// side by side and write plots (a few minutes in release mode).
+    Demo {
+        /// Output directory.
+        #[arg(long, default_value = "runs/demo")]
+        out: PathBuf,
+        /// CaLMFlow training steps.
+        #[arg(long, default_value_t = 2000)]
+        steps: usize,
+        /// I-CFM training steps.
+        #[arg(long, default_value_t = 5000)]
+        cfm_steps: usize,
+        /// Generated (and fresh target) points compared.
+        #[arg(long, default_value_t = 2000)]
+        n: usize,
+        /// Seed.
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        /// Device: cpu, wgpu[:i] or cuda[:i] (among the compiled backends).
+        #[arg(long, default_value = "cpu")]
+        device: DeviceSpec,
+        /// No progress output.
+        #[arg(long)]
+        quiet: bool,
+    },
+    /// Train CaLMFlow from a TOML configuration (see docs/config.md; `calmflow config`
+    /// prints every field with its default).
+    Train(TrainArgs),
+    /// Generate points with a trained CaLMFlow checkpoint.
+    Sample(SampleArgs),
+    /// The conditional flow matching baselines (I-CFM, OT-CFM, SB-CFM).
+    Cfm {
+        #[command(subcommand)]
+        command: CfmCommand,
+    },
+    /// Scatter plots of samples against a target, or of trajectories, as PNG or SVG.
+    Plot {
+        /// Target points (.npy, .csv), drawn in grey.
+        #[arg(long)]
+        target: Option<PathBuf>,
+        /// Sample files to overlay (repeatable; labelled by file name).
+        #[arg(long)]
+        samples: Vec<PathBuf>,
+        /// A trajectories file (.npy of shape (n, steps, D)) to draw as lines.
+        #[arg(long)]
+        trajectories: Option<PathBuf>,
+        /// Output file (.png or .svg).
+        #[arg(long)]
+        out: PathBuf,
+        /// Title.
+        #[arg(long, default_value = "calmflow")]
+        title: String,
+    },
+    /// Print the run configuration with every default, as TOML.
+    Config,
     /// List the compiled backends; with --check, run a matmul on a device and compare it
     /// with a host computation.
     Devices {
@@ -80,6 +138,82 @@ enum Command {
     },
 }
 
+#[derive(Args)]
+struct TrainArgs {
+    /// The run configuration (TOML).
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Output directory (overrides `out` in the file; default runs/calmflow or runs/cfm).
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// Override train.steps.
+    #[arg(long)]
+    steps: Option<usize>,
+    /// Continue from the newest checkpoint in the output directory.
+    #[arg(long)]
+    resume: bool,
+    /// Device: cpu, wgpu[:i] or cuda[:i] (among the compiled backends).
+    #[arg(long, default_value = "cpu")]
+    device: DeviceSpec,
+    /// No progress output.
+    #[arg(long)]
+    quiet: bool,
+}
+
+#[derive(Args)]
+struct SampleArgs {
+    /// Checkpoint directory (a run's `checkpoints/`, or one of its step directories).
+    #[arg(long)]
+    checkpoint: PathBuf,
+    /// Points to generate (drawn from the run's source distribution).
+    #[arg(long, default_value_t = 2000)]
+    n: usize,
+    /// Temperature τ (CaLMFlow; default: the one the run chose, else 0.2).
+    #[arg(long)]
+    temperature: Option<f64>,
+    /// Push these t = 0 points (.npy, .csv) through the model instead of drawing them.
+    #[arg(long)]
+    source: Option<PathBuf>,
+    /// Output file (.npy or .csv).
+    #[arg(long)]
+    out: PathBuf,
+    /// Also write the trajectories (n, steps, D) to this .npy file.
+    #[arg(long)]
+    trajectories: Option<PathBuf>,
+    /// Sequences per forward pass.
+    #[arg(long, default_value_t = 500)]
+    batch_size: usize,
+    /// ODE solver of the CFM baselines.
+    #[arg(long, value_enum, default_value_t = Solver::Dopri5)]
+    solver: Solver,
+    /// Steps of the fixed-step solvers.
+    #[arg(long, default_value_t = 100)]
+    ode_steps: usize,
+    /// Seed.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Device: cpu, wgpu[:i] or cuda[:i].
+    #[arg(long, default_value = "cpu")]
+    device: DeviceSpec,
+}
+
+#[derive(Subcommand)]
+enum CfmCommand {
+    /// Train a CFM baseline: the `[cfm]` section picks the variant (i-cfm, ot-cfm, sb-cfm),
+    /// `[data]` and `[train]` as for CaLMFlow.
+    Train(TrainArgs),
+    /// Sample a CFM checkpoint with an ODE solver.
+    Sample(SampleArgs),
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum Solver {
+    Euler,
+    Midpoint,
+    Rk4,
+    Dopri5,
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match run(cli.command) {
@@ -91,8 +225,245 @@ fn main() -> ExitCode {
     }
 }
 
+fn train(args: TrainArgs, kind: ModelKind) -> Result<(), String> {
+    let (config, base) = match &args.config {
+        Some(path) => (
+            RunConfig::read(path).map_err(|e| e.to_string())?,
+            path.parent().map(Path::to_path_buf).unwrap_or_default(),
+        ),
+        None => (RunConfig::default(), PathBuf::from(".")),
+    };
+    let mut config = config;
+    if let Some(steps) = args.steps {
+        config.train.steps = steps;
+    }
+    let default_out = match kind {
+        ModelKind::CalmFlow => "runs/calmflow",
+        ModelKind::Cfm => "runs/cfm",
+    };
+    let out = args
+        .out
+        .or_else(|| config.out.clone())
+        .unwrap_or_else(|| PathBuf::from(default_out));
+    let job = TrainJob {
+        config,
+        base,
+        out: out.clone(),
+        resume: args.resume,
+        quiet: args.quiet,
+        kind,
+    };
+    let outcome = args
+        .device
+        .run(job)
+        .map_err(|e| e.to_string())?
+        .map_err(|e| e.to_string())?;
+    let s = &outcome.summary;
+    println!(
+        "trained {} parameters for {} steps in {:.1} s ({:.2} steps/s): final loss {:.4}, \
+         validation loss {:.4}",
+        outcome.parameters, s.steps, s.seconds, s.steps_per_second, s.final_loss, s.final_val_loss
+    );
+    if let Some(dir) = &s.checkpoint {
+        println!("checkpoint: {}", dir.display());
+    }
+    println!("log: {}", out.join("train_log.jsonl").display());
+    Ok(())
+}
+
+fn sample(args: SampleArgs, kind: ModelKind) -> Result<(), String> {
+    let solver = match args.solver {
+        Solver::Euler => OdeSolver::Euler {
+            steps: args.ode_steps,
+        },
+        Solver::Midpoint => OdeSolver::Midpoint {
+            steps: args.ode_steps,
+        },
+        Solver::Rk4 => OdeSolver::Rk4 {
+            steps: args.ode_steps,
+        },
+        Solver::Dopri5 => OdeSolver::Dopri5(AdaptiveSettings::default()),
+    };
+    let job = SampleJob {
+        checkpoint: args.checkpoint,
+        n: args.n,
+        temperature: args.temperature,
+        source: args.source,
+        batch_size: args.batch_size,
+        seed: args.seed,
+        solver,
+        trajectories: args.trajectories.is_some(),
+        kind,
+    };
+    let outcome = args
+        .device
+        .run(job)
+        .map_err(|e| e.to_string())?
+        .map_err(|e| e.to_string())?;
+    write_points(&args.out, outcome.samples.view()).map_err(|e| e.to_string())?;
+    let detail = match (outcome.temperature, outcome.nfe) {
+        (Some(t), _) => format!(" at temperature {t}"),
+        (_, Some(nfe)) => format!(" ({nfe} function evaluations)"),
+        _ => String::new(),
+    };
+    println!(
+        "wrote {} samples{detail} to {}",
+        outcome.samples.nrows(),
+        args.out.display()
+    );
+    if let (Some(path), Some(t)) = (args.trajectories, outcome.trajectories) {
+        calmflow::data::npy::write_npy_nd(&path, t.view().into_dyn()).map_err(|e| e.to_string())?;
+        println!("wrote trajectories {:?} to {}", t.dim(), path.display());
+    }
+    Ok(())
+}
+
+fn print_side_by_side(columns: &[(&str, &MetricsReport)]) {
+    let header: Vec<&str> = columns.iter().map(|c| c.0).collect();
+    println!("| metric | {} |", header.join(" | "));
+    println!("| --- |{}", " ---: |".repeat(columns.len()));
+    let rows = columns[0].1.rows();
+    for (i, (name, _)) in rows.iter().enumerate() {
+        let values: Vec<String> = columns
+            .iter()
+            .map(|c| {
+                c.1.rows()
+                    .get(i)
+                    .map(|r| format!("{:.4}", r.1))
+                    .unwrap_or_default()
+            })
+            .collect();
+        println!("| {name} | {} |", values.join(" | "));
+    }
+}
+
 fn run(command: Command) -> Result<(), String> {
     match command {
+        Command::Demo {
+            out,
+            steps,
+            cfm_steps,
+            n,
+            seed,
+            device,
+            quiet,
+        } => {
+            let job = DemoJob {
+                out: out.clone(),
+                steps,
+                cfm_steps,
+                n_eval: n,
+                seed,
+                quiet,
+                ..DemoJob::default()
+            };
+            let started = std::time::Instant::now();
+            let r = device
+                .run(job)
+                .map_err(|e| e.to_string())?
+                .map_err(|e| e.to_string())?;
+            println!(
+                "\n8-Gaussians → moons, {n} generated vs {n} fresh target points \
+                 (CaLMFlow at τ = {} chosen on validation data; I-CFM with dopri5, {} NFE):\n",
+                r.temperature, r.cfm_nfe
+            );
+            print_side_by_side(&[
+                ("CaLMFlow", &r.calmflow),
+                ("I-CFM", &r.cfm),
+                ("target vs target", &r.floor),
+            ]);
+            println!(
+                "\ntraining: CaLMFlow {} steps at {:.2} steps/s ({} parameters), I-CFM {} steps \
+                 at {:.1} steps/s ({} parameters); demo wall time {:.0} s",
+                r.calmflow_training.summary.steps,
+                r.calmflow_training.summary.steps_per_second,
+                r.calmflow_training.parameters,
+                r.cfm_training.summary.steps,
+                r.cfm_training.summary.steps_per_second,
+                r.cfm_training.parameters,
+                started.elapsed().as_secs_f64()
+            );
+            println!("files:");
+            for f in &r.files {
+                println!("  {}", f.display());
+            }
+            Ok(())
+        }
+        Command::Train(args) => train(args, ModelKind::CalmFlow),
+        Command::Sample(args) => sample(args, ModelKind::CalmFlow),
+        Command::Cfm { command } => match command {
+            CfmCommand::Train(args) => train(args, ModelKind::Cfm),
+            CfmCommand::Sample(args) => sample(args, ModelKind::Cfm),
+        },
+        Command::Plot {
+            target,
+            samples,
+            trajectories,
+            out,
+            title,
+        } => {
+            let target = target
+                .map(|p| read_points(&p).map_err(|e| e.to_string()))
+                .transpose()?;
+            if let Some(path) = trajectories {
+                let t = calmflow::data::npy::read_npy(&path)
+                    .map_err(|e| e.to_string())?
+                    .into_dimensionality::<ndarray::Ix3>()
+                    .map_err(|_| {
+                        format!(
+                            "{}: trajectories must be a 3-D array (n, steps, D)",
+                            path.display()
+                        )
+                    })?;
+                plot::trajectories(&out, &title, &t, target.as_ref(), 300)
+                    .map_err(|e| e.to_string())?;
+            } else {
+                let sets: Vec<(String, ndarray::Array2<f32>)> = samples
+                    .iter()
+                    .map(|p| {
+                        let name = p
+                            .file_stem()
+                            .map(|s| s.to_string_lossy().to_string())
+                            .unwrap_or_default();
+                        read_points(p).map(|x| (name, x)).map_err(|e| e.to_string())
+                    })
+                    .collect::<Result<_, _>>()?;
+                if sets.is_empty() && target.is_none() {
+                    return Err(
+                        "nothing to plot: give --samples, --target or --trajectories".into(),
+                    );
+                }
+                let palette = [
+                    plot::CALMFLOW,
+                    plot::BASELINE,
+                    plot::SOURCE,
+                    (148, 103, 189),
+                    (255, 127, 14),
+                ];
+                let mut series = Vec::new();
+                if let Some(t) = &target {
+                    series.push(Series {
+                        label: "target",
+                        points: t,
+                        color: plot::TARGET,
+                    });
+                }
+                for (i, (name, x)) in sets.iter().enumerate() {
+                    series.push(Series {
+                        label: name,
+                        points: x,
+                        color: palette[i % palette.len()],
+                    });
+                }
+                plot::scatter(&out, &title, &series).map_err(|e| e.to_string())?;
+            }
+            println!("wrote {}", out.display());
+            Ok(())
+        }
+        Command::Config => {
+            print!("{}", RunConfig::documented_defaults().to_toml());
+            Ok(())
+        }
         Command::Devices { check, size } => {
             println!("compiled backends: {}", compiled_backends().join(", "));
             if let Some(device) = check {

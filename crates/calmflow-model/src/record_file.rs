@@ -1,0 +1,157 @@
+//! burn records (module weights, optimizer state) in files, written atomically.
+//!
+//! burn's file recorders choose the file extension themselves (`.mpk`), so a user's path of
+//! any name is staged through a hidden, extension-free sibling and renamed into place: a
+//! crash never leaves a half-written file under the user's name.
+
+use std::path::{Path, PathBuf};
+
+use burn::module::{Module, ModuleVisitor, Param};
+use burn::record::{FullPrecisionSettings, NamedMpkFileRecorder, Record, Recorder};
+use burn::tensor::{Tensor, backend::Backend};
+
+use crate::error::{ModelError, Result};
+
+fn record_error(path: &Path, message: impl Into<String>) -> ModelError {
+    ModelError::Record {
+        path: path.display().to_string(),
+        message: message.into(),
+    }
+}
+
+/// A hidden, extension-free sibling of `path`, unique to this process and purpose.
+fn staging_base(path: &Path, purpose: &str) -> Result<PathBuf> {
+    let name = path
+        .file_name()
+        .ok_or_else(|| record_error(path, "names no file"))?
+        .to_string_lossy()
+        .replace('.', "_");
+    Ok(path.with_file_name(format!(".{name}-{}-{purpose}", std::process::id())))
+}
+
+/// Writes `record` to `path` in burn's named MessagePack format (full precision),
+/// atomically: written beside `path`, then renamed over it.
+pub fn save_record<B: Backend, R: Record<B>>(record: R, path: &Path) -> Result<()> {
+    let base = staging_base(path, "save")?;
+    let written = base.with_extension("mpk");
+    NamedMpkFileRecorder::<FullPrecisionSettings>::new()
+        .record(record, base)
+        .map_err(|e| record_error(path, e.to_string()))?;
+    std::fs::rename(&written, path).map_err(|e| {
+        let _ = std::fs::remove_file(&written);
+        record_error(path, e.to_string())
+    })
+}
+
+/// Reads a record written by [`save_record`] onto `device`.
+pub fn load_record<B: Backend, R: Record<B>>(path: &Path, device: &B::Device) -> Result<R> {
+    if !path.is_file() {
+        return Err(record_error(path, "no such file"));
+    }
+    let base = staging_base(path, "load")?;
+    let staged = base.with_extension("mpk");
+    std::fs::copy(path, &staged).map_err(|e| record_error(path, e.to_string()))?;
+    let result = NamedMpkFileRecorder::<FullPrecisionSettings>::new().load(base, device);
+    let _ = std::fs::remove_file(&staged);
+    result.map_err(|e| record_error(path, e.to_string()))
+}
+
+/// Saves a module's weights with [`save_record`].
+pub fn save_module<B: Backend, M: Module<B>>(module: &M, path: &Path) -> Result<()> {
+    save_record::<B, _>(module.clone().into_record(), path)
+}
+
+/// Loads weights saved by [`save_module`] into `module`, which must have the same
+/// architecture: every parameter's shape is compared (burn itself replaces tensors
+/// without checking, so weights of another configuration would load and fail later).
+pub fn load_module<B: Backend, M: Module<B>>(
+    module: M,
+    path: &Path,
+    device: &B::Device,
+) -> Result<M> {
+    let record = load_record::<B, M::Record>(path, device)?;
+    let expected = ParameterShapes::of(&module);
+    // burn asserts (panics) when a record's list of layers is longer or shorter than the
+    // module's; that is a user error (weights of another configuration), not a bug.
+    let loaded =
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| module.load_record(record)))
+            .map_err(|_| {
+                record_error(
+                    path,
+                    "the file's layers do not match the model's: the weights belong to a model of \
+                 another configuration",
+                )
+            })?;
+    let found = ParameterShapes::of(&loaded);
+    if let Some(((name, want), (_, got))) =
+        expected.0.iter().zip(&found.0).find(|(a, b)| a.1 != b.1)
+    {
+        return Err(record_error(
+            path,
+            format!(
+                "parameter `{name}` has shape {got:?} in the file, the model expects {want:?}: \
+                 the weights belong to a model of another configuration"
+            ),
+        ));
+    }
+    if expected.0.len() != found.0.len() {
+        return Err(record_error(
+            path,
+            format!(
+                "the file has {} parameters, the model {}",
+                found.0.len(),
+                expected.0.len()
+            ),
+        ));
+    }
+    Ok(loaded)
+}
+
+/// Forces burn's lazy parameter initialisation now. burn draws a parameter from the
+/// backend RNG on first access, and clones taken before then initialise independently:
+/// materialising right after construction makes `B::seed(s)` followed by `init`
+/// reproducible.
+pub fn materialize<B: Backend, M: Module<B>>(module: &M) {
+    module.visit(&mut Materialize);
+}
+
+/// Every float parameter's module path and shape, in visiting order.
+struct ParameterShapes(Vec<(String, Vec<usize>)>);
+
+struct ShapeVisitor {
+    path: Vec<String>,
+    shapes: Vec<(String, Vec<usize>)>,
+}
+
+impl ParameterShapes {
+    fn of<B: Backend, M: Module<B>>(module: &M) -> Self {
+        let mut v = ShapeVisitor {
+            path: Vec::new(),
+            shapes: Vec::new(),
+        };
+        module.visit(&mut v);
+        Self(v.shapes)
+    }
+}
+
+impl<B: Backend> ModuleVisitor<B> for ShapeVisitor {
+    fn enter_module(&mut self, name: &str, _container_type: &str) {
+        self.path.push(name.to_string());
+    }
+    fn exit_module(&mut self, _name: &str, _container_type: &str) {
+        self.path.pop();
+    }
+    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<B, D>>) {
+        self.shapes
+            .push((self.path.join("."), param.val().dims().to_vec()));
+    }
+}
+
+/// Forces lazy parameter initialisation.
+struct Materialize;
+
+impl<B: Backend> ModuleVisitor<B> for Materialize {
+    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<B, D>>) {
+        let _ = param.val();
+    }
+}

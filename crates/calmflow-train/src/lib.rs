@@ -1,0 +1,41 @@
+//! # calmflow-train — training and sampling CaLMFlow and its baselines
+//!
+//! - [`ConditionalPath`] (straight, variance-preserving; constant or bridge noise) and
+//!   [`Coupling`] (independent, exact minibatch OT, entropic) turn source/target pairs into
+//!   training paths (METHOD §2).
+//! - [`VolterraFlowLoss`]: `L_rec + β·L_KL` over the space-time layout (METHOD §6).
+//! - [`Trainer`]: AdamW with warm-up and decay, global-norm clipping, validation, a
+//!   JSON-lines log, crash-safe [`Checkpoint`]s and exact resumption, for any
+//!   [`FlowObjective`] — CaLMFlow's [`CalmFlowModel`](calmflow_model::CalmFlowModel) or
+//!   the CFM baseline's [`VelocityMlp`].
+//! - [`generate`]: autoregressive roll-out with the KV cache at temperature `τ`;
+//!   [`choose_temperature`] picks `τ` on validation data.
+//! - [`cfm_sample`] and [`integrate`]: Euler, midpoint, RK4 and adaptive Dormand–Prince.
+
+mod cfm;
+mod checkpoint;
+mod clip;
+mod coupling;
+mod data;
+mod error;
+mod generate;
+mod loss;
+mod objective;
+mod ode;
+mod path;
+mod schedule;
+mod trainer;
+
+pub use cfm::{CfmSamples, CfmSettings, CfmVariant, VelocityMlp, VelocityMlpConfig, cfm_sample};
+pub use checkpoint::{CHECKPOINT_FORMAT, Checkpoint, TrainState};
+pub use clip::{clip_global_norm, global_grad_norm};
+pub use coupling::Coupling;
+pub use data::{FlowData, PointSource};
+pub use error::{Result, TrainError};
+pub use generate::{Generated, GenerationOptions, TemperatureSweep, choose_temperature, generate};
+pub use loss::{LossTerms, VolterraFlowLoss};
+pub use objective::{CalmFlowSettings, FlowObjective};
+pub use ode::{AdaptiveSettings, OdeSolution, OdeSolver, SolveStats, integrate};
+pub use path::{ConditionalPath, Interpolant, NoiseSchedule};
+pub use schedule::{LrDecay, LrSchedule};
+pub use trainer::{LogRecord, Silent, TrainConfig, TrainObserver, TrainSummary, Trainer};

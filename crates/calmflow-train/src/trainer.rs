@@ -1,0 +1,566 @@
+//! The flow-matching trainer: AdamW, warm-up and decay, global-norm clipping, validation,
+//! a JSON-lines log, crash-safe checkpoints and exact resumption.
+//!
+//! Every random draw of step `s` (training pairs, path noise, dropout, latent noise) is
+//! seeded from `(seed, s)`: a run resumed from a checkpoint at step `k` repeats the
+//! uninterrupted run's steps `k + 1, …` exactly (on the CPU backend).
+
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use burn::module::AutodiffModule;
+use burn::optim::adaptor::OptimizerAdaptor;
+use burn::optim::{AdamW, AdamWConfig, GradientsParams, Optimizer};
+use burn::tensor::ElementConversion;
+use burn::tensor::backend::AutodiffBackend;
+use calmflow_data::{Rng, seeded_rng};
+use serde::{Deserialize, Serialize};
+
+use crate::checkpoint::{CHECKPOINT_FORMAT, Checkpoint, TrainState, write_checkpoint};
+use crate::clip::clip_global_norm;
+use crate::coupling::Coupling;
+use crate::data::FlowData;
+use crate::error::{Result, TrainError, invalid};
+use crate::objective::FlowObjective;
+use crate::schedule::{LrDecay, LrSchedule};
+
+/// Optimisation settings; defaults follow METHOD §6 for small from-scratch models.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TrainConfig {
+    /// Optimiser steps.
+    pub steps: usize,
+    /// Training examples per step (CaLMFlow: sequences of `P` trajectories).
+    pub batch_size: usize,
+    /// Peak learning rate (METHOD: 1e-3 from scratch, 5e-5 with a pretrained backbone).
+    pub learning_rate: f64,
+    /// AdamW `β₁`.
+    pub beta1: f64,
+    /// AdamW `β₂`.
+    pub beta2: f64,
+    /// AdamW `ε` (PyTorch's 1e-8; burn's own default is 1e-5).
+    pub epsilon: f64,
+    /// Decoupled weight decay (METHOD: 0.01).
+    pub weight_decay: f64,
+    /// Linear warm-up steps.
+    pub warmup_steps: usize,
+    /// Decay after warm-up (METHOD: linear).
+    pub decay: LrDecay,
+    /// Final learning rate as a fraction of the peak.
+    pub final_lr_fraction: f64,
+    /// Clip the global gradient norm to this value (METHOD: 1.0; 0 disables clipping).
+    pub grad_clip: f64,
+    /// Pairing of source and target points in a minibatch.
+    pub coupling: Coupling,
+    /// Seed of every random draw.
+    pub seed: u64,
+    /// Log (and call the observer) every this many steps.
+    pub log_every: usize,
+    /// Validation loss every this many steps (0: only at the end).
+    pub validate_every: usize,
+    /// Checkpoint every this many steps (0: only at the end, when checkpointing).
+    pub checkpoint_every: usize,
+    /// Step directories kept under the checkpoint root.
+    pub keep_checkpoints: usize,
+}
+
+impl Default for TrainConfig {
+    fn default() -> Self {
+        Self {
+            steps: 5000,
+            batch_size: 256,
+            learning_rate: 1e-3,
+            beta1: 0.9,
+            beta2: 0.999,
+            epsilon: 1e-8,
+            weight_decay: 0.01,
+            warmup_steps: 100,
+            decay: LrDecay::Linear,
+            final_lr_fraction: 0.0,
+            grad_clip: 1.0,
+            coupling: Coupling::Independent,
+            seed: 0,
+            log_every: 50,
+            validate_every: 500,
+            checkpoint_every: 1000,
+            keep_checkpoints: 2,
+        }
+    }
+}
+
+impl TrainConfig {
+    /// Checks every field; the error names the first bad one.
+    pub fn validate(&self) -> Result<()> {
+        let positive = |name: &str, v: f64| {
+            if v > 0.0 && v.is_finite() {
+                Ok(())
+            } else {
+                Err(invalid(format!(
+                    "train.{name} = {v} must be finite and > 0"
+                )))
+            }
+        };
+        if self.steps == 0 || self.batch_size == 0 || self.log_every == 0 {
+            return Err(invalid(format!(
+                "train.steps, train.batch_size and train.log_every must be ≥ 1 (got {}, {}, {})",
+                self.steps, self.batch_size, self.log_every
+            )));
+        }
+        positive("learning_rate", self.learning_rate)?;
+        positive("epsilon", self.epsilon)?;
+        for (name, b) in [("beta1", self.beta1), ("beta2", self.beta2)] {
+            if !(0.0..1.0).contains(&b) {
+                return Err(invalid(format!("train.{name} = {b} must lie in [0, 1)")));
+            }
+        }
+        if !(self.weight_decay >= 0.0 && self.weight_decay.is_finite()) {
+            return Err(invalid(format!(
+                "train.weight_decay = {} must be finite and ≥ 0",
+                self.weight_decay
+            )));
+        }
+        if !(0.0..=1.0).contains(&self.final_lr_fraction) {
+            return Err(invalid(format!(
+                "train.final_lr_fraction = {} must lie in [0, 1]",
+                self.final_lr_fraction
+            )));
+        }
+        if !(self.grad_clip >= 0.0 && self.grad_clip.is_finite()) {
+            return Err(invalid(format!(
+                "train.grad_clip = {} must be finite and ≥ 0 (0 disables clipping)",
+                self.grad_clip
+            )));
+        }
+        self.coupling.validate()
+    }
+
+    /// The learning-rate schedule of this run.
+    pub fn schedule(&self) -> LrSchedule {
+        LrSchedule {
+            peak: self.learning_rate,
+            warmup_steps: self.warmup_steps,
+            total_steps: self.steps,
+            decay: self.decay,
+            final_fraction: self.final_lr_fraction,
+        }
+    }
+}
+
+/// One line of the training log.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LogRecord {
+    /// Steps completed.
+    pub step: usize,
+    /// Mean training loss since the previous record.
+    pub loss: f64,
+    /// Mean reconstruction (or velocity) term since the previous record.
+    pub rec: f64,
+    /// Mean KL term since the previous record (absent without one).
+    pub kl: Option<f64>,
+    /// Learning rate of the last step.
+    pub lr: f64,
+    /// Global gradient norm of the last step, before clipping.
+    pub grad_norm: f64,
+    /// Validation loss, on validation steps.
+    pub val_loss: Option<f64>,
+    /// Training seconds so far.
+    pub seconds: f64,
+    /// Steps per second since the previous record.
+    pub steps_per_second: f64,
+}
+
+/// Receives the trainer's progress (the command-line program draws a progress bar).
+pub trait TrainObserver {
+    /// After every step.
+    fn on_step(&mut self, _step: usize, _total: usize, _loss: f64) {}
+    /// After every logged step.
+    fn on_log(&mut self, _record: &LogRecord) {}
+    /// After a checkpoint was written.
+    fn on_checkpoint(&mut self, _dir: &Path) {}
+}
+
+/// An observer that ignores everything.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Silent;
+impl TrainObserver for Silent {}
+
+/// What a finished run reports.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct TrainSummary {
+    /// Steps completed.
+    pub steps: usize,
+    /// Mean loss over the last logging window.
+    pub final_loss: f64,
+    /// Validation loss at the end.
+    pub final_val_loss: f64,
+    /// Seconds of training in this process.
+    pub seconds: f64,
+    /// Steps per second in this process.
+    pub steps_per_second: f64,
+    /// The last checkpoint written, if any.
+    pub checkpoint: Option<PathBuf>,
+}
+
+/// A seed for step `step` of a run seeded `seed` (SplitMix64 of the pair), so that the
+/// draws of different steps and runs are unrelated.
+fn step_seed(seed: u64, step: u64, stream: u64) -> u64 {
+    let mut z = seed
+        .wrapping_add(step.wrapping_mul(0x9E37_79B9_7F4A_7C15))
+        .wrapping_add(stream.wrapping_mul(0xD1B5_4A32_D192_ED03));
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
+type Adam<M, B> = OptimizerAdaptor<AdamW, M, B>;
+
+/// Trains a [`FlowObjective`] model.
+pub struct Trainer<B, M>
+where
+    B: AutodiffBackend,
+    M: FlowObjective<B> + AutodiffModule<B>,
+{
+    model: Option<M>,
+    optim: Adam<M, B>,
+    config: TrainConfig,
+    settings: M::Settings,
+    data: FlowData,
+    device: B::Device,
+    step: usize,
+    elapsed: f64,
+    checkpoint_root: Option<PathBuf>,
+    model_config: serde_json::Value,
+    extra: serde_json::Value,
+    log_path: Option<PathBuf>,
+    history: Vec<LogRecord>,
+}
+
+impl<B, M> Trainer<B, M>
+where
+    B: AutodiffBackend,
+    M: FlowObjective<B> + AutodiffModule<B>,
+    M::InnerModule: FlowObjective<B::InnerBackend, Settings = M::Settings>,
+{
+    /// A trainer for `model` (built from `model_config`, which checkpoints store so that
+    /// the model can be rebuilt) on `data`.
+    pub fn new(
+        model: M,
+        model_config: serde_json::Value,
+        settings: M::Settings,
+        config: TrainConfig,
+        data: FlowData,
+        device: B::Device,
+    ) -> Result<Self> {
+        config.validate()?;
+        model.check_settings(&settings)?;
+        let optim = AdamWConfig::new()
+            .with_beta_1(config.beta1 as f32)
+            .with_beta_2(config.beta2 as f32)
+            .with_epsilon(config.epsilon as f32)
+            .with_weight_decay(config.weight_decay as f32)
+            .init::<B, M>();
+        Ok(Self {
+            model: Some(model),
+            optim,
+            config,
+            settings,
+            data,
+            device,
+            step: 0,
+            elapsed: 0.0,
+            checkpoint_root: None,
+            model_config,
+            extra: serde_json::Value::Null,
+            log_path: None,
+            history: Vec::new(),
+        })
+    }
+
+    /// Writes checkpoints under `root`; `extra` is stored with them (e.g. how the data
+    /// were specified, for sampling later).
+    pub fn with_checkpoints(mut self, root: impl Into<PathBuf>, extra: serde_json::Value) -> Self {
+        self.checkpoint_root = Some(root.into());
+        self.extra = extra;
+        self
+    }
+
+    /// Appends a JSON line per logged step to `path` (truncated when training starts from
+    /// step 0).
+    pub fn with_log_file(mut self, path: impl Into<PathBuf>) -> Self {
+        self.log_path = Some(path.into());
+        self
+    }
+
+    /// Continues from `checkpoint`: loads weights, optimizer state and the step count.
+    /// The model must have been built from the checkpoint's configuration.
+    pub fn resume_from(mut self, checkpoint: &Checkpoint) -> Result<Self> {
+        checkpoint.expect_kind(M::KIND)?;
+        if checkpoint.state.seed != self.config.seed {
+            return Err(TrainError::Checkpoint {
+                path: checkpoint.dir().display().to_string(),
+                message: format!(
+                    "was trained with seed {}, this run has seed {}: resume with the same seed",
+                    checkpoint.state.seed, self.config.seed
+                ),
+            });
+        }
+        if checkpoint.state.step > self.config.steps {
+            return Err(invalid(format!(
+                "the checkpoint is at step {}, beyond train.steps = {}",
+                checkpoint.state.step, self.config.steps
+            )));
+        }
+        let model = self.take_model();
+        let model = calmflow_model::load_module(model, &checkpoint.model_path(), &self.device)?;
+        let record =
+            calmflow_model::load_record::<B, _>(&checkpoint.optimizer_path(), &self.device)?;
+        self.optim = self.optim.load_record(record);
+        self.model = Some(model);
+        self.step = checkpoint.state.step;
+        self.elapsed = checkpoint.state.elapsed_seconds;
+        Ok(self)
+    }
+
+    fn take_model(&mut self) -> M {
+        self.model
+            .take()
+            .expect("the trainer always holds its model between steps")
+    }
+
+    /// The model being trained.
+    pub fn model(&self) -> &M {
+        self.model
+            .as_ref()
+            .expect("the trainer always holds its model between steps")
+    }
+
+    /// The trained model.
+    pub fn into_model(mut self) -> M {
+        self.take_model()
+    }
+
+    /// Steps completed.
+    pub fn step(&self) -> usize {
+        self.step
+    }
+
+    /// The records logged by this process.
+    pub fn history(&self) -> &[LogRecord] {
+        &self.history
+    }
+
+    /// Draws and couples the pairs of step `step`.
+    fn pairs(&self, rng: &mut Rng) -> Result<(ndarray::Array2<f32>, ndarray::Array2<f32>)> {
+        let n = self.config.batch_size * M::pairs_per_example(&self.settings);
+        let x0 = self.data.source.draw(n, rng);
+        let x1 = self.data.target.draw(n, rng);
+        self.config.coupling.couple(&x0, &x1, rng)
+    }
+
+    /// Mean loss on the validation set, with dropout off and fixed random draws.
+    pub fn validation_loss(&self) -> Result<f64> {
+        let model = self.model().valid();
+        let (v0, v1) = &self.data.validation;
+        let per = M::pairs_per_example(&self.settings);
+        let usable = v0.nrows() / per * per;
+        if usable == 0 {
+            return Err(invalid(format!(
+                "the validation set has {} pairs, fewer than the {per} of one example",
+                v0.nrows()
+            )));
+        }
+        let chunk = self.config.batch_size * per;
+        let seed = step_seed(self.config.seed, u64::MAX, 1);
+        let mut rng = seeded_rng(seed);
+        B::seed(&self.device, seed);
+        let (mut total, mut weight) = (0.0, 0.0);
+        let mut start = 0;
+        while start < usable {
+            let len = chunk.min(usable - start);
+            let a = v0.slice(ndarray::s![start..start + len, ..]).to_owned();
+            let b = v1.slice(ndarray::s![start..start + len, ..]).to_owned();
+            let (a, b) = self.config.coupling.couple(&a, &b, &mut rng)?;
+            let terms = model.objective(&a, &b, &self.settings, &mut rng, &self.device)?;
+            total += terms.total.into_scalar().elem::<f64>() * len as f64;
+            weight += len as f64;
+            start += len;
+        }
+        Ok(total / weight)
+    }
+
+    /// Writes a checkpoint of the current state; returns its directory.
+    pub fn save_checkpoint(&self) -> Result<PathBuf> {
+        let root = self
+            .checkpoint_root
+            .as_ref()
+            .ok_or_else(|| invalid("no checkpoint directory was set (with_checkpoints)"))?;
+        let state = TrainState {
+            format: CHECKPOINT_FORMAT,
+            kind: M::KIND.to_string(),
+            step: self.step,
+            seed: self.config.seed,
+            elapsed_seconds: self.elapsed,
+        };
+        let config = serde_json::json!({
+            "kind": M::KIND,
+            "model": self.model_config,
+            "settings": self.settings,
+            "train": self.config,
+            "extra": self.extra,
+        });
+        write_checkpoint(root, &state, &config, self.config.keep_checkpoints, |dir| {
+            calmflow_model::save_module(self.model(), &dir.join("model.mpk"))?;
+            calmflow_model::save_record::<B, _>(
+                self.optim.to_record(),
+                &dir.join("optimizer.mpk"),
+            )?;
+            Ok(())
+        })
+    }
+
+    fn open_log(&self) -> Result<Option<std::fs::File>> {
+        let Some(path) = &self.log_path else {
+            return Ok(None);
+        };
+        let io = |e| TrainError::Io {
+            path: path.display().to_string(),
+            source: e,
+        };
+        let mut options = std::fs::OpenOptions::new();
+        options.create(true);
+        if self.step == 0 {
+            options.write(true).truncate(true);
+        } else {
+            options.append(true);
+        }
+        options.open(path).map(Some).map_err(io)
+    }
+
+    /// Trains from the current step to `train.steps`.
+    pub fn run(&mut self, observer: &mut dyn TrainObserver) -> Result<TrainSummary> {
+        self.run_until(self.config.steps, observer)
+    }
+
+    /// Trains from the current step to `last_step` (at most `train.steps`), on the schedule
+    /// of the whole run: stopping here and resuming later gives the uninterrupted run.
+    pub fn run_until(
+        &mut self,
+        last_step: usize,
+        observer: &mut dyn TrainObserver,
+    ) -> Result<TrainSummary> {
+        let last_step = last_step.min(self.config.steps);
+        let mut log = self.open_log()?;
+        let schedule = self.config.schedule();
+        let started = Instant::now();
+        let start_step = self.step;
+        let mut window = (0.0, 0.0, 0.0, 0usize, false);
+        let mut window_start = Instant::now();
+        let mut last_checkpoint = None;
+        let mut last_record_loss = f64::NAN;
+        let mut val_loss = f64::NAN;
+        while self.step < last_step {
+            let step = self.step + 1;
+            let seed = step_seed(self.config.seed, step as u64, 0);
+            let mut rng = seeded_rng(seed);
+            B::seed(&self.device, step_seed(self.config.seed, step as u64, 2));
+            let (x0, x1) = self.pairs(&mut rng)?;
+            let model = self.take_model();
+            let terms = match model.objective(&x0, &x1, &self.settings, &mut rng, &self.device) {
+                Ok(t) => t,
+                Err(e) => {
+                    self.model = Some(model);
+                    return Err(e);
+                }
+            };
+            let loss: f64 = terms.total.clone().into_scalar().elem();
+            if !loss.is_finite() {
+                self.model = Some(model);
+                return Err(TrainError::NonFiniteLoss { step, loss });
+            }
+            let rec: f64 = terms.rec.clone().into_scalar().elem();
+            let kl: Option<f64> = terms.kl.clone().map(|k| k.into_scalar().elem());
+            let mut grads = GradientsParams::from_grads(terms.total.backward(), &model);
+            let grad_norm = if self.config.grad_clip > 0.0 {
+                clip_global_norm::<B, M>(&model, &mut grads, self.config.grad_clip)
+            } else {
+                crate::clip::global_grad_norm::<B, M>(&model, &grads)
+            };
+            let lr = schedule.at(step);
+            self.model = Some(self.optim.step(lr, model, grads));
+            self.step = step;
+            window.0 += loss;
+            window.1 += rec;
+            window.2 += kl.unwrap_or(0.0);
+            window.3 += 1;
+            window.4 |= kl.is_some();
+            observer.on_step(step, self.config.steps, loss);
+            let last = step == last_step;
+            let validate = last
+                || (self.config.validate_every > 0
+                    && step.is_multiple_of(self.config.validate_every));
+            if step.is_multiple_of(self.config.log_every) || validate {
+                if validate {
+                    val_loss = self.validation_loss()?;
+                }
+                let n = window.3 as f64;
+                let now = Instant::now();
+                let record = LogRecord {
+                    step,
+                    loss: window.0 / n,
+                    rec: window.1 / n,
+                    kl: window.4.then_some(window.2 / n),
+                    lr,
+                    grad_norm,
+                    val_loss: validate.then_some(val_loss),
+                    seconds: self.elapsed + started.elapsed().as_secs_f64(),
+                    steps_per_second: n / now.duration_since(window_start).as_secs_f64().max(1e-9),
+                };
+                last_record_loss = record.loss;
+                if let Some(file) = log.as_mut() {
+                    let line = serde_json::to_string(&record).unwrap_or_default();
+                    writeln!(file, "{line}").map_err(|e| TrainError::Io {
+                        path: self
+                            .log_path
+                            .as_ref()
+                            .map(|p| p.display().to_string())
+                            .unwrap_or_default(),
+                        source: e,
+                    })?;
+                }
+                observer.on_log(&record);
+                self.history.push(record);
+                window = (0.0, 0.0, 0.0, 0, false);
+                window_start = now;
+            }
+            let checkpoint_due = self.checkpoint_root.is_some()
+                && (last
+                    || (self.config.checkpoint_every > 0
+                        && step.is_multiple_of(self.config.checkpoint_every)));
+            if checkpoint_due {
+                let seconds = started.elapsed().as_secs_f64();
+                let saved_elapsed = self.elapsed;
+                self.elapsed += seconds;
+                let dir = self.save_checkpoint();
+                self.elapsed = saved_elapsed;
+                let dir = dir?;
+                observer.on_checkpoint(&dir);
+                last_checkpoint = Some(dir);
+            }
+        }
+        if val_loss.is_nan() {
+            val_loss = self.validation_loss()?;
+        }
+        let seconds = started.elapsed().as_secs_f64();
+        self.elapsed += seconds;
+        let done = self.step - start_step;
+        Ok(TrainSummary {
+            steps: self.step,
+            final_loss: last_record_loss,
+            final_val_loss: val_loss,
+            seconds,
+            steps_per_second: done as f64 / seconds.max(1e-9),
+            checkpoint: last_checkpoint,
+        })
+    }
+}

@@ -1,0 +1,591 @@
+//! What the `calmflow` program does, as library functions generic over the backend (run
+//! through [`DeviceSpec::run`](crate::backend::DeviceSpec::run)): train CaLMFlow or a CFM
+//! baseline from a [`RunConfig`], sample from a checkpoint, and the end-to-end demo.
+
+use std::path::{Path, PathBuf};
+
+use burn::module::{AutodiffModule, Module};
+use burn::tensor::backend::AutodiffBackend;
+use calmflow_data::{DataError, seeded_rng};
+use calmflow_metrics::{EvalOptions, MetricsError, MetricsReport, evaluate};
+use calmflow_model::CalmFlowConfig;
+use calmflow_train::{
+    CalmFlowSettings, CfmSettings, Checkpoint, FlowData, FlowObjective, GenerationOptions,
+    OdeSolver, PointSource, TrainConfig, TrainError, TrainSummary, Trainer, VelocityMlpConfig,
+    cfm_sample, choose_temperature, generate,
+};
+use ndarray::{Array2, Array3};
+use serde::{Deserialize, Serialize};
+
+use crate::backend::BackendTask;
+use crate::config::{ConfigError, DataSection, RunConfig};
+use crate::plot::{self, PlotError, Series};
+use crate::progress::ProgressBar;
+
+/// Everything that can stop a command, each variant one clear line.
+#[derive(Debug, thiserror::Error)]
+pub enum AppError {
+    /// Configuration.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// Training, sampling, checkpoints.
+    #[error(transparent)]
+    Train(#[from] TrainError),
+    /// Data files.
+    #[error(transparent)]
+    Data(#[from] DataError),
+    /// Metrics.
+    #[error(transparent)]
+    Metrics(#[from] MetricsError),
+    /// Plots.
+    #[error(transparent)]
+    Plot(#[from] PlotError),
+    /// Anything else, said in words.
+    #[error("{0}")]
+    Other(String),
+}
+
+/// Shorthand for results of the program.
+pub type AppResult<T> = Result<T, AppError>;
+
+/// What checkpoints record besides the model: how to draw source points again.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RunExtra {
+    /// The `[data]` section of the run.
+    pub data: DataSection,
+    /// Directory that relative data paths are resolved against.
+    pub base: PathBuf,
+    /// The temperature chosen on validation data, when one was (`calmflow demo`).
+    pub temperature: Option<f64>,
+}
+
+/// Which model a training job trains.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ModelKind {
+    /// CaLMFlow.
+    CalmFlow,
+    /// The CFM baseline of the `[cfm]` section.
+    Cfm,
+}
+
+/// `calmflow train` / `calmflow cfm train`.
+#[derive(Debug, Clone)]
+pub struct TrainJob {
+    /// The run.
+    pub config: RunConfig,
+    /// Directory that relative data paths are resolved against.
+    pub base: PathBuf,
+    /// Output directory (checkpoints, log, resolved config).
+    pub out: PathBuf,
+    /// Continue from the newest checkpoint in `out`.
+    pub resume: bool,
+    /// No progress output.
+    pub quiet: bool,
+    /// CaLMFlow or CFM.
+    pub kind: ModelKind,
+}
+
+/// What a training job reports.
+#[derive(Debug, Clone, Serialize)]
+pub struct TrainOutcome {
+    /// The trainer's summary.
+    pub summary: TrainSummary,
+    /// Parameters of the model.
+    pub parameters: usize,
+}
+
+fn train_any<B, M>(
+    model: M,
+    model_config: serde_json::Value,
+    settings: M::Settings,
+    job: &TrainJob,
+    data: FlowData,
+    device: B::Device,
+    label: &str,
+) -> AppResult<(M, TrainOutcome)>
+where
+    B: AutodiffBackend,
+    M: FlowObjective<B> + AutodiffModule<B>,
+    M::InnerModule: FlowObjective<B::InnerBackend, Settings = M::Settings>,
+{
+    let parameters = model.num_params();
+    let extra = RunExtra {
+        data: job.config.data.clone(),
+        base: job.base.clone(),
+        temperature: None,
+    };
+    let checkpoints = job.out.join("checkpoints");
+    let mut trainer = Trainer::new(
+        model,
+        model_config,
+        settings,
+        job.config.train.clone(),
+        data,
+        device,
+    )?
+    .with_checkpoints(
+        &checkpoints,
+        serde_json::to_value(&extra).unwrap_or_default(),
+    )
+    .with_log_file(job.out.join("train_log.jsonl"));
+    if job.resume {
+        let checkpoint = Checkpoint::open(&checkpoints)?;
+        trainer = trainer.resume_from(&checkpoint)?;
+        if !job.quiet {
+            eprintln!("{label}: resuming from {}", checkpoint.dir().display());
+        }
+    }
+    let mut bar = ProgressBar::new(label, job.quiet);
+    let summary = trainer.run(&mut bar)?;
+    Ok((
+        trainer.into_model(),
+        TrainOutcome {
+            summary,
+            parameters,
+        },
+    ))
+}
+
+impl TrainJob {
+    fn prepare(&self) -> AppResult<FlowData> {
+        std::fs::create_dir_all(&self.out).map_err(|e| {
+            AppError::Other(format!(
+                "{}: cannot create the output directory: {e}",
+                self.out.display()
+            ))
+        })?;
+        let text = self.config.to_toml();
+        calmflow_data::write_atomically(&self.out.join("config.toml"), |w| {
+            std::io::Write::write_all(w, text.as_bytes())
+        })?;
+        Ok(self.config.data.load(&self.base, self.config.train.seed)?)
+    }
+}
+
+impl BackendTask for TrainJob {
+    type Output = AppResult<TrainOutcome>;
+
+    fn run<B: AutodiffBackend>(self, device: B::Device) -> Self::Output {
+        let data = self.prepare()?;
+        B::seed(&device, self.config.train.seed);
+        let dim = data.dim();
+        match self.kind {
+            ModelKind::CalmFlow => {
+                let config = self.config.model.build(dim)?;
+                let model = config.init::<B>(&device).map_err(TrainError::from)?;
+                let json = serde_json::to_value(&config).unwrap_or_default();
+                let settings = self.config.flow;
+                Ok(train_any(model, json, settings, &self, data, device, "calmflow")?.1)
+            }
+            ModelKind::Cfm => {
+                let config = self.config.cfm.network(dim);
+                let model = config.init::<B>(&device)?;
+                let json = serde_json::to_value(&config).unwrap_or_default();
+                let (settings, coupling) = self.config.cfm.variant.setup(self.config.cfm.sigma);
+                let mut job = self.clone();
+                job.config.train.coupling = coupling;
+                Ok(train_any(model, json, settings, &job, data, device, "cfm")?.1)
+            }
+        }
+    }
+}
+
+/// `calmflow sample` / `calmflow cfm sample`.
+#[derive(Debug, Clone)]
+pub struct SampleJob {
+    /// Checkpoint directory (the run's `checkpoints/`, or one step directory).
+    pub checkpoint: PathBuf,
+    /// Points to generate (ignored with `source`).
+    pub n: usize,
+    /// Temperature (CaLMFlow); default: the one the run chose, else 0.2.
+    pub temperature: Option<f64>,
+    /// Push these `t = 0` points through the model instead of drawing them.
+    pub source: Option<PathBuf>,
+    /// Sequences (CaLMFlow) per forward pass.
+    pub batch_size: usize,
+    /// Seed of the source draws and the latent noise.
+    pub seed: u64,
+    /// ODE solver (CFM).
+    pub solver: OdeSolver,
+    /// Also return the trajectories.
+    pub trajectories: bool,
+    /// CaLMFlow or CFM.
+    pub kind: ModelKind,
+}
+
+/// Generated points.
+#[derive(Debug, Clone)]
+pub struct SampleOutcome {
+    /// The `t = 1` samples.
+    pub samples: Array2<f32>,
+    /// `(n, steps, D)` trajectories, when asked for.
+    pub trajectories: Option<Array3<f32>>,
+    /// The temperature used (CaLMFlow).
+    pub temperature: Option<f64>,
+    /// Function evaluations (CFM).
+    pub nfe: Option<usize>,
+}
+
+fn source_points(job: &SampleJob, checkpoint: &Checkpoint) -> AppResult<Array2<f32>> {
+    if let Some(path) = &job.source {
+        return Ok(crate::io::read_points(path)?);
+    }
+    if job.n == 0 {
+        return Err(AppError::Other("--n must be ≥ 1".into()));
+    }
+    let extra: RunExtra = checkpoint.config_field("extra")?;
+    let data = &extra.data;
+    let side = if data.source.contains('.') || data.source.contains('/') {
+        let path = if Path::new(&data.source).is_absolute() {
+            PathBuf::from(&data.source)
+        } else {
+            extra.base.join(&data.source)
+        };
+        PointSource::points(crate::io::read_points(&path)?, &path.display().to_string())?
+    } else {
+        PointSource::Sampler(calmflow_data::sampler_by_name(&data.source, data.dim)?)
+    };
+    Ok(side.draw(job.n, &mut seeded_rng(job.seed)))
+}
+
+impl BackendTask for SampleJob {
+    type Output = AppResult<SampleOutcome>;
+
+    fn run<B: AutodiffBackend>(self, device: B::Device) -> Self::Output {
+        type I<B> = <B as AutodiffBackend>::InnerBackend;
+        let checkpoint = Checkpoint::open(&self.checkpoint)?;
+        let x0 = source_points(&self, &checkpoint)?;
+        match self.kind {
+            ModelKind::CalmFlow => {
+                checkpoint.expect_kind("calmflow")?;
+                let config: CalmFlowConfig = checkpoint.config_field("model")?;
+                let settings: CalmFlowSettings = checkpoint.config_field("settings")?;
+                let model = config.init::<I<B>>(&device).map_err(TrainError::from)?;
+                let model = calmflow_model::load_module(model, &checkpoint.model_path(), &device)
+                    .map_err(TrainError::from)?;
+                let extra: Option<RunExtra> = checkpoint.config_field("extra").ok();
+                let temperature = self
+                    .temperature
+                    .or(extra.and_then(|e| e.temperature))
+                    .unwrap_or(0.2);
+                let options = GenerationOptions {
+                    n_times: settings.n_times,
+                    n_traj: settings.n_traj,
+                    temperature,
+                    batch_size: self.batch_size,
+                    use_cache: true,
+                    seed: self.seed,
+                };
+                let g = generate(&model, &x0, &options, None, self.trajectories, &device)?;
+                Ok(SampleOutcome {
+                    samples: g.samples,
+                    trajectories: g.trajectories,
+                    temperature: Some(temperature),
+                    nfe: None,
+                })
+            }
+            ModelKind::Cfm => {
+                checkpoint.expect_kind("cfm")?;
+                let config: VelocityMlpConfig = checkpoint.config_field("model")?;
+                let model = config.init::<I<B>>(&device)?;
+                let model = model.load_weights(&checkpoint.model_path(), &device)?;
+                let s = cfm_sample(&model, &x0, &self.solver, self.trajectories, &device)?;
+                Ok(SampleOutcome {
+                    samples: s.samples,
+                    trajectories: s.trajectories.map(|(_, t)| t),
+                    temperature: None,
+                    nfe: Some(s.stats.nfe),
+                })
+            }
+        }
+    }
+}
+
+/// `calmflow demo`: CaLMFlow and I-CFM on 8-Gaussians → moons, side by side.
+#[derive(Debug, Clone)]
+pub struct DemoJob {
+    /// Output directory.
+    pub out: PathBuf,
+    /// CaLMFlow training steps.
+    pub steps: usize,
+    /// I-CFM training steps.
+    pub cfm_steps: usize,
+    /// CaLMFlow sequences per step.
+    pub batch_size: usize,
+    /// Generated and fresh target points compared.
+    pub n_eval: usize,
+    /// Validation points of the temperature sweep.
+    pub n_validation: usize,
+    /// CaLMFlow width `H`.
+    pub hidden: usize,
+    /// CaLMFlow blocks.
+    pub layers: usize,
+    /// Seed.
+    pub seed: u64,
+    /// No progress output.
+    pub quiet: bool,
+}
+
+impl Default for DemoJob {
+    fn default() -> Self {
+        Self {
+            out: PathBuf::from("runs/demo"),
+            steps: 2000,
+            cfm_steps: 5000,
+            batch_size: 128,
+            n_eval: 2000,
+            n_validation: 1000,
+            hidden: 64,
+            layers: 2,
+            seed: 0,
+            quiet: false,
+        }
+    }
+}
+
+/// The demo's results.
+#[derive(Debug, Clone, Serialize)]
+pub struct DemoOutcome {
+    /// CaLMFlow's metrics on the evaluation set.
+    pub calmflow: MetricsReport,
+    /// I-CFM's metrics on the evaluation set.
+    pub cfm: MetricsReport,
+    /// Two independent target samples against each other: the noise floor.
+    pub floor: MetricsReport,
+    /// The temperature sweep on validation data: `(τ, W2)`.
+    pub temperature_sweep: Vec<(f64, f64)>,
+    /// The chosen temperature.
+    pub temperature: f64,
+    /// CaLMFlow training.
+    pub calmflow_training: TrainOutcome,
+    /// I-CFM training.
+    pub cfm_training: TrainOutcome,
+    /// I-CFM's function evaluations (dopri5).
+    pub cfm_nfe: usize,
+    /// Files written.
+    pub files: Vec<PathBuf>,
+}
+
+impl DemoJob {
+    fn run_config(&self, kind: ModelKind) -> RunConfig {
+        let mut c = RunConfig::default();
+        c.data.n_validation = self.n_validation;
+        c.model.hidden = Some(self.hidden);
+        c.model.layers = Some(self.layers);
+        c.train = TrainConfig {
+            steps: if kind == ModelKind::CalmFlow {
+                self.steps
+            } else {
+                self.cfm_steps
+            },
+            batch_size: if kind == ModelKind::CalmFlow {
+                self.batch_size
+            } else {
+                256
+            },
+            seed: self.seed,
+            log_every: 100,
+            validate_every: 500,
+            checkpoint_every: 0,
+            ..TrainConfig::default()
+        };
+        c
+    }
+}
+
+fn write_points(path: &Path, x: &Array2<f32>, files: &mut Vec<PathBuf>) -> AppResult<()> {
+    crate::io::write_points(path, x.view())?;
+    files.push(path.to_path_buf());
+    Ok(())
+}
+
+impl BackendTask for DemoJob {
+    type Output = AppResult<DemoOutcome>;
+
+    fn run<B: AutodiffBackend>(self, device: B::Device) -> Self::Output {
+        let say = |m: String| {
+            if !self.quiet {
+                eprintln!("{m}");
+            }
+        };
+        let calm_job = TrainJob {
+            config: self.run_config(ModelKind::CalmFlow),
+            base: PathBuf::from("."),
+            out: self.out.join("calmflow"),
+            resume: false,
+            quiet: self.quiet,
+            kind: ModelKind::CalmFlow,
+        };
+        // CaLMFlow.
+        let data = calm_job.prepare()?;
+        let (v0, v1) = data.validation.clone();
+        B::seed(&device, self.seed);
+        let config = calm_job.config.model.build(2)?;
+        let model = config.init::<B>(&device).map_err(TrainError::from)?;
+        say(format!(
+            "demo: CaLMFlow ({} parameters, H = {}, {} layers) on 8gaussians → moons, {} steps",
+            model.num_params(),
+            self.hidden,
+            self.layers,
+            self.steps
+        ));
+        let json = serde_json::to_value(&config).unwrap_or_default();
+        let settings = calm_job.config.flow;
+        let (model, calm_training) = train_any(
+            model,
+            json,
+            settings,
+            &calm_job,
+            data,
+            device.clone(),
+            "calmflow",
+        )?;
+        let model = model.valid();
+        let options = GenerationOptions {
+            n_times: settings.n_times,
+            n_traj: settings.n_traj,
+            seed: self.seed,
+            ..GenerationOptions::default()
+        };
+        let candidates = [0.0, 0.1, 0.2, 0.3, 0.5, 0.7, 1.0];
+        let sweep = choose_temperature(&model, &v0, &v1, &candidates, &options, &device)?;
+        say(format!(
+            "demo: temperature sweep on {} validation points (exact W2): {}; chosen τ = {}",
+            v0.nrows(),
+            sweep
+                .scores
+                .iter()
+                .map(|(t, w)| format!("τ {t}: {w:.3}"))
+                .collect::<Vec<_>>()
+                .join(", "),
+            sweep.best
+        ));
+        // Record the chosen temperature with the checkpoint, for `calmflow sample`.
+        let checkpoint = Checkpoint::open(&calm_job.out.join("checkpoints"))?;
+        let mut config_json = checkpoint.config.clone();
+        config_json["extra"]["temperature"] = serde_json::json!(sweep.best);
+        let text = serde_json::to_string_pretty(&config_json).unwrap_or_default();
+        calmflow_data::write_atomically(&checkpoint.dir().join("config.json"), |w| {
+            std::io::Write::write_all(w, text.as_bytes())
+        })?;
+
+        // I-CFM.
+        let cfm_job = TrainJob {
+            config: self.run_config(ModelKind::Cfm),
+            base: PathBuf::from("."),
+            out: self.out.join("cfm"),
+            resume: false,
+            quiet: self.quiet,
+            kind: ModelKind::Cfm,
+        };
+        let data = cfm_job.prepare()?;
+        let net = cfm_job.config.cfm.network(2);
+        B::seed(&device, self.seed);
+        let cfm = net.init::<B>(&device)?;
+        say(format!(
+            "demo: I-CFM ({} parameters, width {}) , {} steps",
+            cfm.num_params(),
+            net.width,
+            self.cfm_steps
+        ));
+        let (cfm_settings, _) = cfm_job.config.cfm.variant.setup(cfm_job.config.cfm.sigma);
+        let json = serde_json::to_value(&net).unwrap_or_default();
+        let (cfm, cfm_training) = train_any::<B, _>(
+            cfm,
+            json,
+            cfm_settings as CfmSettings,
+            &cfm_job,
+            data,
+            device.clone(),
+            "i-cfm",
+        )?;
+        let cfm = cfm.valid();
+
+        // Evaluation on fresh points (a seed no training or validation draw used).
+        let mut rng = seeded_rng(self.seed ^ 0xE7A1_0000_0000_0001);
+        use calmflow_data::Sampler as _;
+        let x0 = calmflow_data::EightGaussians::default().sample(self.n_eval, &mut rng);
+        let target = calmflow_data::Moons::default().sample(self.n_eval, &mut rng);
+        let target2 = calmflow_data::Moons::default().sample(self.n_eval, &mut rng);
+        let generated = generate(
+            &model,
+            &x0,
+            &GenerationOptions {
+                temperature: sweep.best,
+                ..options
+            },
+            None,
+            true,
+            &device,
+        )?;
+        let cfm_out = cfm_sample(&cfm, &x0, &OdeSolver::default(), false, &device)?;
+        let eval = EvalOptions::default();
+        say("demo: evaluating (exact W2 on 2000 points takes a few seconds)".into());
+        let calm_report = evaluate(generated.samples.view(), target.view(), &eval)?;
+        let cfm_report = evaluate(cfm_out.samples.view(), target.view(), &eval)?;
+        let floor = evaluate(target2.view(), target.view(), &eval)?;
+
+        let mut files = Vec::new();
+        write_points(
+            &self.out.join("calmflow_samples.npy"),
+            &generated.samples,
+            &mut files,
+        )?;
+        write_points(
+            &self.out.join("cfm_samples.npy"),
+            &cfm_out.samples,
+            &mut files,
+        )?;
+        write_points(&self.out.join("target.npy"), &target, &mut files)?;
+        for ext in ["png", "svg"] {
+            let path = self.out.join(format!("samples.{ext}"));
+            plot::scatter(
+                &path,
+                &format!(
+                    "8-Gaussians → moons: CaLMFlow (τ = {}) and I-CFM",
+                    sweep.best
+                ),
+                &[
+                    Series {
+                        label: "target",
+                        points: &target,
+                        color: plot::TARGET,
+                    },
+                    Series {
+                        label: "CaLMFlow",
+                        points: &generated.samples,
+                        color: plot::CALMFLOW,
+                    },
+                    Series {
+                        label: "I-CFM",
+                        points: &cfm_out.samples,
+                        color: plot::BASELINE,
+                    },
+                ],
+            )?;
+            files.push(path);
+            if let Some(paths) = &generated.trajectories {
+                let path = self.out.join(format!("trajectories.{ext}"));
+                plot::trajectories(&path, "CaLMFlow trajectories", paths, Some(&target), 300)?;
+                files.push(path);
+            }
+        }
+        let outcome = DemoOutcome {
+            calmflow: calm_report,
+            cfm: cfm_report,
+            floor,
+            temperature_sweep: sweep.scores,
+            temperature: sweep.best,
+            calmflow_training: calm_training,
+            cfm_training,
+            cfm_nfe: cfm_out.stats.nfe,
+            files: files.clone(),
+        };
+        let json = serde_json::to_string_pretty(&outcome).unwrap_or_default();
+        let path = self.out.join("results.json");
+        calmflow_data::write_atomically(&path, |w| std::io::Write::write_all(w, json.as_bytes()))?;
+        let mut outcome = outcome;
+        outcome.files.push(path);
+        Ok(outcome)
+    }
+}

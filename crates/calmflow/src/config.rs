@@ -1,0 +1,340 @@
+//! The run configuration of `calmflow train` and `calmflow cfm train`: a TOML file whose
+//! every field is optional (defaults follow METHOD.md) and whose unknown fields are errors.
+//! `docs/config.md` documents each field.
+
+use std::path::{Path, PathBuf};
+
+use calmflow_data::sampler_by_name;
+use calmflow_model::CalmFlowConfig;
+use calmflow_train::{
+    CalmFlowSettings, CfmVariant, FlowData, PointSource, TrainConfig, VelocityMlpConfig,
+};
+use serde::{Deserialize, Serialize};
+
+use crate::io::read_points;
+
+/// What went wrong with a configuration, for one line of output.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("{path}: {message}")]
+    Read {
+        /// The file.
+        path: String,
+        /// Why.
+        message: String,
+    },
+    /// The TOML is malformed or has a bad field.
+    #[error("{path}: {message}")]
+    Parse {
+        /// The file.
+        path: String,
+        /// The parser's message (names the field and line).
+        message: String,
+    },
+    /// A value is out of range or the parts do not fit together.
+    #[error("{0}")]
+    Invalid(String),
+}
+
+/// `[data]`: where `p0` and `p1` come from.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DataSection {
+    /// `p0`: a built-in distribution (`8gaussians`, `normal`, …) or a `.npy`/`.csv` file.
+    pub source: String,
+    /// `p1`: a built-in distribution or a `.npy`/`.csv` file.
+    pub target: String,
+    /// Dimension of `normal` (ignored otherwise; files and 2-D samplers set it).
+    pub dim: usize,
+    /// Fraction of the rows of a data file held out for validation.
+    pub validation_fraction: f64,
+    /// Validation points drawn from built-in distributions.
+    pub n_validation: usize,
+}
+
+impl Default for DataSection {
+    fn default() -> Self {
+        Self {
+            source: "8gaussians".into(),
+            target: "moons".into(),
+            dim: 2,
+            validation_fraction: 0.1,
+            n_validation: 1000,
+        }
+    }
+}
+
+impl DataSection {
+    fn side(&self, spec: &str, base: &Path, what: &str) -> Result<PointSource, ConfigError> {
+        let looks_like_file = spec.contains('.') || spec.contains('/');
+        if looks_like_file {
+            let path = resolve(base, spec);
+            let points = read_points(&path).map_err(|e| ConfigError::Read {
+                path: path.display().to_string(),
+                message: format!("{e} (data.{what})"),
+            })?;
+            PointSource::points(points, &path.display().to_string())
+                .map_err(|e| ConfigError::Invalid(format!("data.{what}: {e}")))
+        } else {
+            sampler_by_name(spec, self.dim)
+                .map(PointSource::Sampler)
+                .map_err(|e| ConfigError::Invalid(format!("data.{what}: {e}")))
+        }
+    }
+
+    /// Builds the training data; relative file names are resolved against `base`.
+    pub fn load(&self, base: &Path, seed: u64) -> Result<FlowData, ConfigError> {
+        let source = self.side(&self.source, base, "source")?;
+        let target = self.side(&self.target, base, "target")?;
+        FlowData::new(
+            source,
+            target,
+            self.validation_fraction,
+            self.n_validation,
+            seed,
+        )
+        .map_err(|e| ConfigError::Invalid(format!("[data]: {e}")))
+    }
+}
+
+fn resolve(base: &Path, spec: &str) -> PathBuf {
+    let p = Path::new(spec);
+    if p.is_absolute() {
+        p.to_path_buf()
+    } else {
+        base.join(p)
+    }
+}
+
+/// `[model]`: overrides of [`CalmFlowConfig`]'s defaults (`dim` comes from the data).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ModelSection {
+    /// Spatial tokens per state `K` (default 1).
+    pub n_space: Option<usize>,
+    /// Transformer width `H` (default 128).
+    pub hidden: Option<usize>,
+    /// Transformer blocks (default 4).
+    pub layers: Option<usize>,
+    /// Attention heads (default 4).
+    pub heads: Option<usize>,
+    /// MLP width as a multiple of `H` (default 4).
+    pub mlp_ratio: Option<usize>,
+    /// Rotary fraction of each head (default 0.25).
+    pub rotary_fraction: Option<f64>,
+    /// Rotary base (default 10000).
+    pub rotary_base: Option<f64>,
+    /// Dropout (default 0.1).
+    pub dropout: Option<f64>,
+    /// Parallel residual (default true).
+    pub parallel_residual: Option<bool>,
+    /// Two-layer MLP encoder (default true).
+    pub mlp_encoder: Option<bool>,
+    /// Variational decoder (default true).
+    pub variational: Option<bool>,
+}
+
+impl ModelSection {
+    /// Every field set to [`CalmFlowConfig`]'s default (what `calmflow config` prints).
+    pub fn defaults() -> Self {
+        let c = CalmFlowConfig::new(1);
+        Self {
+            n_space: Some(c.n_space),
+            hidden: Some(c.hidden),
+            layers: Some(c.layers),
+            heads: Some(c.heads),
+            mlp_ratio: Some(c.mlp_ratio),
+            rotary_fraction: Some(c.rotary_fraction),
+            rotary_base: Some(c.rotary_base),
+            dropout: Some(c.dropout),
+            parallel_residual: Some(c.parallel_residual),
+            mlp_encoder: Some(c.mlp_encoder),
+            variational: Some(c.variational),
+        }
+    }
+
+    /// The model configuration for data of dimension `dim`, validated.
+    pub fn build(&self, dim: usize) -> Result<CalmFlowConfig, ConfigError> {
+        let mut c = CalmFlowConfig::new(dim);
+        macro_rules! set {
+            ($($field:ident),*) => { $( if let Some(v) = self.$field { c.$field = v; } )* };
+        }
+        set!(
+            n_space,
+            hidden,
+            layers,
+            heads,
+            mlp_ratio,
+            rotary_fraction,
+            rotary_base,
+            dropout,
+            parallel_residual,
+            mlp_encoder,
+            variational
+        );
+        c.validate()
+            .map_err(|e| ConfigError::Invalid(format!("[model]: {e}")))?;
+        Ok(c)
+    }
+}
+
+/// `[cfm]`: the baseline's network and variant.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct CfmSection {
+    /// `i-cfm`, `ot-cfm` or `sb-cfm`.
+    pub variant: CfmVariant,
+    /// Path noise σ (torchcfm: 0.01; SB-CFM couples with reg 2σ²).
+    pub sigma: f64,
+    /// Hidden width of the velocity MLP.
+    pub width: usize,
+    /// Hidden layers of the velocity MLP.
+    pub hidden_layers: usize,
+}
+
+impl Default for CfmSection {
+    fn default() -> Self {
+        Self {
+            variant: CfmVariant::ICfm,
+            sigma: 0.01,
+            width: 64,
+            hidden_layers: 3,
+        }
+    }
+}
+
+impl CfmSection {
+    /// The network configuration for data of dimension `dim`.
+    pub fn network(&self, dim: usize) -> VelocityMlpConfig {
+        VelocityMlpConfig::new(dim)
+            .with_width(self.width)
+            .with_hidden_layers(self.hidden_layers)
+    }
+}
+
+/// A whole run: `calmflow train --config run.toml`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RunConfig {
+    /// Output directory: checkpoints, `train_log.jsonl` (default `runs/calmflow`).
+    pub out: Option<PathBuf>,
+    /// Where the points come from.
+    pub data: DataSection,
+    /// CaLMFlow's network.
+    pub model: ModelSection,
+    /// CaLMFlow's paths, grid and loss.
+    pub flow: CalmFlowSettings,
+    /// The CFM baseline (used by `calmflow cfm train`).
+    pub cfm: CfmSection,
+    /// Optimisation.
+    pub train: TrainConfig,
+}
+
+impl RunConfig {
+    /// Parses TOML text; `origin` names the file in messages.
+    pub fn parse(text: &str, origin: &str) -> Result<Self, ConfigError> {
+        let config: Self = toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: origin.to_string(),
+            message: e.to_string().trim().replace('\n', " "),
+        })?;
+        config
+            .train
+            .validate()
+            .map_err(|e| ConfigError::Invalid(format!("{origin}: {e}")))?;
+        Ok(config)
+    }
+
+    /// Reads and parses a TOML file.
+    pub fn read(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError::Read {
+            path: path.display().to_string(),
+            message: e.to_string(),
+        })?;
+        Self::parse(&text, &path.display().to_string())
+    }
+
+    /// The defaults with every model field written out.
+    pub fn documented_defaults() -> Self {
+        Self {
+            model: ModelSection::defaults(),
+            ..Self::default()
+        }
+    }
+
+    /// The configuration as TOML (every field, defaults included).
+    pub fn to_toml(&self) -> String {
+        toml::to_string_pretty(self).unwrap_or_default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn empty_file_gives_the_method_defaults() {
+        let c = RunConfig::parse("", "run.toml").unwrap();
+        assert_eq!(c.flow.n_times, 16);
+        assert_eq!(c.flow.beta, 0.3);
+        assert_eq!(c.train.learning_rate, 1e-3);
+        assert_eq!(c.train.weight_decay, 0.01);
+        assert_eq!(c.train.grad_clip, 1.0);
+        let model = c.model.build(2).unwrap();
+        assert_eq!(model, CalmFlowConfig::new(2));
+        let shown = RunConfig::parse(&RunConfig::documented_defaults().to_toml(), "x").unwrap();
+        assert_eq!(shown.model.build(2).unwrap(), model);
+    }
+
+    #[test]
+    fn fields_parse_and_round_trip() {
+        let text = r#"
+            out = "runs/x"
+            [data]
+            source = "normal"
+            target = "moons"
+            [model]
+            hidden = 32
+            layers = 1
+            [flow]
+            n_traj = 4
+            [flow.path]
+            interpolant = "variance-preserving"
+            noise = "bridge"
+            sigma = 0.1
+            [train]
+            steps = 10
+            coupling = { kind = "entropic", reg = 0.5 }
+            decay = "cosine"
+            [cfm]
+            variant = "ot-cfm"
+        "#;
+        let c = RunConfig::parse(text, "run.toml").unwrap();
+        assert_eq!(c.model.build(2).unwrap().hidden, 32);
+        assert_eq!(c.flow.n_traj, 4);
+        assert_eq!(c.flow.path.sigma, 0.1);
+        assert_eq!(c.cfm.variant, CfmVariant::OtCfm);
+        let again = RunConfig::parse(&c.to_toml(), "again").unwrap();
+        assert_eq!(again, c);
+    }
+
+    #[test]
+    fn unknown_and_bad_fields_are_named() {
+        let e = RunConfig::parse("[train]\nlearning_rat = 1.0\n", "run.toml").unwrap_err();
+        assert!(e.to_string().contains("learning_rat"), "{e}");
+        let e = RunConfig::parse("[train]\nlearning_rate = -1.0\n", "run.toml").unwrap_err();
+        assert!(e.to_string().contains("learning_rate"), "{e}");
+        let e = RunConfig::parse("[model]\nheads = 3\n", "run.toml")
+            .unwrap()
+            .model
+            .build(2)
+            .unwrap_err();
+        assert!(e.to_string().contains("heads"), "{e}");
+        let e = RunConfig::parse("[data]\nsource = \"nothere\"\n", "r")
+            .unwrap()
+            .data
+            .load(Path::new("."), 0)
+            .unwrap_err();
+        assert!(e.to_string().contains("nothere"), "{e}");
+    }
+}
