@@ -161,6 +161,13 @@ pub fn generate<B: Backend>(
     })
 }
 
+/// The temperatures a sweep tries by default: coarse from 0 to 2, fine around 1, where
+/// models trained at `τ = 1` are usually best on 2-D data (METHOD §7: the best `τ` is
+/// data-dependent, so it is chosen on validation data).
+pub const TEMPERATURE_GRID: [f64; 13] = [
+    0.0, 0.1, 0.2, 0.3, 0.5, 0.7, 0.8, 0.9, 1.0, 1.1, 1.2, 1.5, 2.0,
+];
+
 /// The outcome of a temperature sweep on validation data.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct TemperatureSweep {

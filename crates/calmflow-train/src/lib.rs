@@ -32,7 +32,9 @@ pub use clip::{clip_global_norm, global_grad_norm};
 pub use coupling::Coupling;
 pub use data::{FlowData, PointSource};
 pub use error::{Result, TrainError};
-pub use generate::{Generated, GenerationOptions, TemperatureSweep, choose_temperature, generate};
+pub use generate::{
+    Generated, GenerationOptions, TEMPERATURE_GRID, TemperatureSweep, choose_temperature, generate,
+};
 pub use loss::{LossTerms, VolterraFlowLoss};
 pub use objective::{CalmFlowSettings, FlowObjective};
 pub use ode::{AdaptiveSettings, OdeSolution, OdeSolver, SolveStats, integrate};

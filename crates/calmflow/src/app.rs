@@ -10,9 +10,9 @@ use calmflow_data::{DataError, seeded_rng};
 use calmflow_metrics::{EvalOptions, MetricsError, MetricsReport, evaluate};
 use calmflow_model::CalmFlowConfig;
 use calmflow_train::{
-    CalmFlowSettings, CfmSettings, Checkpoint, FlowData, FlowObjective, GenerationOptions,
-    OdeSolver, PointSource, TrainConfig, TrainError, TrainSummary, Trainer, VelocityMlpConfig,
-    cfm_sample, choose_temperature, generate,
+    CalmFlowSettings, CfmSettings, Checkpoint, Coupling, FlowData, FlowObjective,
+    GenerationOptions, OdeSolver, PointSource, TEMPERATURE_GRID, TrainConfig, TrainError,
+    TrainSummary, Trainer, VelocityMlpConfig, cfm_sample, choose_temperature, generate,
 };
 use ndarray::{Array2, Array3};
 use serde::{Deserialize, Serialize};
@@ -320,6 +320,14 @@ pub struct DemoJob {
     pub hidden: usize,
     /// CaLMFlow blocks.
     pub layers: usize,
+    /// CaLMFlow's KL weight `β`.
+    pub beta: f64,
+    /// CaLMFlow's dropout.
+    pub dropout: f64,
+    /// CaLMFlow's minibatch coupling.
+    pub coupling: Coupling,
+    /// Temperatures tried on the validation set.
+    pub temperatures: Vec<f64>,
     /// Seed.
     pub seed: u64,
     /// No progress output.
@@ -337,6 +345,10 @@ impl Default for DemoJob {
             n_validation: 1000,
             hidden: 64,
             layers: 2,
+            beta: 0.3,
+            dropout: 0.0,
+            coupling: Coupling::ExactOt,
+            temperatures: TEMPERATURE_GRID.to_vec(),
             seed: 0,
             quiet: false,
         }
@@ -372,6 +384,8 @@ impl DemoJob {
         c.data.n_validation = self.n_validation;
         c.model.hidden = Some(self.hidden);
         c.model.layers = Some(self.layers);
+        c.model.dropout = Some(self.dropout);
+        c.flow.beta = self.beta;
         c.train = TrainConfig {
             steps: if kind == ModelKind::CalmFlow {
                 self.steps
@@ -387,6 +401,11 @@ impl DemoJob {
             log_every: 100,
             validate_every: 500,
             checkpoint_every: 0,
+            coupling: if kind == ModelKind::CalmFlow {
+                self.coupling
+            } else {
+                Coupling::Independent
+            },
             ..TrainConfig::default()
         };
         c
@@ -447,8 +466,7 @@ impl BackendTask for DemoJob {
             seed: self.seed,
             ..GenerationOptions::default()
         };
-        let candidates = [0.0, 0.1, 0.2, 0.3, 0.5, 0.7, 1.0];
-        let sweep = choose_temperature(&model, &v0, &v1, &candidates, &options, &device)?;
+        let sweep = choose_temperature(&model, &v0, &v1, &self.temperatures, &options, &device)?;
         say(format!(
             "demo: temperature sweep on {} validation points (exact W2): {}; chosen τ = {}",
             v0.nrows(),

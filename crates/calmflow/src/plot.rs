@@ -154,13 +154,19 @@ fn check_2d(path: &Path, sets: &[&Array2<f32>]) -> Result<(), PlotError> {
     Ok(())
 }
 
-fn draw_scatter<DB: DrawingBackend>(
-    area: &DrawingArea<DB, Shift>,
+type Chart<'a, DB> = ChartContext<
+    'a,
+    DB,
+    Cartesian2d<plotters::coord::types::RangedCoordf32, plotters::coord::types::RangedCoordf32>,
+>;
+
+/// A white canvas with a title, axes and a grid over `((x0, x1), (y0, y1))`.
+fn frame<'a, DB: DrawingBackend>(
+    area: &'a DrawingArea<DB, Shift>,
     title: &str,
-    series: &[Series<'_>],
-) -> Result<(), String> {
+    ((xa, xb), (ya, yb)): ((f32, f32), (f32, f32)),
+) -> Result<Chart<'a, DB>, String> {
     area.fill(&WHITE).map_err(|e| e.to_string())?;
-    let ((xa, xb), (ya, yb)) = bounds(series.iter().map(|s| s.points));
     let mut chart = ChartBuilder::on(area)
         .caption(title, ("sans-serif", 22))
         .margin(12)
@@ -169,6 +175,15 @@ fn draw_scatter<DB: DrawingBackend>(
         .build_cartesian_2d(xa..xb, ya..yb)
         .map_err(|e| e.to_string())?;
     chart.configure_mesh().draw().map_err(|e| e.to_string())?;
+    Ok(chart)
+}
+
+fn draw_scatter<DB: DrawingBackend>(
+    area: &DrawingArea<DB, Shift>,
+    title: &str,
+    series: &[Series<'_>],
+) -> Result<(), String> {
+    let mut chart = frame(area, title, bounds(series.iter().map(|s| s.points)))?;
     for s in series {
         let color = RGBColor(s.color.0, s.color.1, s.color.2);
         chart
@@ -208,21 +223,12 @@ fn draw_trajectories<DB: DrawingBackend>(
     target: Option<&Array2<f32>>,
     max_paths: usize,
 ) -> Result<(), String> {
-    area.fill(&WHITE).map_err(|e| e.to_string())?;
     let (n, steps, _) = paths.dim();
     let flat = paths
         .to_shape((n * steps, paths.dim().2))
         .map_err(|e| e.to_string())?
         .to_owned();
-    let ((xa, xb), (ya, yb)) = bounds([&flat].into_iter().chain(target));
-    let mut chart = ChartBuilder::on(area)
-        .caption(title, ("sans-serif", 22))
-        .margin(12)
-        .x_label_area_size(30)
-        .y_label_area_size(40)
-        .build_cartesian_2d(xa..xb, ya..yb)
-        .map_err(|e| e.to_string())?;
-    chart.configure_mesh().draw().map_err(|e| e.to_string())?;
+    let mut chart = frame(area, title, bounds([&flat].into_iter().chain(target)))?;
     if let Some(t) = target {
         let c = RGBColor(TARGET.0, TARGET.1, TARGET.2);
         chart

@@ -363,3 +363,55 @@ fn training_errors_are_one_line() {
         "cfm",
     );
 }
+
+/// The demo end to end at toy size: metrics table, plots, results and samples on disk.
+#[test]
+fn demo_writes_its_table_plots_and_results() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let o = calmflow(
+        &[
+            "demo",
+            "--out",
+            "demo",
+            "--steps",
+            "3",
+            "--cfm-steps",
+            "3",
+            "--n",
+            "60",
+            "--n-validation",
+            "40",
+            "--quiet",
+        ],
+        d,
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let out = stdout(&o);
+    assert!(out.contains("| w2 |") || out.contains("w2"), "{out}");
+    assert!(out.contains("CaLMFlow") && out.contains("I-CFM"), "{out}");
+    for f in [
+        "samples.png",
+        "samples.svg",
+        "trajectories.png",
+        "trajectories.svg",
+        "results.json",
+        "calmflow_samples.npy",
+        "cfm_samples.npy",
+        "target.npy",
+    ] {
+        assert!(d.join("demo").join(f).is_file(), "{f} missing");
+    }
+    let results: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(d.join("demo/results.json")).unwrap())
+            .unwrap();
+    let sweep = results["temperature_sweep"].as_array().unwrap();
+    assert_eq!(sweep.len(), 13);
+    let chosen = results["temperature"].as_f64().unwrap();
+    let best = sweep
+        .iter()
+        .map(|p| (p[0].as_f64().unwrap(), p[1].as_f64().unwrap()))
+        .min_by(|a, b| a.1.total_cmp(&b.1))
+        .unwrap();
+    assert_eq!(chosen, best.0);
+}

@@ -44,6 +44,9 @@ enum Command {
         /// Generated (and fresh target) points compared.
         #[arg(long, default_value_t = 2000)]
         n: usize,
+        /// Validation points of the temperature sweep.
+        #[arg(long, default_value_t = 1000)]
+        n_validation: usize,
         /// Seed.
         #[arg(long, default_value_t = 0)]
         seed: u64,
@@ -225,6 +228,18 @@ fn main() -> ExitCode {
     }
 }
 
+/// Runs a job on `device`; backend and job errors become the one line the user sees.
+fn on_device<T, V, E>(device: DeviceSpec, job: T) -> Result<V, String>
+where
+    T: calmflow::backend::BackendTask<Output = Result<V, E>>,
+    E: std::fmt::Display,
+{
+    device
+        .run(job)
+        .map_err(|e| e.to_string())?
+        .map_err(|e| e.to_string())
+}
+
 fn train(args: TrainArgs, kind: ModelKind) -> Result<(), String> {
     let (config, base) = match &args.config {
         Some(path) => (
@@ -253,11 +268,7 @@ fn train(args: TrainArgs, kind: ModelKind) -> Result<(), String> {
         quiet: args.quiet,
         kind,
     };
-    let outcome = args
-        .device
-        .run(job)
-        .map_err(|e| e.to_string())?
-        .map_err(|e| e.to_string())?;
+    let outcome = on_device(args.device, job)?;
     let s = &outcome.summary;
     println!(
         "trained {} parameters for {} steps in {:.1} s ({:.2} steps/s): final loss {:.4}, \
@@ -295,11 +306,7 @@ fn sample(args: SampleArgs, kind: ModelKind) -> Result<(), String> {
         trajectories: args.trajectories.is_some(),
         kind,
     };
-    let outcome = args
-        .device
-        .run(job)
-        .map_err(|e| e.to_string())?
-        .map_err(|e| e.to_string())?;
+    let outcome = on_device(args.device, job)?;
     write_points(&args.out, outcome.samples.view()).map_err(|e| e.to_string())?;
     let detail = match (outcome.temperature, outcome.nfe) {
         (Some(t), _) => format!(" at temperature {t}"),
@@ -322,15 +329,15 @@ fn print_side_by_side(columns: &[(&str, &MetricsReport)]) {
     let header: Vec<&str> = columns.iter().map(|c| c.0).collect();
     println!("| metric | {} |", header.join(" | "));
     println!("| --- |{}", " ---: |".repeat(columns.len()));
-    let rows = columns[0].1.rows();
-    for (i, (name, _)) in rows.iter().enumerate() {
+    for (name, _) in columns[0].1.rows() {
         let values: Vec<String> = columns
             .iter()
             .map(|c| {
                 c.1.rows()
-                    .get(i)
+                    .iter()
+                    .find(|r| r.0 == name)
                     .map(|r| format!("{:.4}", r.1))
-                    .unwrap_or_default()
+                    .unwrap_or_else(|| "–".into())
             })
             .collect();
         println!("| {name} | {} |", values.join(" | "));
@@ -344,6 +351,7 @@ fn run(command: Command) -> Result<(), String> {
             steps,
             cfm_steps,
             n,
+            n_validation,
             seed,
             device,
             quiet,
@@ -353,15 +361,13 @@ fn run(command: Command) -> Result<(), String> {
                 steps,
                 cfm_steps,
                 n_eval: n,
+                n_validation,
                 seed,
                 quiet,
                 ..DemoJob::default()
             };
             let started = std::time::Instant::now();
-            let r = device
-                .run(job)
-                .map_err(|e| e.to_string())?
-                .map_err(|e| e.to_string())?;
+            let r = on_device(device, job)?;
             println!(
                 "\n8-Gaussians → moons, {n} generated vs {n} fresh target points \
                  (CaLMFlow at τ = {} chosen on validation data; I-CFM with dopri5, {} NFE):\n",
