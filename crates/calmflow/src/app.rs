@@ -345,7 +345,10 @@ impl Default for DemoJob {
             n_validation: 1000,
             hidden: 64,
             layers: 2,
-            beta: 0.3,
+            // Measured on this task (docs/results.md): with exact-OT pairs the paths are
+            // nearly deterministic and a small KL weight lets the latents carry them;
+            // METHOD's β = 0.3, dropout 0.1 and independent pairs reach W2 ≈ 0.6–1.4.
+            beta: 0.01,
             dropout: 0.0,
             coupling: Coupling::ExactOt,
             temperatures: TEMPERATURE_GRID.to_vec(),
