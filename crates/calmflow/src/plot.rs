@@ -178,6 +178,37 @@ fn frame<'a, DB: DrawingBackend>(
     Ok(chart)
 }
 
+fn draw_legend<'a, DB: DrawingBackend + 'a>(chart: &mut Chart<'a, DB>) -> Result<(), String> {
+    chart
+        .configure_series_labels()
+        .background_style(WHITE.mix(0.8))
+        .border_style(BLACK)
+        .draw()
+        .map_err(|e| e.to_string())
+}
+
+/// A labelled point cloud (first two coordinates) at opacity `alpha`.
+fn draw_cloud<'a, DB: DrawingBackend + 'a>(
+    chart: &mut Chart<'a, DB>,
+    points: &Array2<f32>,
+    label: &str,
+    color: (u8, u8, u8),
+    alpha: f64,
+) -> Result<(), String> {
+    let color = RGBColor(color.0, color.1, color.2);
+    chart
+        .draw_series(
+            points
+                .rows()
+                .into_iter()
+                .map(|r| Circle::new((r[0], r[1]), 2, color.mix(alpha).filled())),
+        )
+        .map_err(|e| e.to_string())?
+        .label(label)
+        .legend(move |(x, y)| Circle::new((x, y), 4, color.filled()));
+    Ok(())
+}
+
 fn draw_scatter<DB: DrawingBackend>(
     area: &DrawingArea<DB, Shift>,
     title: &str,
@@ -185,24 +216,9 @@ fn draw_scatter<DB: DrawingBackend>(
 ) -> Result<(), String> {
     let mut chart = frame(area, title, bounds(series.iter().map(|s| s.points)))?;
     for s in series {
-        let color = RGBColor(s.color.0, s.color.1, s.color.2);
-        chart
-            .draw_series(
-                s.points
-                    .rows()
-                    .into_iter()
-                    .map(|r| Circle::new((r[0], r[1]), 2, color.mix(0.6).filled())),
-            )
-            .map_err(|e| e.to_string())?
-            .label(s.label)
-            .legend(move |(x, y)| Circle::new((x, y), 4, color.filled()));
+        draw_cloud(&mut chart, s.points, s.label, s.color, 0.6)?;
     }
-    chart
-        .configure_series_labels()
-        .background_style(WHITE.mix(0.8))
-        .border_style(BLACK)
-        .draw()
-        .map_err(|e| e.to_string())
+    draw_legend(&mut chart)
 }
 
 /// A scatter plot of every series (first one drawn first, so put the target there).
@@ -230,16 +246,7 @@ fn draw_trajectories<DB: DrawingBackend>(
         .to_owned();
     let mut chart = frame(area, title, bounds([&flat].into_iter().chain(target)))?;
     if let Some(t) = target {
-        let c = RGBColor(TARGET.0, TARGET.1, TARGET.2);
-        chart
-            .draw_series(
-                t.rows()
-                    .into_iter()
-                    .map(|r| Circle::new((r[0], r[1]), 2, c.mix(0.4).filled())),
-            )
-            .map_err(|e| e.to_string())?
-            .label("target")
-            .legend(move |(x, y)| Circle::new((x, y), 4, c.filled()));
+        draw_cloud(&mut chart, t, "target", TARGET, 0.4)?;
     }
     let shown = n.min(max_paths.max(1));
     let line = RGBColor(CALMFLOW.0, CALMFLOW.1, CALMFLOW.2);
@@ -271,12 +278,7 @@ fn draw_trajectories<DB: DrawingBackend>(
         .map_err(|e| e.to_string())?
         .label("t = 1")
         .legend(move |(x, y)| Circle::new((x, y), 4, line.filled()));
-    chart
-        .configure_series_labels()
-        .background_style(WHITE.mix(0.8))
-        .border_style(BLACK)
-        .draw()
-        .map_err(|e| e.to_string())
+    draw_legend(&mut chart)
 }
 
 /// Trajectories `(n, steps, D ≥ 2)` as lines from `t = 0` to `t = 1` (at most `max_paths`
