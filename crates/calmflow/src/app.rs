@@ -11,8 +11,8 @@ use calmflow_metrics::{EvalOptions, MetricsError, MetricsReport, evaluate};
 use calmflow_model::CalmFlowConfig;
 use calmflow_train::{
     CalmFlowSettings, CfmSettings, Checkpoint, Coupling, FlowData, FlowObjective,
-    GenerationOptions, OdeSolver, PointSource, TEMPERATURE_GRID, TrainConfig, TrainError,
-    TrainSummary, Trainer, VelocityMlpConfig, cfm_sample, choose_temperature, generate,
+    GenerationOptions, OdeSolver, TEMPERATURE_GRID, TrainConfig, TrainError, TrainSummary, Trainer,
+    VelocityMlpConfig, cfm_sample, choose_temperature, generate,
 };
 use ndarray::{Array2, Array3};
 use serde::{Deserialize, Serialize};
@@ -234,17 +234,7 @@ fn source_points(job: &SampleJob, checkpoint: &Checkpoint) -> AppResult<Array2<f
         return Err(AppError::Other("--n must be ≥ 1".into()));
     }
     let extra: RunExtra = checkpoint.config_field("extra")?;
-    let data = &extra.data;
-    let side = if data.source.contains('.') || data.source.contains('/') {
-        let path = if Path::new(&data.source).is_absolute() {
-            PathBuf::from(&data.source)
-        } else {
-            extra.base.join(&data.source)
-        };
-        PointSource::points(crate::io::read_points(&path)?, &path.display().to_string())?
-    } else {
-        PointSource::Sampler(calmflow_data::sampler_by_name(&data.source, data.dim)?)
-    };
+    let side = extra.data.side("source", &extra.base)?;
     Ok(side.draw(job.n, &mut seeded_rng(job.seed)))
 }
 

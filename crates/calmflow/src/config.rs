@@ -66,7 +66,14 @@ impl Default for DataSection {
 }
 
 impl DataSection {
-    fn side(&self, spec: &str, base: &Path, what: &str) -> Result<PointSource, ConfigError> {
+    /// The source (`what = "source"`) or target (`"target"`) distribution: a built-in
+    /// sampler, or a point file resolved against `base`.
+    pub fn side(&self, what: &str, base: &Path) -> Result<PointSource, ConfigError> {
+        let spec = if what == "source" {
+            &self.source
+        } else {
+            &self.target
+        };
         let looks_like_file = spec.contains('.') || spec.contains('/');
         if looks_like_file {
             let path = resolve(base, spec);
@@ -85,8 +92,8 @@ impl DataSection {
 
     /// Builds the training data; relative file names are resolved against `base`.
     pub fn load(&self, base: &Path, seed: u64) -> Result<FlowData, ConfigError> {
-        let source = self.side(&self.source, base, "source")?;
-        let target = self.side(&self.target, base, "target")?;
+        let source = self.side("source", base)?;
+        let target = self.side("target", base)?;
         FlowData::new(
             source,
             target,
