@@ -350,7 +350,7 @@ where
         &self.history
     }
 
-    /// Draws and couples the pairs of step `step`.
+    /// Draws and couples one step's pairs from `rng`.
     fn pairs(&self, rng: &mut Rng) -> Result<(ndarray::Array2<f32>, ndarray::Array2<f32>)> {
         let n = self.config.batch_size * M::pairs_per_example(&self.settings);
         let x0 = self.data.source.draw(n, rng);
@@ -391,6 +391,12 @@ where
 
     /// Writes a checkpoint of the current state; returns its directory.
     pub fn save_checkpoint(&self) -> Result<PathBuf> {
+        self.checkpoint_with_elapsed(self.elapsed)
+    }
+
+    /// Writes a checkpoint recording `elapsed` training seconds (mid-run, the seconds of
+    /// this process are not yet added to `self.elapsed`).
+    fn checkpoint_with_elapsed(&self, elapsed: f64) -> Result<PathBuf> {
         let root = self
             .checkpoint_root
             .as_ref()
@@ -400,7 +406,7 @@ where
             kind: M::KIND.to_string(),
             step: self.step,
             seed: self.config.seed,
-            elapsed_seconds: self.elapsed,
+            elapsed_seconds: elapsed,
         };
         let config = serde_json::json!({
             "kind": M::KIND,
@@ -538,12 +544,8 @@ where
                     || (self.config.checkpoint_every > 0
                         && step.is_multiple_of(self.config.checkpoint_every)));
             if checkpoint_due {
-                let seconds = started.elapsed().as_secs_f64();
-                let saved_elapsed = self.elapsed;
-                self.elapsed += seconds;
-                let dir = self.save_checkpoint();
-                self.elapsed = saved_elapsed;
-                let dir = dir?;
+                let dir =
+                    self.checkpoint_with_elapsed(self.elapsed + started.elapsed().as_secs_f64())?;
                 observer.on_checkpoint(&dir);
                 last_checkpoint = Some(dir);
             }
