@@ -88,6 +88,26 @@ pub enum DataError {
         /// Names that exist, comma-separated.
         known: String,
     },
+    /// An AnnData (`.h5ad`) element is missing, malformed or in an unsupported encoding.
+    #[error("{path}: {element}: {message}")]
+    H5ad {
+        /// File concerned.
+        path: PathBuf,
+        /// The HDF5 element (`/X/indptr`, `/obs/cell_type/codes`, ...).
+        element: String,
+        /// What is wrong.
+        message: String,
+    },
+    /// A dataframe column that does not exist.
+    #[error("`{frame}` has no column `{column}`; columns: {present}")]
+    UnknownColumn {
+        /// The dataframe (`obs`, `var`, or a file name).
+        frame: String,
+        /// The column asked for.
+        column: String,
+        /// Columns present, comma-separated.
+        present: String,
+    },
     /// A label (condition value) that does not occur in the data.
     #[error("unknown label `{label}` in column `{column}`; present: {present}")]
     UnknownLabel {

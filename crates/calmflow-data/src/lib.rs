@@ -21,6 +21,7 @@ mod atomic;
 pub mod csv;
 mod digits;
 mod error;
+pub mod h5ad;
 mod mixtures;
 pub mod npy;
 mod preprocess;

@@ -1,0 +1,744 @@
+//! AnnData `.h5ad` files, the format single-cell users hold, read without any C library.
+//!
+//! An `.h5ad` file is HDF5 with anndata's on-disk encoding (anndata ≥ 0.8, the
+//! `encoding-type` / `encoding-version` attributes): the expression matrix `X` (a dense
+//! array, or a `csr_matrix` / `csc_matrix` group of `data`, `indices`, `indptr` and a
+//! `shape` attribute), the cell and gene tables `obs` and `var` (dataframes whose columns
+//! are numeric or string arrays, `categorical` groups of `codes` and `categories`, or
+//! `nullable-*` groups of `values` and `mask`) and the per-cell matrices of `obsm`. HDF5 is
+//! decoded by the pure-Rust `hdf5-reader` crate (gzip and shuffle filters included), so a
+//! machine with only Rust reads these files; see `docs/architecture.md` for why.
+//!
+//! Everything malformed or outside that encoding is a [`DataError::H5ad`] naming the HDF5
+//! element (`/X/indptr`, `/obs/cell_type/codes`, …) and what was wrong with it.
+//!
+//! ```no_run
+//! let adata = calmflow_data::h5ad::read_h5ad("data/pbmc68k_reduced/pbmc68k_reduced.h5ad")?;
+//! let x = adata.x.to_dense();
+//! let cell_types = adata.obs.labels("cell_type")?;
+//! assert_eq!(x.nrows(), cell_types.len());
+//! # Ok::<(), calmflow_data::DataError>(())
+//! ```
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use hdf5_reader::group::Group;
+use hdf5_reader::{Dataset, Datatype, Hdf5File};
+use ndarray::Array2;
+
+use crate::error::{DataError, Result};
+
+/// The expression matrix `X`, kept in the layout the file stores.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Expression {
+    /// A dense `n_obs × n_vars` matrix.
+    Dense(Array2<f32>),
+    /// A compressed sparse row matrix.
+    Csr(CsrMatrix),
+}
+
+impl Expression {
+    /// `(n_obs, n_vars)`.
+    pub fn shape(&self) -> (usize, usize) {
+        match self {
+            Self::Dense(x) => x.dim(),
+            Self::Csr(m) => m.shape,
+        }
+    }
+
+    /// The matrix as a dense array (zeros where a sparse matrix stores nothing).
+    pub fn to_dense(&self) -> Array2<f32> {
+        match self {
+            Self::Dense(x) => x.clone(),
+            Self::Csr(m) => m.to_dense(),
+        }
+    }
+}
+
+/// A validated CSR matrix: row `i` holds `data[indptr[i]..indptr[i+1]]` at columns
+/// `indices[indptr[i]..indptr[i+1]]`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CsrMatrix {
+    /// `(rows, columns)`.
+    pub shape: (usize, usize),
+    /// Stored values.
+    pub data: Vec<f32>,
+    /// Column of each stored value.
+    pub indices: Vec<usize>,
+    /// Row offsets into `data`, `rows + 1` non-decreasing entries from 0 to `data.len()`.
+    pub indptr: Vec<usize>,
+}
+
+impl CsrMatrix {
+    /// Checks the invariants; `element` names the group in errors.
+    pub fn new(
+        shape: (usize, usize),
+        data: Vec<f32>,
+        indices: Vec<usize>,
+        indptr: Vec<usize>,
+        element: &str,
+    ) -> Result<Self> {
+        let bad =
+            |what: &str, message: String| h5_error(None, &format!("{element}/{what}"), message);
+        if indptr.len() != shape.0 + 1 {
+            return Err(bad(
+                "indptr",
+                format!(
+                    "has {} entries, the shape {shape:?} needs {}",
+                    indptr.len(),
+                    shape.0 + 1
+                ),
+            ));
+        }
+        if indices.len() != data.len() {
+            return Err(bad(
+                "indices",
+                format!("has {} entries but data has {}", indices.len(), data.len()),
+            ));
+        }
+        if indptr[0] != 0 || indptr[shape.0] != data.len() {
+            return Err(bad(
+                "indptr",
+                format!(
+                    "must run from 0 to {} (the number of stored values), runs from {} to {}",
+                    data.len(),
+                    indptr[0],
+                    indptr[shape.0]
+                ),
+            ));
+        }
+        if let Some(i) = indptr.windows(2).position(|w| w[1] < w[0]) {
+            return Err(bad("indptr", format!("decreases at row {i}")));
+        }
+        if let Some(k) = indices.iter().position(|&j| j >= shape.1) {
+            return Err(bad(
+                "indices",
+                format!(
+                    "entry {k} is column {} of a matrix with {} columns",
+                    indices[k], shape.1
+                ),
+            ));
+        }
+        Ok(Self {
+            shape,
+            data,
+            indices,
+            indptr,
+        })
+    }
+
+    /// The dense matrix (duplicate entries of one cell are summed, as scipy does).
+    pub fn to_dense(&self) -> Array2<f32> {
+        let mut x = Array2::zeros(self.shape);
+        for i in 0..self.shape.0 {
+            for k in self.indptr[i]..self.indptr[i + 1] {
+                x[[i, self.indices[k]]] += self.data[k];
+            }
+        }
+        x
+    }
+}
+
+/// One dataframe column.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Column {
+    /// A pandas categorical: `codes[i]` indexes `categories`, −1 marks a missing value.
+    Categorical {
+        /// Per-row category index (−1: missing).
+        codes: Vec<i64>,
+        /// The category labels.
+        categories: Vec<String>,
+        /// Whether the categories are ordered.
+        ordered: bool,
+    },
+    /// Floating-point values (NaN where pandas has NaN).
+    Float(Vec<f64>),
+    /// Integer values; `None` where a nullable integer column is masked.
+    Int(Vec<Option<i64>>),
+    /// Boolean values; `None` where a nullable boolean column is masked.
+    Bool(Vec<Option<bool>>),
+    /// Strings.
+    String(Vec<String>),
+}
+
+impl Column {
+    /// Number of rows.
+    pub fn len(&self) -> usize {
+        match self {
+            Self::Categorical { codes, .. } => codes.len(),
+            Self::Float(v) => v.len(),
+            Self::Int(v) => v.len(),
+            Self::Bool(v) => v.len(),
+            Self::String(v) => v.len(),
+        }
+    }
+
+    /// True when the column has no rows.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// A dataframe (`obs` or `var`): the row index and named columns in file order.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct DataFrame {
+    /// Row names (cell barcodes for `obs`, gene names for `var`).
+    pub index: Vec<String>,
+    /// Columns in the order of the `column-order` attribute.
+    pub columns: Vec<(String, Column)>,
+    /// Which dataframe this is (`obs`, `var`), for error messages.
+    pub name: String,
+}
+
+impl DataFrame {
+    /// The column called `name`.
+    pub fn column(&self, name: &str) -> Result<&Column> {
+        self.columns
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, c)| c)
+            .ok_or_else(|| DataError::UnknownColumn {
+                frame: self.name.clone(),
+                column: name.to_string(),
+                present: self
+                    .columns
+                    .iter()
+                    .map(|(n, _)| n.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            })
+    }
+
+    /// Column `name` as one string label per row: categories by name, strings as they
+    /// are, integers and booleans printed. Missing values and float columns are errors
+    /// (a label must name a discrete condition).
+    pub fn labels(&self, name: &str) -> Result<Vec<String>> {
+        let missing = |row: usize| {
+            h5_error(
+                None,
+                &format!("/{}/{name}", self.name),
+                format!("row {row} has a missing value; conditions need a label on every row"),
+            )
+        };
+        match self.column(name)? {
+            Column::Categorical {
+                codes, categories, ..
+            } => codes
+                .iter()
+                .enumerate()
+                .map(|(row, &c)| {
+                    usize::try_from(c)
+                        .ok()
+                        .and_then(|c| categories.get(c).cloned())
+                        .ok_or_else(|| missing(row))
+                })
+                .collect(),
+            Column::String(v) => Ok(v.clone()),
+            Column::Int(v) => v
+                .iter()
+                .enumerate()
+                .map(|(row, x)| x.map(|x| x.to_string()).ok_or_else(|| missing(row)))
+                .collect(),
+            Column::Bool(v) => v
+                .iter()
+                .enumerate()
+                .map(|(row, x)| x.map(|x| x.to_string()).ok_or_else(|| missing(row)))
+                .collect(),
+            Column::Float(_) => Err(h5_error(
+                None,
+                &format!("/{}/{name}", self.name),
+                "is a floating-point column; conditions need categorical, string, integer or \
+                 boolean labels"
+                    .into(),
+            )),
+        }
+    }
+
+    /// Column `name` as numbers (categorical codes are not numbers: an error).
+    pub fn numeric(&self, name: &str) -> Result<Vec<f64>> {
+        match self.column(name)? {
+            Column::Float(v) => Ok(v.clone()),
+            Column::Int(v) => Ok(v.iter().map(|x| x.map_or(f64::NAN, |x| x as f64)).collect()),
+            Column::Bool(v) => Ok(v
+                .iter()
+                .map(|x| x.map_or(f64::NAN, |x| f64::from(u8::from(x))))
+                .collect()),
+            _ => Err(h5_error(
+                None,
+                &format!("/{}/{name}", self.name),
+                "is not a numeric column".into(),
+            )),
+        }
+    }
+}
+
+/// The parts of an AnnData file that calmflow uses.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AnnData {
+    /// The expression matrix, `n_obs × n_vars`.
+    pub x: Expression,
+    /// Per-cell annotations.
+    pub obs: DataFrame,
+    /// Per-gene annotations.
+    pub var: DataFrame,
+    /// Per-cell matrices (`X_pca`, `X_umap`, …), each with `n_obs` rows.
+    pub obsm: BTreeMap<String, Array2<f32>>,
+}
+
+impl AnnData {
+    /// Number of cells.
+    pub fn n_obs(&self) -> usize {
+        self.x.shape().0
+    }
+
+    /// Number of genes.
+    pub fn n_vars(&self) -> usize {
+        self.x.shape().1
+    }
+}
+
+fn h5_error(path: Option<&Path>, element: &str, message: String) -> DataError {
+    DataError::H5ad {
+        path: path.map(Path::to_path_buf).unwrap_or_default(),
+        element: element.to_string(),
+        message,
+    }
+}
+
+/// Reads an `.h5ad` file: `X`, `obs`, `var` and `obsm` (`layers`, `uns`, `obsp`, … are
+/// not read).
+pub fn read_h5ad(path: impl AsRef<Path>) -> Result<AnnData> {
+    let path = path.as_ref();
+    if !path.exists() {
+        return Err(DataError::io(
+            path,
+            std::io::Error::new(std::io::ErrorKind::NotFound, "no such file"),
+        ));
+    }
+    let file = Hdf5File::open(path)
+        .map_err(|e| h5_error(Some(path), "/", format!("not a readable HDF5 file: {e}")))?;
+    Reader { file: &file, path }.read()
+}
+
+struct Reader<'a> {
+    file: &'a Hdf5File,
+    path: &'a Path,
+}
+
+impl Reader<'_> {
+    fn err(&self, element: &str, message: impl Into<String>) -> DataError {
+        h5_error(Some(self.path), element, message.into())
+    }
+
+    fn read(&self) -> Result<AnnData> {
+        let root = self
+            .file
+            .root_group()
+            .map_err(|e| self.err("/", e.to_string()))?;
+        let (groups, datasets) = root
+            .member_names()
+            .map_err(|e| self.err("/", e.to_string()))?;
+        let x = if datasets.iter().any(|d| d == "X") {
+            let ds = self.dataset("/X")?;
+            Expression::Dense(self.matrix(&ds, "/X")?)
+        } else if groups.iter().any(|g| g == "X") {
+            self.sparse(&self.group("/X")?, "/X")?
+        } else {
+            return Err(self.err("/X", "the file has no expression matrix X"));
+        };
+        let (n_obs, n_vars) = x.shape();
+        let obs = self.dataframe("obs", n_obs)?;
+        let var = self.dataframe("var", n_vars)?;
+        let mut obsm = BTreeMap::new();
+        if groups.iter().any(|g| g == "obsm") {
+            let group = self.group("/obsm")?;
+            let (_, names) = group
+                .member_names()
+                .map_err(|e| self.err("/obsm", e.to_string()))?;
+            for name in names {
+                let element = format!("/obsm/{name}");
+                let m = self.matrix(&self.dataset(&element)?, &element)?;
+                if m.nrows() != n_obs {
+                    return Err(self.err(
+                        &element,
+                        format!("has {} rows, X has {n_obs} cells", m.nrows()),
+                    ));
+                }
+                obsm.insert(name, m);
+            }
+        }
+        Ok(AnnData { x, obs, var, obsm })
+    }
+
+    fn group(&self, element: &str) -> Result<Group> {
+        self.file
+            .group(element)
+            .map_err(|e| self.err(element, format!("cannot open group: {e}")))
+    }
+
+    fn dataset(&self, element: &str) -> Result<Dataset> {
+        self.file
+            .dataset(element)
+            .map_err(|e| self.err(element, format!("cannot open dataset: {e}")))
+    }
+
+    fn group_string_attr(
+        &self,
+        group: &Group,
+        element: &str,
+        name: &str,
+    ) -> Result<Option<String>> {
+        match group.attribute(name) {
+            Ok(a) => a
+                .read_string()
+                .or_else(|_| a.read_strings().map(|v| v.concat()))
+                .map(Some)
+                .map_err(|e| self.err(element, format!("attribute `{name}` is not a string: {e}"))),
+            Err(_) => Ok(None),
+        }
+    }
+
+    fn encoding(&self, group: &Group, element: &str) -> Result<String> {
+        self.group_string_attr(group, element, "encoding-type")?
+            .ok_or_else(|| {
+                self.err(
+                    element,
+                    "has no `encoding-type` attribute: files written by anndata < 0.8 are not \
+                     supported (re-save it with a current anndata)",
+                )
+            })
+    }
+
+    fn sparse(&self, group: &Group, element: &str) -> Result<Expression> {
+        let encoding = self.encoding(group, element)?;
+        let shape = group
+            .attribute("shape")
+            .and_then(|a| a.read_1d::<i64>())
+            .map_err(|e| self.err(element, format!("attribute `shape` is unreadable: {e}")))?;
+        let &[rows, cols] = shape.as_slice() else {
+            return Err(self.err(element, format!("attribute `shape` = {shape:?} is not 2-D")));
+        };
+        let (rows, cols) = (to_usize(rows), to_usize(cols));
+        let (Some(rows), Some(cols)) = (rows, cols) else {
+            return Err(self.err(
+                element,
+                format!("attribute `shape` = {shape:?} is negative"),
+            ));
+        };
+        let part = |name: &str| format!("{element}/{name}");
+        let data = self.floats(&self.dataset(&part("data"))?, &part("data"))?;
+        let index = |name: &str| -> Result<Vec<usize>> {
+            let el = part(name);
+            self.ints(&self.dataset(&el)?, &el)?
+                .into_iter()
+                .enumerate()
+                .map(|(k, v)| {
+                    to_usize(v).ok_or_else(|| self.err(&el, format!("entry {k} is negative ({v})")))
+                })
+                .collect()
+        };
+        let (indices, indptr) = (index("indices")?, index("indptr")?);
+        let data: Vec<f32> = data.into_iter().map(|v| v as f32).collect();
+        let located = |e: DataError| match e {
+            DataError::H5ad {
+                element, message, ..
+            } => self.err(&element, message),
+            other => other,
+        };
+        match encoding.as_str() {
+            "csr_matrix" => Ok(Expression::Csr(
+                CsrMatrix::new((rows, cols), data, indices, indptr, element).map_err(located)?,
+            )),
+            // CSC is CSR of the transpose.
+            "csc_matrix" => {
+                let t = CsrMatrix::new((cols, rows), data, indices, indptr, element)
+                    .map_err(located)?;
+                Ok(Expression::Dense(
+                    t.to_dense().reversed_axes().as_standard_layout().to_owned(),
+                ))
+            }
+            other => Err(self.err(
+                element,
+                format!("encoding-type `{other}` is not a matrix (csr_matrix or csc_matrix)"),
+            )),
+        }
+    }
+
+    fn dataframe(&self, name: &str, n_rows: usize) -> Result<DataFrame> {
+        let element = format!("/{name}");
+        let group = self.group(&element)?;
+        let encoding = self.encoding(&group, &element)?;
+        if encoding != "dataframe" {
+            return Err(self.err(
+                &element,
+                format!("encoding-type is `{encoding}`, not `dataframe`"),
+            ));
+        }
+        let index_name = self
+            .group_string_attr(&group, &element, "_index")?
+            .unwrap_or_else(|| "_index".to_string());
+        let index_el = format!("{element}/{index_name}");
+        let index = self.strings(&self.dataset(&index_el)?, &index_el)?;
+        if index.len() != n_rows {
+            return Err(self.err(
+                &index_el,
+                format!("has {} rows, X has {n_rows} along this axis", index.len()),
+            ));
+        }
+        // `column-order` is an empty float array when there are no columns.
+        let order = match group.attribute("column-order") {
+            Ok(a) if a.num_elements().unwrap_or(0) == 0 => Vec::new(),
+            Ok(a) => a.read_strings().map_err(|e| {
+                self.err(
+                    &element,
+                    format!("attribute `column-order` is unreadable: {e}"),
+                )
+            })?,
+            Err(_) => Vec::new(),
+        };
+        let (groups, _) = group
+            .member_names()
+            .map_err(|e| self.err(&element, e.to_string()))?;
+        let mut columns = Vec::with_capacity(order.len());
+        for col in order {
+            let el = format!("{element}/{col}");
+            let column = if groups.contains(&col) {
+                self.group_column(&self.group(&el)?, &el)?
+            } else {
+                self.plain_column(&self.dataset(&el)?, &el)?
+            };
+            if column.len() != n_rows {
+                return Err(self.err(
+                    &el,
+                    format!("has {} rows, the dataframe has {n_rows}", column.len()),
+                ));
+            }
+            columns.push((col, column));
+        }
+        Ok(DataFrame {
+            index,
+            columns,
+            name: name.to_string(),
+        })
+    }
+
+    fn group_column(&self, group: &Group, element: &str) -> Result<Column> {
+        let encoding = self.encoding(group, element)?;
+        let part = |name: &str| format!("{element}/{name}");
+        match encoding.as_str() {
+            "categorical" => {
+                let categories =
+                    self.strings(&self.dataset(&part("categories"))?, &part("categories"))?;
+                let codes_el = part("codes");
+                let codes = self.ints(&self.dataset(&codes_el)?, &codes_el)?;
+                if let Some(k) = codes
+                    .iter()
+                    .position(|&c| c < -1 || c >= categories.len() as i64)
+                {
+                    return Err(self.err(
+                        &codes_el,
+                        format!(
+                            "code {} at row {k} is outside the {} categories",
+                            codes[k],
+                            categories.len()
+                        ),
+                    ));
+                }
+                let ordered = group
+                    .attribute("ordered")
+                    .ok()
+                    .and_then(|a| a.read_scalar::<i8>().ok())
+                    .is_some_and(|v| v != 0);
+                Ok(Column::Categorical {
+                    codes,
+                    categories,
+                    ordered,
+                })
+            }
+            "nullable-integer" | "nullable-boolean" => {
+                let values_el = part("values");
+                let values = self.ints(&self.dataset(&values_el)?, &values_el)?;
+                let mask_el = part("mask");
+                let mask = self.ints(&self.dataset(&mask_el)?, &mask_el)?;
+                if mask.len() != values.len() {
+                    return Err(self.err(
+                        &mask_el,
+                        format!("has {} rows, values has {}", mask.len(), values.len()),
+                    ));
+                }
+                let kept = values
+                    .iter()
+                    .zip(&mask)
+                    .map(|(&v, &m)| (m == 0).then_some(v));
+                Ok(if encoding == "nullable-integer" {
+                    Column::Int(kept.collect())
+                } else {
+                    Column::Bool(kept.map(|v| v.map(|v| v != 0)).collect())
+                })
+            }
+            other => Err(self.err(
+                element,
+                format!(
+                    "column encoding `{other}` is not supported (categorical, nullable-integer, \
+                     nullable-boolean, array, string-array are)"
+                ),
+            )),
+        }
+    }
+
+    fn plain_column(&self, ds: &Dataset, element: &str) -> Result<Column> {
+        if ds.ndim() != 1 {
+            return Err(self.err(
+                element,
+                format!("a column must be 1-D, this has shape {:?}", ds.shape()),
+            ));
+        }
+        match ds.dtype() {
+            Datatype::String { .. } | Datatype::VarLen { .. } => {
+                Ok(Column::String(self.strings(ds, element)?))
+            }
+            Datatype::FloatingPoint { .. } => Ok(Column::Float(self.floats(ds, element)?)),
+            Datatype::FixedPoint { .. } => Ok(Column::Int(
+                self.ints(ds, element)?.into_iter().map(Some).collect(),
+            )),
+            Datatype::Enum { .. } | Datatype::Bitfield { .. } => Ok(Column::Bool(
+                self.ints(ds, element)?
+                    .into_iter()
+                    .map(|v| Some(v != 0))
+                    .collect(),
+            )),
+            other => Err(self.err(
+                element,
+                format!("column datatype {other:?} is not supported"),
+            )),
+        }
+    }
+
+    fn matrix(&self, ds: &Dataset, element: &str) -> Result<Array2<f32>> {
+        let &[rows, cols] = ds.shape() else {
+            return Err(self.err(
+                element,
+                format!("must be a 2-D array, has shape {:?}", ds.shape()),
+            ));
+        };
+        let values: Vec<f32> = self
+            .floats(ds, element)?
+            .into_iter()
+            .map(|v| v as f32)
+            .collect();
+        Array2::from_shape_vec((rows as usize, cols as usize), values)
+            .map_err(|e| self.err(element, e.to_string()))
+    }
+
+    fn strings(&self, ds: &Dataset, element: &str) -> Result<Vec<String>> {
+        ds.read_strings()
+            .map_err(|e| self.err(element, format!("is not a string array: {e}")))
+    }
+
+    /// Any integer or float dataset, as `f64`.
+    fn floats(&self, ds: &Dataset, element: &str) -> Result<Vec<f64>> {
+        let n = self.len(ds, element)?;
+        let read = |e: hdf5_reader::error::Error| self.err(element, format!("unreadable: {e}"));
+        match ds.dtype() {
+            Datatype::FloatingPoint { size: 4, .. } => {
+                let mut v = vec![0f32; n];
+                ds.read_into(&mut v).map_err(read)?;
+                Ok(v.into_iter().map(f64::from).collect())
+            }
+            Datatype::FloatingPoint { size: 8, .. } => {
+                let mut v = vec![0f64; n];
+                ds.read_into(&mut v).map_err(read)?;
+                Ok(v)
+            }
+            Datatype::FixedPoint { .. } => Ok(self
+                .ints(ds, element)?
+                .into_iter()
+                .map(|v| v as f64)
+                .collect()),
+            other => Err(self.err(element, format!("datatype {other:?} is not numeric"))),
+        }
+    }
+
+    /// Any integer dataset (or an enum/bitfield on integers), as `i64`.
+    fn ints(&self, ds: &Dataset, element: &str) -> Result<Vec<i64>> {
+        let n = self.len(ds, element)?;
+        let read = |e: hdf5_reader::error::Error| self.err(element, format!("unreadable: {e}"));
+        macro_rules! as_i64 {
+            ($t:ty) => {{
+                let mut v = vec![<$t>::default(); n];
+                ds.read_into(&mut v).map_err(read)?;
+                v.into_iter()
+                    .enumerate()
+                    .map(|(k, x)| {
+                        i64::try_from(x).map_err(|_| {
+                            self.err(element, format!("entry {k} = {x} does not fit in i64"))
+                        })
+                    })
+                    .collect()
+            }};
+        }
+        let (size, signed) = match ds.dtype() {
+            Datatype::FixedPoint { size, signed, .. } => (*size, *signed),
+            Datatype::Bitfield { size, .. } => (*size, false),
+            Datatype::Enum { base, .. } => match base.as_ref() {
+                Datatype::FixedPoint { size, signed, .. } => (*size, *signed),
+                other => {
+                    return Err(self.err(element, format!("enum on {other:?} is not supported")));
+                }
+            },
+            other => return Err(self.err(element, format!("datatype {other:?} is not an integer"))),
+        };
+        if matches!(ds.dtype(), Datatype::FixedPoint { .. }) {
+            match (size, signed) {
+                (1, true) => as_i64!(i8),
+                (1, false) => as_i64!(u8),
+                (2, true) => as_i64!(i16),
+                (2, false) => as_i64!(u16),
+                (4, true) => as_i64!(i32),
+                (4, false) => as_i64!(u32),
+                (8, true) => as_i64!(i64),
+                (8, false) => as_i64!(u64),
+                _ => Err(self.err(element, format!("{size}-byte integers are not supported"))),
+            }
+        } else {
+            // Enums (h5py's booleans) and bitfields: decode the raw little/big-endian bytes.
+            let bytes = ds.read_native_bytes().map_err(read)?;
+            let size = size as usize;
+            if size == 0 || size > 8 || bytes.len() != n * size {
+                return Err(self.err(element, format!("cannot decode {size}-byte values")));
+            }
+            Ok(bytes
+                .chunks_exact(size)
+                .map(|c| {
+                    let mut b = [0u8; 8];
+                    b[..size].copy_from_slice(c);
+                    let v = i64::from_ne_bytes(b);
+                    if signed && size < 8 && c[size - 1] & 0x80 != 0 {
+                        v - (1i64 << (8 * size))
+                    } else {
+                        v
+                    }
+                })
+                .collect())
+        }
+    }
+
+    fn len(&self, ds: &Dataset, element: &str) -> Result<usize> {
+        let n = ds
+            .num_elements()
+            .map_err(|e| self.err(element, e.to_string()))?;
+        usize::try_from(n)
+            .map_err(|_| self.err(element, format!("{n} elements do not fit in memory")))
+    }
+}
+
+fn to_usize(v: i64) -> Option<usize> {
+    usize::try_from(v).ok()
+}
+
+/// Where a test or example finds the copy of the real pbmc68k_reduced file that ships
+/// with this crate.
+pub fn bundled_pbmc68k_reduced() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("data/pbmc68k_reduced/pbmc68k_reduced.h5ad")
+}

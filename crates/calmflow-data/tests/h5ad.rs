@@ -1,0 +1,374 @@
+//! The `.h5ad` reader against the real pbmc68k_reduced file and its independent `.npy` /
+//! `.csv` exports, and against small files written here in other encodings or broken on
+//! purpose.
+
+use std::path::{Path, PathBuf};
+
+use calmflow_data::DataError;
+use calmflow_data::h5ad::{Column, Expression, bundled_pbmc68k_reduced, read_h5ad};
+use calmflow_data::npy::read_npy_matrix;
+use hdf5_writer::{AttributeBuilder, DatasetBuilder, Hdf5Builder, WriteOptions};
+
+fn pbmc_dir() -> PathBuf {
+    bundled_pbmc68k_reduced().parent().unwrap().to_path_buf()
+}
+
+#[test]
+fn pbmc68k_reduced_matches_its_npy_and_csv_exports_exactly() {
+    let adata = read_h5ad(bundled_pbmc68k_reduced()).unwrap();
+    assert_eq!((adata.n_obs(), adata.n_vars()), (700, 765));
+    let Expression::Csr(csr) = &adata.x else {
+        panic!("pbmc68k_reduced stores X as CSR")
+    };
+    assert_eq!(csr.indptr.len(), 701);
+    let dense = adata.x.to_dense();
+    let reference = read_npy_matrix(pbmc_dir().join("X_lognorm.npy")).unwrap();
+    assert_eq!(dense.dim(), reference.dim());
+    // Bit-for-bit: the reader must not round or reorder anything.
+    assert!(
+        dense
+            .iter()
+            .zip(reference.iter())
+            .all(|(a, b)| a.to_bits() == b.to_bits())
+    );
+    let nonzero = reference.iter().filter(|&&v| v != 0.0).count();
+    assert_eq!(nonzero, csr.data.iter().filter(|&&v| v != 0.0).count());
+
+    let pca = read_npy_matrix(pbmc_dir().join("X_pca50.npy")).unwrap();
+    assert_eq!(adata.obsm["X_pca"], pca);
+
+    let genes = std::fs::read_to_string(pbmc_dir().join("genes.csv")).unwrap();
+    let genes: Vec<&str> = genes.lines().skip(1).collect();
+    assert_eq!(adata.var.index, genes);
+
+    let obs = std::fs::read_to_string(pbmc_dir().join("obs.csv")).unwrap();
+    let rows: Vec<Vec<&str>> = obs
+        .lines()
+        .skip(1)
+        .map(|l| l.split(',').collect())
+        .collect();
+    assert_eq!(rows.len(), 700);
+    let col = |k: usize| rows.iter().map(|r| r[k].to_string()).collect::<Vec<_>>();
+    assert_eq!(adata.obs.index, col(0));
+    assert_eq!(adata.obs.labels("cell_type").unwrap(), col(1));
+    assert_eq!(adata.obs.labels("phase").unwrap(), col(2));
+    assert_eq!(adata.obs.labels("louvain").unwrap(), col(3));
+    let Column::Categorical { categories, .. } = adata.obs.column("cell_type").unwrap() else {
+        panic!("cell_type is categorical")
+    };
+    assert_eq!(categories.len(), 10);
+    let ints: Vec<f64> = col(4).iter().map(|v| v.parse().unwrap()).collect();
+    assert_eq!(adata.obs.numeric("n_genes").unwrap(), ints);
+    for (k, name) in [(5, "percent_mito"), (6, "n_counts")] {
+        let expected: Vec<f32> = col(k).iter().map(|v| v.parse().unwrap()).collect();
+        let got: Vec<f32> = adata
+            .obs
+            .numeric(name)
+            .unwrap()
+            .iter()
+            .map(|&v| v as f32)
+            .collect();
+        assert_eq!(got, expected, "{name}");
+    }
+    assert_eq!(
+        adata
+            .obs
+            .columns
+            .iter()
+            .map(|(n, _)| n.as_str())
+            .collect::<Vec<_>>(),
+        [
+            "cell_type",
+            "phase",
+            "louvain",
+            "n_genes",
+            "percent_mito",
+            "n_counts"
+        ]
+    );
+    assert!(matches!(
+        adata.obs.column("batch"),
+        Err(DataError::UnknownColumn { .. })
+    ));
+    assert!(
+        adata.obs.labels("n_counts").is_err(),
+        "floats are not labels"
+    );
+}
+
+fn strings_attr(name: &str, value: &str) -> AttributeBuilder {
+    AttributeBuilder::vlen_strings(name, &[value]).unwrap()
+}
+
+fn encoded(ds: DatasetBuilder, kind: &str) -> DatasetBuilder {
+    ds.attribute(strings_attr("encoding-type", kind))
+        .attribute(strings_attr("encoding-version", "0.2.0"))
+}
+
+fn group_encoding(b: Hdf5Builder, group: &str, kind: &str, version: &str) -> Hdf5Builder {
+    b.group_attribute(group, strings_attr("encoding-type", kind))
+        .group_attribute(group, strings_attr("encoding-version", version))
+}
+
+fn frame(mut b: Hdf5Builder, name: &str, index: &[&str], columns: &[&str]) -> Hdf5Builder {
+    b = group_encoding(b, name, "dataframe", "0.2.0");
+    b = b.group_attribute(name, strings_attr("_index", "_index"));
+    if !columns.is_empty() {
+        b = b.group_attribute(
+            name,
+            AttributeBuilder::vlen_strings("column-order", columns).unwrap(),
+        );
+    }
+    b.dataset(encoded(
+        DatasetBuilder::vlen_string_data(format!("{name}/_index"), [index.len() as u64], index)
+            .unwrap(),
+        "string-array",
+    ))
+}
+
+fn write(dir: &Path, name: &str, b: Hdf5Builder) -> PathBuf {
+    let path = dir.join(name);
+    let bytes = b
+        .into_plan()
+        .unwrap()
+        .encode(WriteOptions::default())
+        .unwrap();
+    std::fs::write(&path, bytes).unwrap();
+    path
+}
+
+/// A 3-cell × 2-gene file with a dense float64 X and one column of every other kind.
+fn small(x: Option<DatasetBuilder>) -> Hdf5Builder {
+    let mut b = Hdf5Builder::new();
+    if let Some(x) = x {
+        b = b.dataset(x);
+    }
+    b = frame(
+        b,
+        "obs",
+        &["c0", "c1", "c2"],
+        &["kind", "dose", "ok", "note"],
+    );
+    b = group_encoding(b, "obs/kind", "categorical", "0.2.0");
+    b = b
+        .dataset(encoded(
+            DatasetBuilder::typed_data("obs/kind/codes", [3], &[1i8, -1, 0]).unwrap(),
+            "array",
+        ))
+        .dataset(encoded(
+            DatasetBuilder::vlen_string_data("obs/kind/categories", [2], &["a", "b"]).unwrap(),
+            "string-array",
+        ));
+    b = group_encoding(b, "obs/dose", "nullable-integer", "0.1.0");
+    b = b
+        .dataset(DatasetBuilder::typed_data("obs/dose/values", [3], &[5i64, 0, 7]).unwrap())
+        .dataset(DatasetBuilder::typed_data("obs/dose/mask", [3], &[0u8, 1, 0]).unwrap());
+    b = b.dataset(encoded(
+        DatasetBuilder::typed_data("obs/ok", [3], &[1u8, 0, 1]).unwrap(),
+        "array",
+    ));
+    b = b.dataset(encoded(
+        DatasetBuilder::vlen_string_data("obs/note", [3], &["x", "y", "z"]).unwrap(),
+        "string-array",
+    ));
+    frame(b, "var", &["g0", "g1"], &[])
+}
+
+fn dense_x() -> DatasetBuilder {
+    encoded(
+        DatasetBuilder::typed_data("X", [3, 2], &[1.0f64, 2.0, 3.0, 4.0, 5.0, 6.0]).unwrap(),
+        "array",
+    )
+}
+
+#[test]
+fn dense_x_and_every_column_kind_are_read() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = write(dir.path(), "small.h5ad", small(Some(dense_x())));
+    let a = read_h5ad(&path).unwrap();
+    assert_eq!(
+        a.x,
+        Expression::Dense(ndarray::array![[1.0, 2.0], [3.0, 4.0], [5.0, 6.0]])
+    );
+    assert_eq!(a.var.index, ["g0", "g1"]);
+    assert!(a.var.columns.is_empty() && a.obsm.is_empty());
+    assert_eq!(
+        a.obs.column("kind").unwrap(),
+        &Column::Categorical {
+            codes: vec![1, -1, 0],
+            categories: vec!["a".into(), "b".into()],
+            ordered: false
+        }
+    );
+    assert_eq!(
+        a.obs.column("dose").unwrap(),
+        &Column::Int(vec![Some(5), None, Some(7)])
+    );
+    assert_eq!(a.obs.labels("ok").unwrap(), ["1", "0", "1"]);
+    assert_eq!(a.obs.labels("note").unwrap(), ["x", "y", "z"]);
+    // A missing categorical value or masked integer cannot be a condition label.
+    for column in ["kind", "dose"] {
+        let e = a.obs.labels(column).unwrap_err().to_string();
+        assert!(
+            e.contains(&format!("/obs/{column}")) && e.contains("row 1"),
+            "{e}"
+        );
+    }
+}
+
+fn sparse(
+    kind: &str,
+    shape: [i64; 2],
+    data: &[f32],
+    indices: &[i32],
+    indptr: &[i32],
+) -> Hdf5Builder {
+    let mut b = small(None);
+    b = group_encoding(b, "X", kind, "0.1.0");
+    b.group_attribute("X", AttributeBuilder::vector("shape", &shape).unwrap())
+        .dataset(DatasetBuilder::typed_data("X/data", [data.len() as u64], data).unwrap())
+        .dataset(DatasetBuilder::typed_data("X/indices", [indices.len() as u64], indices).unwrap())
+        .dataset(DatasetBuilder::typed_data("X/indptr", [indptr.len() as u64], indptr).unwrap())
+}
+
+#[test]
+fn csr_and_csc_matrices_give_the_same_dense_matrix() {
+    let dir = tempfile::tempdir().unwrap();
+    // [[0, 2], [3, 0], [0, 6]]
+    let csr = write(
+        dir.path(),
+        "csr.h5ad",
+        sparse(
+            "csr_matrix",
+            [3, 2],
+            &[2.0, 3.0, 6.0],
+            &[1, 0, 1],
+            &[0, 1, 2, 3],
+        ),
+    );
+    let csc = write(
+        dir.path(),
+        "csc.h5ad",
+        sparse(
+            "csc_matrix",
+            [3, 2],
+            &[3.0, 2.0, 6.0],
+            &[1, 0, 2],
+            &[0, 1, 3],
+        ),
+    );
+    let expected = ndarray::array![[0.0f32, 2.0], [3.0, 0.0], [0.0, 6.0]];
+    assert_eq!(read_h5ad(&csr).unwrap().x.to_dense(), expected);
+    assert_eq!(read_h5ad(&csc).unwrap().x.to_dense(), expected);
+}
+
+fn error_of(path: &Path) -> String {
+    let e = read_h5ad(path).unwrap_err();
+    assert!(matches!(e, DataError::H5ad { .. }), "{e:?}");
+    e.to_string()
+}
+
+#[test]
+fn malformed_files_are_errors_naming_the_element() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let cases: Vec<(&str, Hdf5Builder, &str)> = vec![
+        (
+            "indptr_len",
+            sparse(
+                "csr_matrix",
+                [3, 2],
+                &[2.0, 3.0, 6.0],
+                &[1, 0, 1],
+                &[0, 1, 3],
+            ),
+            "/X/indptr",
+        ),
+        (
+            "indptr_end",
+            sparse(
+                "csr_matrix",
+                [3, 2],
+                &[2.0, 3.0, 6.0],
+                &[1, 0, 1],
+                &[0, 1, 2, 2],
+            ),
+            "/X/indptr",
+        ),
+        (
+            "column_out_of_range",
+            sparse(
+                "csr_matrix",
+                [3, 2],
+                &[2.0, 3.0, 6.0],
+                &[1, 0, 2],
+                &[0, 1, 2, 3],
+            ),
+            "/X/indices",
+        ),
+        (
+            "not_a_matrix",
+            sparse(
+                "coo_matrix",
+                [3, 2],
+                &[2.0, 3.0, 6.0],
+                &[1, 0, 1],
+                &[0, 1, 2, 3],
+            ),
+            "/X",
+        ),
+        ("no_x", small(None), "/X"),
+        (
+            "rows_disagree",
+            small(Some(encoded(
+                DatasetBuilder::typed_data("X", [2, 2], &[1.0f32, 2.0, 3.0, 4.0]).unwrap(),
+                "array",
+            ))),
+            "/obs/_index",
+        ),
+        (
+            "three_d_x",
+            small(Some(
+                DatasetBuilder::typed_data("X", [3, 2, 1], &[1.0f32, 2.0, 3.0, 4.0, 5.0, 6.0])
+                    .unwrap(),
+            )),
+            "/X",
+        ),
+    ];
+    for (name, builder, element) in cases {
+        let msg = error_of(&write(d, &format!("{name}.h5ad"), builder));
+        assert!(msg.contains(&format!(": {element}:")), "{name}: {msg}");
+    }
+    // Category codes past the end of the categories.
+    let mut b = Hdf5Builder::new().dataset(dense_x());
+    b = frame(b, "obs", &["c0", "c1", "c2"], &["kind"]);
+    b = group_encoding(b, "obs/kind", "categorical", "0.2.0")
+        .dataset(DatasetBuilder::typed_data("obs/kind/codes", [3], &[0i8, 1, 2]).unwrap())
+        .dataset(
+            DatasetBuilder::vlen_string_data("obs/kind/categories", [2], &["a", "b"]).unwrap(),
+        );
+    let msg = error_of(&write(d, "codes.h5ad", frame(b, "var", &["g0", "g1"], &[])));
+    assert!(
+        msg.contains("/obs/kind/codes") && msg.contains("row 2"),
+        "{msg}"
+    );
+    // An obs without anndata's encoding attributes (anndata < 0.8).
+    let b = Hdf5Builder::new()
+        .dataset(dense_x())
+        .dataset(DatasetBuilder::vlen_string_data("obs/_index", [3], &["a", "b", "c"]).unwrap());
+    let msg = error_of(&write(d, "old.h5ad", frame(b, "var", &["g0", "g1"], &[])));
+    assert!(
+        msg.contains("/obs") && msg.contains("anndata < 0.8"),
+        "{msg}"
+    );
+    // Not HDF5 at all, truncated, and missing.
+    std::fs::write(d.join("text.h5ad"), "cell,gene\n").unwrap();
+    assert!(error_of(&d.join("text.h5ad")).contains("not a readable HDF5 file"));
+    let real = std::fs::read(bundled_pbmc68k_reduced()).unwrap();
+    std::fs::write(d.join("cut.h5ad"), &real[..real.len() / 3]).unwrap();
+    assert!(read_h5ad(d.join("cut.h5ad")).is_err());
+    assert!(matches!(
+        read_h5ad(d.join("absent.h5ad")),
+        Err(DataError::Io { .. })
+    ));
+}
