@@ -1,4 +1,7 @@
-//! # calmflow-tokenize — CaLMFlow's space-time token layout
+//! # calmflow-tokenize — CaLMFlow's space-time token layout, prompts and tokenizers
+//!
+//! Flow tokens ([`SpaceTimeLayout`], [`pack`], [`unpack`]) and the text that conditions
+//! them ([`PromptTemplate`], [`PromptTokenizer`], [`left_pad`]; METHOD §8).
 //!
 //! A sequence holds `P` trajectories of `N` time points, each state encoded as `K` spatial
 //! tokens. Time is outermost and space innermost: the token of (time `i`, trajectory `p`,
@@ -17,6 +20,14 @@
 
 use burn::tensor::{Tensor, backend::Backend};
 
+mod prompt;
+mod tokenizer;
+
+pub use prompt::PromptTemplate;
+pub use tokenizer::{
+    HfTokenizer, PromptBatch, PromptTokenizer, TokenizerSpec, WordTokenizer, left_pad,
+};
+
 /// Shape and index errors of the token layout.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum TokenizeError {
@@ -32,6 +43,32 @@ pub enum TokenizeError {
         expected: String,
         /// Actual shape.
         actual: String,
+    },
+    /// A prompt template does not parse, or cannot be filled with the values given.
+    #[error("prompt template {template:?}: {message}")]
+    Template {
+        /// The template text.
+        template: String,
+        /// What is wrong.
+        message: String,
+    },
+    /// A template field that no condition column provides.
+    #[error(
+        "the prompt template uses field `{field}`, which is not among the conditions ({available})"
+    )]
+    MissingField {
+        /// The field name.
+        field: String,
+        /// The names that were given, comma-separated.
+        available: String,
+    },
+    /// A tokenizer cannot be read or cannot encode a prompt.
+    #[error("{source_name}: {message}")]
+    Tokenizer {
+        /// File or object concerned.
+        source_name: String,
+        /// What is wrong.
+        message: String,
     },
 }
 
