@@ -42,6 +42,18 @@ impl<B: Backend> CausalSelfAttention<B> {
         }
     }
 
+    /// The fused QKV and output projections (for weight import and export).
+    pub(crate) fn projections(&self) -> (Linear<B>, Linear<B>) {
+        (self.qkv.clone(), self.dense.clone())
+    }
+
+    /// This attention with other projections of the same shapes.
+    pub(crate) fn with_projections(mut self, qkv: Linear<B>, dense: Linear<B>) -> Self {
+        self.qkv = qkv;
+        self.dense = dense;
+        self
+    }
+
     /// Attends `x` `(B, L, H)` at absolute positions `start .. start + L` to itself and to
     /// the cached keys/values (appending its own to `cache` when one is given).
     /// `key_padding` `(B, L_total)` marks keys to ignore (left padding of prompts).

@@ -1,14 +1,15 @@
 //! The GPT-NeoX-style causal transformer backbone and its key/value cache.
 
-use burn::module::Module;
+use burn::module::{Module, Param};
 use burn::nn::{
     Dropout, DropoutConfig, Embedding, EmbeddingConfig, LayerNorm, LayerNormConfig, Linear,
     LinearConfig,
 };
 use burn::tensor::activation::gelu;
-use burn::tensor::{Bool, Int, Tensor, backend::Backend};
+use burn::tensor::{Bool, Int, Tensor, TensorData, backend::Backend};
 
 use crate::attention::{CausalSelfAttention, LayerCache};
+use crate::neox::{Slot, replace};
 use crate::rotary::RotaryEmbedding;
 
 /// Keys and values of every layer for the tokens processed so far, plus their padding.
@@ -231,5 +232,114 @@ impl<B: Backend> CausalBackbone<B> {
                 self.final_norm.forward(h)
             }
         }
+    }
+}
+
+/// Called once per backbone tensor with its Hugging Face name, kind, burn shape and current
+/// value; a returned value replaces the tensor.
+pub(crate) type NeoxVisitor<'a> =
+    dyn FnMut(&str, Slot, &[usize], TensorData) -> crate::Result<Option<TensorData>> + 'a;
+
+fn visit_vector<B: Backend>(
+    name: String,
+    p: Param<Tensor<B, 1>>,
+    device: &B::Device,
+    f: &mut NeoxVisitor<'_>,
+) -> crate::Result<Param<Tensor<B, 1>>> {
+    let shape = p.val().dims().to_vec();
+    match f(&name, Slot::Vector, &shape, p.val().into_data())? {
+        Some(d) => Ok(replace(p, Tensor::from_data(d, device))),
+        None => Ok(p),
+    }
+}
+
+fn visit_matrix<B: Backend>(
+    name: String,
+    slot: Slot,
+    p: Param<Tensor<B, 2>>,
+    device: &B::Device,
+    f: &mut NeoxVisitor<'_>,
+) -> crate::Result<Param<Tensor<B, 2>>> {
+    let shape = p.val().dims().to_vec();
+    match f(&name, slot, &shape, p.val().into_data())? {
+        Some(d) => Ok(replace(p, Tensor::from_data(d, device))),
+        None => Ok(p),
+    }
+}
+
+fn visit_norm<B: Backend>(
+    prefix: &str,
+    mut n: LayerNorm<B>,
+    device: &B::Device,
+    f: &mut NeoxVisitor<'_>,
+) -> crate::Result<LayerNorm<B>> {
+    n.gamma = visit_vector(format!("{prefix}.weight"), n.gamma, device, f)?;
+    let beta = match n.beta {
+        Some(b) => b,
+        None => Param::from_tensor(Tensor::zeros([n.gamma.val().dims()[0]], device)),
+    };
+    n.beta = Some(visit_vector(format!("{prefix}.bias"), beta, device, f)?);
+    Ok(n)
+}
+
+fn visit_linear<B: Backend>(
+    prefix: &str,
+    mut l: Linear<B>,
+    device: &B::Device,
+    f: &mut NeoxVisitor<'_>,
+) -> crate::Result<Linear<B>> {
+    l.weight = visit_matrix(
+        format!("{prefix}.weight"),
+        Slot::LinearWeight,
+        l.weight,
+        device,
+        f,
+    )?;
+    let bias = match l.bias {
+        Some(b) => b,
+        None => Param::from_tensor(Tensor::zeros([l.weight.val().dims()[1]], device)),
+    };
+    l.bias = Some(visit_vector(format!("{prefix}.bias"), bias, device, f)?);
+    Ok(l)
+}
+
+impl<B: Backend> CausalBackbone<B> {
+    /// Walks every tensor in GPT-NeoX order and naming (see [`crate::neox`]).
+    pub(crate) fn visit_neox(
+        mut self,
+        device: &B::Device,
+        f: &mut NeoxVisitor<'_>,
+    ) -> crate::Result<Self> {
+        if let Some(mut e) = self.embedding.take() {
+            e.weight = visit_matrix(
+                "gpt_neox.embed_in.weight".into(),
+                Slot::Embedding,
+                e.weight,
+                device,
+                f,
+            )?;
+            self.embedding = Some(e);
+        }
+        let mut blocks = Vec::with_capacity(self.blocks.len());
+        for (i, mut b) in std::mem::take(&mut self.blocks).into_iter().enumerate() {
+            let p = format!("gpt_neox.layers.{i}");
+            b.ln_attn = visit_norm(&format!("{p}.input_layernorm"), b.ln_attn, device, f)?;
+            b.ln_mlp = visit_norm(
+                &format!("{p}.post_attention_layernorm"),
+                b.ln_mlp,
+                device,
+                f,
+            )?;
+            let (qkv, dense) = b.attention.projections();
+            let qkv = visit_linear(&format!("{p}.attention.query_key_value"), qkv, device, f)?;
+            let dense = visit_linear(&format!("{p}.attention.dense"), dense, device, f)?;
+            b.attention = b.attention.with_projections(qkv, dense);
+            b.mlp_in = visit_linear(&format!("{p}.mlp.dense_h_to_4h"), b.mlp_in, device, f)?;
+            b.mlp_out = visit_linear(&format!("{p}.mlp.dense_4h_to_h"), b.mlp_out, device, f)?;
+            blocks.push(b);
+        }
+        self.blocks = blocks;
+        self.final_norm = visit_norm("gpt_neox.final_layer_norm", self.final_norm, device, f)?;
+        Ok(self)
     }
 }

@@ -26,6 +26,34 @@ pub enum ModelError {
     /// A token-layout error.
     #[error(transparent)]
     Layout(#[from] TokenizeError),
+    /// A pretrained checkpoint (directory, config.json, safetensors) is unusable.
+    #[error("{path}: {message}")]
+    Pretrained {
+        /// File or directory concerned.
+        path: String,
+        /// What is wrong.
+        message: String,
+    },
+    /// A tensor the backbone needs is not in the safetensors file.
+    #[error("{path}: missing tensor `{name}`")]
+    MissingTensor {
+        /// The safetensors file.
+        path: String,
+        /// The Hugging Face tensor name.
+        name: String,
+    },
+    /// A tensor has another shape than the configuration implies.
+    #[error("{path}: tensor `{name}` has shape {actual}, the configuration needs {expected}")]
+    TensorShape {
+        /// The safetensors file.
+        path: String,
+        /// The Hugging Face tensor name.
+        name: String,
+        /// Shape the configuration implies.
+        expected: String,
+        /// Shape in the file.
+        actual: String,
+    },
     /// Saving or loading weights failed.
     #[error("{path}: {message}")]
     Record {

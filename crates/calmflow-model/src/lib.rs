@@ -32,6 +32,7 @@ mod decoder;
 mod encoder;
 mod error;
 mod model;
+pub mod neox;
 mod norm;
 mod record_file;
 mod rotary;

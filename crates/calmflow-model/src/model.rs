@@ -159,8 +159,8 @@ impl CalmFlowConfig {
 /// `[prompt ; tokens]`, and the decoder maps each slot's `K` outputs to the next state.
 #[derive(Module, Debug)]
 pub struct CalmFlowModel<B: Backend> {
-    encoder: SpatialEncoder<B>,
-    backbone: CausalBackbone<B>,
+    pub(crate) encoder: SpatialEncoder<B>,
+    pub(crate) backbone: CausalBackbone<B>,
     decoder: VariationalDecoder<B>,
     dim: usize,
     n_space: usize,

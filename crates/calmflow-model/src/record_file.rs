@@ -43,6 +43,17 @@ pub fn save_record<B: Backend, R: Record<B>>(record: R, path: &Path) -> Result<(
     })
 }
 
+/// Writes `bytes` to `path` through a hidden sibling and a rename.
+pub(crate) fn write_bytes_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
+    let staged = staging_base(path, "write")?;
+    std::fs::write(&staged, bytes)
+        .and_then(|()| std::fs::rename(&staged, path))
+        .map_err(|e| {
+            let _ = std::fs::remove_file(&staged);
+            record_error(path, e.to_string())
+        })
+}
+
 /// Reads a record written by [`save_record`] onto `device`.
 pub fn load_record<B: Backend, R: Record<B>>(path: &Path, device: &B::Device) -> Result<R> {
     if !path.is_file() {
