@@ -196,7 +196,7 @@ pub enum PromptTokenizer {
     /// The built-in word-level tokenizer.
     Word(WordTokenizer),
     /// A Hugging Face `tokenizer.json`.
-    HuggingFace(HfTokenizer),
+    HuggingFace(Box<HfTokenizer>),
 }
 
 /// What a checkpoint stores to rebuild a [`PromptTokenizer`].
@@ -262,7 +262,7 @@ impl PromptTokenizer {
         Ok(match spec {
             TokenizerSpec::Word { vocab } => Self::Word(WordTokenizer::from_vocab(vocab.clone())?),
             TokenizerSpec::HuggingFace { json } => {
-                Self::HuggingFace(HfTokenizer::from_json(json, "stored tokenizer")?)
+                Self::HuggingFace(Box::new(HfTokenizer::from_json(json, "stored tokenizer")?))
             }
         })
     }
@@ -385,7 +385,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("tokenizer.json");
         std::fs::write(&path, BPE_JSON).unwrap();
-        let tok = PromptTokenizer::HuggingFace(HfTokenizer::from_file(&path).unwrap());
+        let tok = PromptTokenizer::HuggingFace(Box::new(HfTokenizer::from_file(&path).unwrap()));
         assert_eq!(tok.encode("hello world").unwrap(), [11, 4, 5, 3, 6, 2, 7]);
         assert_eq!(tok.vocab_size(), 13);
         assert_eq!(tok.pad_id(), 12);
