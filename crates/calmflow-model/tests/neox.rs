@@ -228,7 +228,7 @@ fn reference_forward(r: &Reference, x: &[Vec<f64>]) -> Vec<Vec<f64>> {
         let proj = |w: &Vec<(Vec<f64>, Vec<f64>)>, head: usize, t: usize| affine(&a[t], &w[head]);
         let mut attn_out = vec![vec![0.0; H]; h.len()];
         for head in 0..HEADS {
-            for t in 0..h.len() {
+            for (t, out) in attn_out.iter_mut().enumerate() {
                 let q = rotary(&proj(&l.q, head, t), t);
                 let scores: Vec<f64> = (0..=t)
                     .map(|s| {
@@ -242,7 +242,7 @@ fn reference_forward(r: &Reference, x: &[Vec<f64>]) -> Vec<Vec<f64>> {
                 for (s, w) in e.iter().enumerate() {
                     let v = proj(&l.v, head, s);
                     for d in 0..HD {
-                        attn_out[t][head * HD + d] += w / z * v[d];
+                        out[head * HD + d] += w / z * v[d];
                     }
                 }
             }
