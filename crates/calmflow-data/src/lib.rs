@@ -4,8 +4,9 @@
 //! the paper's and torchcfm's distributions ([`EightGaussians`], [`Moons`], [`Circles`],
 //! [`Checkerboard`], [`SwissRoll`], [`Spiral`], [`StandardNormal`], [`GaussianMixture`],
 //! the high-dimensional [`MixturePair`]s), readers and writers for the files users hold
-//! ([`npy`], [`csv`]), the real [`digits()`] set, [`Standardizer`] and [`Pca`], and splits
-//! ([`split_by_fraction`], [`Conditions::hold_out`]).
+//! ([`npy`], [`csv`], AnnData [`h5ad`]), the real [`digits()`] set and the bundled
+//! pbmc68k_reduced single-cell file ([`h5ad::bundled_pbmc68k_reduced`]), [`Standardizer`]
+//! and [`Pca`], and splits ([`split_by_fraction`], [`Conditions::hold_out`]).
 //!
 //! Points are `f32` rows (`n × d` [`ndarray::Array2`]); statistics accumulate in `f64`.
 //! One [`Rng`] type is threaded through every sampler: the same seed gives the same points.

@@ -1,6 +1,7 @@
 //! Conditional flow matching baselines (torchcfm's I-CFM, OT-CFM, SB-CFM; METHOD §9).
 //!
-//! A velocity MLP `[x_t, t] → R^D` (3 hidden layers with SELU, width configurable) is
+//! A velocity MLP `[x_t, t] → R^D` (3 hidden layers with SELU, width configurable; for
+//! conditional data `[x_t, t, c]` with `c` the one-hot labels, as the paper's baselines) is
 //! regressed onto the conditional velocity `u_t` of the path at uniformly drawn times:
 //! `L = mean ‖v_θ(x_t, t) − u_t‖²` (mean over batch and dimensions, as torchcfm).
 //! The variants differ only in the coupling and the path noise:
@@ -19,6 +20,7 @@ use ndarray::{Array2, Array3};
 use rand::Rng as _;
 use serde::{Deserialize, Serialize};
 
+use crate::condition::{ConditionBatch, ConditionTable};
 use crate::coupling::Coupling;
 use crate::error::{TrainError, invalid, shape_error};
 
@@ -40,6 +42,9 @@ pub struct VelocityMlpConfig {
     /// Hidden layers (torchcfm: 3).
     #[config(default = 3)]
     pub hidden_layers: usize,
+    /// Length of the condition code concatenated to `[x_t, t]` (0: unconditional).
+    #[config(default = 0)]
+    pub cond_dim: usize,
 }
 
 impl VelocityMlpConfig {
@@ -51,7 +56,8 @@ impl VelocityMlpConfig {
                 self.dim, self.width, self.hidden_layers
             )));
         }
-        let mut layers = vec![LinearConfig::new(self.dim + 1, self.width).init(device)];
+        let mut layers =
+            vec![LinearConfig::new(self.dim + 1 + self.cond_dim, self.width).init(device)];
         for _ in 1..self.hidden_layers {
             layers.push(LinearConfig::new(self.width, self.width).init(device));
         }
@@ -59,6 +65,7 @@ impl VelocityMlpConfig {
         let model = VelocityMlp {
             layers,
             dim: self.dim,
+            cond_dim: self.cond_dim,
         };
         calmflow_model::materialize(&model);
         Ok(model)
@@ -70,6 +77,7 @@ impl VelocityMlpConfig {
 pub struct VelocityMlp<B: Backend> {
     layers: Vec<Linear<B>>,
     dim: usize,
+    cond_dim: usize,
 }
 
 impl<B: Backend> VelocityMlp<B> {
@@ -80,7 +88,25 @@ impl<B: Backend> VelocityMlp<B> {
 
     /// The velocity at points `x` `(n, D)` and times `t` `(n, 1)`.
     pub fn forward(&self, x: Tensor<B, 2>, t: Tensor<B, 2>) -> Tensor<B, 2> {
-        let mut h = Tensor::cat(vec![x, t], 1);
+        self.forward_conditional(x, t, None)
+    }
+
+    /// Length of the condition code the network reads (0: unconditional).
+    pub fn cond_dim(&self) -> usize {
+        self.cond_dim
+    }
+
+    /// `v(x, t, c)` with condition codes `c` `(n, cond_dim)` concatenated to the input.
+    pub fn forward_conditional(
+        &self,
+        x: Tensor<B, 2>,
+        t: Tensor<B, 2>,
+        condition: Option<Tensor<B, 2>>,
+    ) -> Tensor<B, 2> {
+        let mut h = match condition {
+            Some(c) => Tensor::cat(vec![x, t, c], 1),
+            None => Tensor::cat(vec![x, t], 1),
+        };
         let last = self.layers.len() - 1;
         for (i, layer) in self.layers.iter().enumerate() {
             h = layer.forward(h);
@@ -91,11 +117,21 @@ impl<B: Backend> VelocityMlp<B> {
         h
     }
 
-    /// The velocity at points `x` and one time `t` for all of them.
+    /// The field at one time `t` for every row of `x`.
     pub fn velocity(&self, x: Tensor<B, 2>, t: f64) -> Tensor<B, 2> {
+        self.velocity_given(x, t, None)
+    }
+
+    /// The conditional field at time `t`.
+    pub fn velocity_given(
+        &self,
+        x: Tensor<B, 2>,
+        t: f64,
+        condition: Option<Tensor<B, 2>>,
+    ) -> Tensor<B, 2> {
         let [n, _] = x.dims();
         let times = Tensor::<B, 2>::full([n, 1], t, &x.device());
-        self.forward(x, times)
+        self.forward_conditional(x, times, condition)
     }
 
     /// Saves the weights atomically.
@@ -185,10 +221,23 @@ impl<B: Backend> FlowObjective<B> for VelocityMlp<B> {
         settings.path.validate()
     }
 
+    fn check_conditions(&self, table: Option<&ConditionTable>) -> TrainResult<()> {
+        let wanted = table.map_or(0, ConditionTable::feature_dim);
+        if wanted != self.cond_dim {
+            return Err(invalid(format!(
+                "the conditions are one-hot codes of length {wanted}, the velocity network \
+                 reads codes of length {} (cond_dim)",
+                self.cond_dim
+            )));
+        }
+        Ok(())
+    }
+
     fn objective(
         &self,
         x0: &Array2<f32>,
         x1: &Array2<f32>,
+        conditions: Option<&ConditionBatch<'_>>,
         settings: &CfmSettings,
         rng: &mut Rng,
         device: &B::Device,
@@ -219,13 +268,38 @@ impl<B: Backend> FlowObjective<B> for VelocityMlp<B> {
         let xt = Tensor::<B, 2>::from_data(TensorData::new(xt, [n, d]), device);
         let ut = Tensor::<B, 2>::from_data(TensorData::new(ut, [n, d]), device);
         let t = Tensor::<B, 2>::from_data(TensorData::new(times, [n, 1]), device);
-        let rec = (self.forward(xt, t) - ut).powi_scalar(2).mean();
+        let condition = match conditions {
+            None => None,
+            Some(c) => {
+                if c.conditions.len() != n {
+                    return Err(shape_error(
+                        "conditions",
+                        format!("one per pair ({n})"),
+                        c.conditions.len(),
+                    ));
+                }
+                Some(code_tensor::<B>(&c.table.features(c.conditions, 1), device))
+            }
+        };
+        let rec = (self.forward_conditional(xt, t, condition) - ut)
+            .powi_scalar(2)
+            .mean();
         Ok(LossTerms {
             total: rec.clone(),
             rec,
             kl: None,
         })
     }
+}
+
+fn code_tensor<B: Backend>(codes: &Array2<f32>, device: &B::Device) -> Tensor<B, 2> {
+    Tensor::from_data(
+        TensorData::new(
+            codes.iter().copied().collect::<Vec<_>>(),
+            [codes.nrows(), codes.ncols()],
+        ),
+        device,
+    )
 }
 
 /// Samples pushed through a CFM velocity field, with the solver's statistics.
@@ -243,6 +317,7 @@ pub struct CfmSamples {
 pub fn cfm_sample<B: Backend>(
     model: &VelocityMlp<B>,
     x0: &Array2<f32>,
+    condition: Option<&Array2<f32>>,
     solver: &OdeSolver,
     keep_trajectories: bool,
     device: &B::Device,
@@ -256,13 +331,37 @@ pub fn cfm_sample<B: Backend>(
         ));
     }
     calmflow_data::ensure_finite(x0.view(), "source points")?;
+    let condition = match condition {
+        None if model.cond_dim() > 0 => {
+            return Err(invalid(format!(
+                "this velocity network is conditional (cond_dim = {}): give a condition code",
+                model.cond_dim()
+            )));
+        }
+        None => None,
+        Some(c) => {
+            if c.ncols() != model.cond_dim() || !(c.nrows() == 1 || c.nrows() == n) {
+                return Err(shape_error(
+                    "condition codes",
+                    format!("(1 or {n}, {})", model.cond_dim()),
+                    c.dim(),
+                ));
+            }
+            let code = code_tensor::<B>(c, device);
+            Some(if c.nrows() == 1 {
+                code.expand([n, c.ncols()])
+            } else {
+                code
+            })
+        }
+    };
     let start = Tensor::<B, 2>::from_data(
         TensorData::new(x0.iter().copied().collect::<Vec<_>>(), [n, d]),
         device,
     );
     let solution = integrate(
         solver,
-        |x: Tensor<B, 2>, t| model.velocity(x, t),
+        |x: Tensor<B, 2>, t| model.velocity_given(x, t, condition.clone()),
         start,
         0.0,
         1.0,

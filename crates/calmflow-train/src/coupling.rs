@@ -54,6 +54,42 @@ impl Coupling {
         Ok(())
     }
 
+    /// Pairs rows only within groups: rows `i`, `j` with `groups[i] == groups[j]` are
+    /// coupled among themselves and the pairs are written back to those rows, so a pair
+    /// never mixes two conditions.
+    pub fn couple_grouped(
+        &self,
+        x0: &Array2<f32>,
+        x1: &Array2<f32>,
+        groups: &[usize],
+        rng: &mut Rng,
+    ) -> Result<(Array2<f32>, Array2<f32>)> {
+        if groups.len() != x0.nrows() {
+            return Err(shape_error(
+                "coupling groups",
+                format!("one per row ({})", x0.nrows()),
+                groups.len(),
+            ));
+        }
+        if *self == Self::Independent {
+            return self.couple(x0, x1, rng);
+        }
+        let (mut out0, mut out1) = (x0.clone(), x1.clone());
+        let mut keys = groups.to_vec();
+        keys.sort_unstable();
+        keys.dedup();
+        for g in keys {
+            let rows: Vec<usize> = (0..groups.len()).filter(|&i| groups[i] == g).collect();
+            let (a, b) =
+                self.couple(&x0.select(Axis(0), &rows), &x1.select(Axis(0), &rows), rng)?;
+            for (k, &r) in rows.iter().enumerate() {
+                out0.row_mut(r).assign(&a.row(k));
+                out1.row_mut(r).assign(&b.row(k));
+            }
+        }
+        Ok((out0, out1))
+    }
+
     /// Pairs the rows of `x0` and `x1` (same shape); returns the paired arrays.
     pub fn couple(
         &self,

@@ -6,6 +6,7 @@ use calmflow_data::{Rng, Sampler, ensure_finite, seeded_rng, split_by_fraction};
 use ndarray::{Array2, Axis};
 use rand::Rng as _;
 
+use crate::condition::ConditionTable;
 use crate::error::{Result, invalid, shape_error};
 
 /// One side of the transport problem.
@@ -55,6 +56,60 @@ impl PointSource {
     }
 }
 
+/// The condition of every training and validation target point.
+#[derive(Debug, Clone)]
+pub struct ConditionData {
+    /// Every condition of the study (held-out ones included).
+    pub table: ConditionTable,
+    /// Condition of each training target row.
+    pub train: Vec<usize>,
+    /// Condition of each validation pair.
+    pub validation: Vec<usize>,
+    /// Training rows of each condition.
+    groups: Vec<Vec<usize>>,
+}
+
+impl ConditionData {
+    /// Draws `batch` examples of `per` target rows each: an example's condition is that
+    /// of a uniformly drawn training row (so conditions are weighted by their size), and
+    /// its `per` rows are drawn from that condition's rows.
+    pub fn draw(
+        &self,
+        target: &Array2<f32>,
+        batch: usize,
+        per: usize,
+        rng: &mut Rng,
+    ) -> (Array2<f32>, Vec<usize>) {
+        let mut rows = Vec::with_capacity(batch * per);
+        let mut conditions = Vec::with_capacity(batch);
+        for _ in 0..batch {
+            let c = self.train[rng.random_range(0..self.train.len())];
+            let group = &self.groups[c];
+            rows.extend((0..per).map(|_| group[rng.random_range(0..group.len())]));
+            conditions.push(c);
+        }
+        (target.select(Axis(0), &rows), conditions)
+    }
+
+    /// Validation rows grouped into examples of `per` rows of one condition (a
+    /// condition's rows past a multiple of `per` are left out), with each example's
+    /// condition.
+    pub fn validation_examples(&self, per: usize) -> (Vec<usize>, Vec<usize>) {
+        let mut rows = Vec::new();
+        let mut conditions = Vec::new();
+        for c in 0..self.table.len() {
+            let mine: Vec<usize> = (0..self.validation.len())
+                .filter(|&i| self.validation[i] == c)
+                .collect();
+            for chunk in mine.chunks_exact(per.max(1)) {
+                rows.extend_from_slice(chunk);
+                conditions.push(c);
+            }
+        }
+        (rows, conditions)
+    }
+}
+
 /// Source, target and a fixed validation set `(x0, x1)`.
 #[derive(Debug)]
 pub struct FlowData {
@@ -64,6 +119,9 @@ pub struct FlowData {
     pub target: PointSource,
     /// Validation pairs, drawn once (independent of the training draws).
     pub validation: (Array2<f32>, Array2<f32>),
+    /// The condition of each target point, for conditional generation (the target is
+    /// then a point set).
+    pub conditions: Option<ConditionData>,
 }
 
 impl FlowData {
@@ -124,6 +182,94 @@ impl FlowData {
             source,
             target,
             validation: (v0, v1),
+            conditions: None,
+        })
+    }
+
+    /// Conditional data: `target` row `i` has condition `conditions[i]` of `table`. A
+    /// `validation_fraction` of every condition's rows is held back for validation; each
+    /// validation pair gets a fresh source point.
+    pub fn conditional(
+        source: PointSource,
+        target: Array2<f32>,
+        conditions: Vec<usize>,
+        table: ConditionTable,
+        validation_fraction: f64,
+        seed: u64,
+    ) -> Result<Self> {
+        if conditions.len() != target.nrows() {
+            return Err(shape_error(
+                "target conditions",
+                format!("one per target row ({})", target.nrows()),
+                conditions.len(),
+            ));
+        }
+        if let Some(&c) = conditions.iter().find(|&&c| c >= table.len()) {
+            return Err(invalid(format!(
+                "condition index {c} is outside the table of {} conditions",
+                table.len()
+            )));
+        }
+        if !(validation_fraction > 0.0 && validation_fraction < 1.0) {
+            return Err(invalid(format!(
+                "validation_fraction = {validation_fraction} must lie in (0, 1)"
+            )));
+        }
+        let PointSource::Points(target) = PointSource::points(target, "target")? else {
+            unreachable!("PointSource::points makes a point set")
+        };
+        if source.dim() != target.ncols() {
+            return Err(shape_error(
+                "source and target",
+                format!("one dimension (source has {})", source.dim()),
+                target.ncols(),
+            ));
+        }
+        // Split within each condition so that every training condition keeps rows.
+        let (mut train_rows, mut val_rows) = (Vec::new(), Vec::new());
+        for c in 0..table.len() {
+            let mine: Vec<usize> = (0..conditions.len())
+                .filter(|&i| conditions[i] == c)
+                .collect();
+            if mine.is_empty() {
+                continue;
+            }
+            let s = split_by_fraction(mine.len(), validation_fraction, 0.0, seed ^ (c as u64 + 3))?;
+            if s.train.is_empty() {
+                return Err(invalid(format!(
+                    "condition {:?} has {} rows: too few to keep any for training at \
+                     validation_fraction = {validation_fraction}",
+                    table.labels(c),
+                    mine.len()
+                )));
+            }
+            train_rows.extend(s.train.iter().map(|&k| mine[k]));
+            val_rows.extend(s.validation.iter().map(|&k| mine[k]));
+        }
+        if val_rows.is_empty() {
+            return Err(invalid(format!(
+                "no validation rows at validation_fraction = {validation_fraction}"
+            )));
+        }
+        let mut rng = seeded_rng(seed ^ 0x005e_ed0f_da7a);
+        let v1 = target.select(Axis(0), &val_rows);
+        let v0 = source.draw(val_rows.len(), &mut rng);
+        let train: Vec<usize> = train_rows.iter().map(|&i| conditions[i]).collect();
+        let validation = val_rows.iter().map(|&i| conditions[i]).collect();
+        let mut groups = vec![Vec::new(); table.len()];
+        for (row, &c) in train.iter().enumerate() {
+            groups[c].push(row);
+        }
+        Ok(Self {
+            source,
+            target: PointSource::Points(target.select(Axis(0), &train_rows)),
+            validation: (v0, v1),
+            conditions: Some(ConditionData {
+                table,
+                train,
+                validation,
+                groups,
+            }),
         })
     }
 

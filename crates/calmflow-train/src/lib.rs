@@ -15,6 +15,7 @@
 mod cfm;
 mod checkpoint;
 mod clip;
+mod condition;
 mod coupling;
 mod data;
 mod error;
@@ -29,8 +30,9 @@ mod trainer;
 pub use cfm::{CfmSamples, CfmSettings, CfmVariant, VelocityMlp, VelocityMlpConfig, cfm_sample};
 pub use checkpoint::{CHECKPOINT_FORMAT, Checkpoint, TrainState};
 pub use clip::{clip_global_norm, global_grad_norm};
+pub use condition::{ConditionBatch, ConditionTable};
 pub use coupling::Coupling;
-pub use data::{FlowData, PointSource};
+pub use data::{ConditionData, FlowData, PointSource};
 pub use error::{Result, TrainError};
 pub use generate::{
     Generated, GenerationOptions, TEMPERATURE_GRID, TemperatureSweep, choose_temperature, generate,

@@ -10,7 +10,8 @@ use calmflow_vie::TimeGrid;
 use ndarray::Array2;
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
 
-use crate::error::{Result, invalid};
+use crate::condition::{ConditionBatch, ConditionTable};
+use crate::error::{Result, invalid, shape_error};
 use crate::loss::{LossTerms, VolterraFlowLoss};
 use crate::path::ConditionalPath;
 
@@ -29,12 +30,17 @@ pub trait FlowObjective<B: Backend>: Module<B> {
     /// Checks the settings against the model.
     fn check_settings(&self, settings: &Self::Settings) -> Result<()>;
 
+    /// Checks that the model can read these conditions (`None`: unconditional data).
+    fn check_conditions(&self, table: Option<&ConditionTable>) -> Result<()>;
+
     /// The loss on pairs `x0`, `x1` (`n × D`, `n` a multiple of
-    /// [`FlowObjective::pairs_per_example`]); `rng` draws any path noise or times.
+    /// [`FlowObjective::pairs_per_example`]); `conditions`, for conditional data, gives
+    /// the condition of each example; `rng` draws any path noise or times.
     fn objective(
         &self,
         x0: &Array2<f32>,
         x1: &Array2<f32>,
+        conditions: Option<&ConditionBatch<'_>>,
         settings: &Self::Settings,
         rng: &mut Rng,
         device: &B::Device,
@@ -114,10 +120,22 @@ impl<B: Backend> FlowObjective<B> for CalmFlowModel<B> {
         Ok(())
     }
 
+    fn check_conditions(&self, table: Option<&ConditionTable>) -> Result<()> {
+        match table {
+            None => Ok(()),
+            Some(t) if !t.has_prompts() => Err(invalid(
+                "CaLMFlow reads conditions as prompts, and these conditions have none \
+                 (give a prompt template)",
+            )),
+            Some(t) => t.check_vocab(self.backbone().vocab_size()),
+        }
+    }
+
     fn objective(
         &self,
         x0: &Array2<f32>,
         x1: &Array2<f32>,
+        conditions: Option<&ConditionBatch<'_>>,
         settings: &CalmFlowSettings,
         rng: &mut Rng,
         device: &B::Device,
@@ -128,7 +146,20 @@ impl<B: Backend> FlowObjective<B> for CalmFlowModel<B> {
         let paths =
             Tensor::<B, 3>::from_data(TensorData::new(paths, [n, settings.n_times, d]), device);
         let slots = pack(paths, &layout)?;
-        let output = self.forward(slots.clone(), None, 1.0)?;
+        let prompt = match conditions {
+            None => None,
+            Some(c) => {
+                if c.conditions.len() * settings.n_traj != n {
+                    return Err(shape_error(
+                        "conditions",
+                        format!("one per sequence ({})", n / settings.n_traj.max(1)),
+                        c.conditions.len(),
+                    ));
+                }
+                Some(c.table.embed(self, c.conditions, device)?)
+            }
+        };
+        let output = self.forward(slots.clone(), prompt.as_ref(), 1.0)?;
         VolterraFlowLoss {
             beta: settings.beta,
         }

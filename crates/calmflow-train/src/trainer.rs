@@ -19,6 +19,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::checkpoint::{CHECKPOINT_FORMAT, Checkpoint, TrainState, write_checkpoint};
 use crate::clip::clip_global_norm;
+use crate::condition::ConditionBatch;
 use crate::coupling::Coupling;
 use crate::data::FlowData;
 use crate::error::{Result, TrainError, invalid};
@@ -215,6 +216,13 @@ fn step_seed(seed: u64, step: u64, stream: u64) -> u64 {
 
 type Adam<M, B> = OptimizerAdaptor<AdamW, M, B>;
 
+/// Source points, target points and (for conditional data) each example's condition.
+type Pairs = (
+    ndarray::Array2<f32>,
+    ndarray::Array2<f32>,
+    Option<Vec<usize>>,
+);
+
 /// Trains a [`FlowObjective`] model.
 pub struct Trainer<B, M>
 where
@@ -254,6 +262,7 @@ where
     ) -> Result<Self> {
         config.validate()?;
         model.check_settings(&settings)?;
+        model.check_conditions(data.conditions.as_ref().map(|c| &c.table))?;
         let optim = AdamWConfig::new()
             .with_beta_1(config.beta1 as f32)
             .with_beta_2(config.beta2 as f32)
@@ -351,11 +360,29 @@ where
     }
 
     /// Draws and couples one step's pairs from `rng`.
-    fn pairs(&self, rng: &mut Rng) -> Result<(ndarray::Array2<f32>, ndarray::Array2<f32>)> {
-        let n = self.config.batch_size * M::pairs_per_example(&self.settings);
+    fn pairs(&self, rng: &mut Rng) -> Result<Pairs> {
+        let per = M::pairs_per_example(&self.settings);
+        let n = self.config.batch_size * per;
         let x0 = self.data.source.draw(n, rng);
-        let x1 = self.data.target.draw(n, rng);
-        self.config.coupling.couple(&x0, &x1, rng)
+        match &self.data.conditions {
+            None => {
+                let x1 = self.data.target.draw(n, rng);
+                let (x0, x1) = self.config.coupling.couple(&x0, &x1, rng)?;
+                Ok((x0, x1, None))
+            }
+            Some(cd) => {
+                let crate::data::PointSource::Points(target) = &self.data.target else {
+                    return Err(invalid("conditional data needs a target point set"));
+                };
+                let (x1, conditions) = cd.draw(target, self.config.batch_size, per, rng);
+                let rows: Vec<usize> = conditions
+                    .iter()
+                    .flat_map(|&c| std::iter::repeat_n(c, per))
+                    .collect();
+                let (x0, x1) = self.config.coupling.couple_grouped(&x0, &x1, &rows, rng)?;
+                Ok((x0, x1, Some(conditions)))
+            }
+        }
     }
 
     /// Mean loss on the validation set, with dropout off and fixed random draws.
@@ -363,28 +390,63 @@ where
         let model = self.model().valid();
         let (v0, v1) = &self.data.validation;
         let per = M::pairs_per_example(&self.settings);
-        let usable = v0.nrows() / per * per;
-        if usable == 0 {
+        // Rows in example order, and each example's condition (conditional data).
+        let (rows, conditions): (Vec<usize>, Option<Vec<usize>>) = match &self.data.conditions {
+            None => ((0..v0.nrows() / per * per).collect(), None),
+            Some(cd) => {
+                let (rows, conditions) = cd.validation_examples(per);
+                (rows, Some(conditions))
+            }
+        };
+        if rows.is_empty() {
             return Err(invalid(format!(
-                "the validation set has {} pairs, fewer than the {per} of one example",
+                "the validation set has {} pairs, too few to fill one example of {per} pairs \
+                 (of one condition)",
                 v0.nrows()
             )));
         }
-        let chunk = self.config.batch_size * per;
+        let table = self.data.conditions.as_ref().map(|c| &c.table);
+        let examples_per_chunk = self.config.batch_size;
         let seed = step_seed(self.config.seed, u64::MAX, 1);
         let mut rng = seeded_rng(seed);
         B::seed(&self.device, seed);
         let (mut total, mut weight) = (0.0, 0.0);
-        let mut start = 0;
-        while start < usable {
-            let len = chunk.min(usable - start);
-            let a = v0.slice(ndarray::s![start..start + len, ..]).to_owned();
-            let b = v1.slice(ndarray::s![start..start + len, ..]).to_owned();
-            let (a, b) = self.config.coupling.couple(&a, &b, &mut rng)?;
-            let terms = model.objective(&a, &b, &self.settings, &mut rng, &self.device)?;
-            total += terms.total.into_scalar().elem::<f64>() * len as f64;
-            weight += len as f64;
-            start += len;
+        let n_examples = rows.len() / per;
+        let mut first = 0;
+        while first < n_examples {
+            let count = examples_per_chunk.min(n_examples - first);
+            let chunk_rows = &rows[first * per..(first + count) * per];
+            let a = v0.select(ndarray::Axis(0), chunk_rows);
+            let b = v1.select(ndarray::Axis(0), chunk_rows);
+            let chunk_conditions = conditions.as_ref().map(|c| &c[first..first + count]);
+            let (a, b) = match chunk_conditions {
+                None => self.config.coupling.couple(&a, &b, &mut rng)?,
+                Some(c) => {
+                    let groups: Vec<usize> = c
+                        .iter()
+                        .flat_map(|&k| std::iter::repeat_n(k, per))
+                        .collect();
+                    self.config
+                        .coupling
+                        .couple_grouped(&a, &b, &groups, &mut rng)?
+                }
+            };
+            let batch = match (table, chunk_conditions) {
+                (Some(table), Some(conditions)) => Some(ConditionBatch { table, conditions }),
+                _ => None,
+            };
+            let terms = model.objective(
+                &a,
+                &b,
+                batch.as_ref(),
+                &self.settings,
+                &mut rng,
+                &self.device,
+            )?;
+            let len = (count * per) as f64;
+            total += terms.total.into_scalar().elem::<f64>() * len;
+            weight += len;
+            first += count;
         }
         Ok(total / weight)
     }
@@ -470,9 +532,24 @@ where
             let seed = step_seed(self.config.seed, step as u64, 0);
             let mut rng = seeded_rng(seed);
             B::seed(&self.device, step_seed(self.config.seed, step as u64, 2));
-            let (x0, x1) = self.pairs(&mut rng)?;
+            let (x0, x1, conditions) = self.pairs(&mut rng)?;
             let model = self.take_model();
-            let terms = match model.objective(&x0, &x1, &self.settings, &mut rng, &self.device) {
+            let batch = match (&self.data.conditions, &conditions) {
+                (Some(cd), Some(conditions)) => Some(ConditionBatch {
+                    table: &cd.table,
+                    conditions,
+                }),
+                _ => None,
+            };
+            let objective = model.objective(
+                &x0,
+                &x1,
+                batch.as_ref(),
+                &self.settings,
+                &mut rng,
+                &self.device,
+            );
+            let terms = match objective {
                 Ok(t) => t,
                 Err(e) => {
                     self.model = Some(model);

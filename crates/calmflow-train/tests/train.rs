@@ -233,7 +233,15 @@ fn cfm_learns_a_gaussian_map() {
         std: 1.0,
     }
     .sample(2000, &mut seeded_rng(6));
-    let s = cfm_sample(&model, &x0, &OdeSolver::Rk4 { steps: 20 }, false, &device).unwrap();
+    let s = cfm_sample(
+        &model,
+        &x0,
+        None,
+        &OdeSolver::Rk4 { steps: 20 },
+        false,
+        &device,
+    )
+    .unwrap();
     assert_eq!(s.stats.nfe, 80);
     let (mean, std) = mean_std(&s.samples);
     assert!((mean - 3.0).abs() < 0.1, "mean {mean}");

@@ -9,6 +9,7 @@ use burn::tensor::backend::AutodiffBackend;
 use calmflow_data::{DataError, seeded_rng};
 use calmflow_metrics::{EvalOptions, MetricsError, MetricsReport, evaluate};
 use calmflow_model::CalmFlowConfig;
+use calmflow_model::neox::{NeoxConfig, NeoxDir};
 use calmflow_train::{
     CalmFlowSettings, CfmSettings, Checkpoint, Coupling, FlowData, FlowObjective,
     GenerationOptions, OdeSolver, TEMPERATURE_GRID, TrainConfig, TrainError, TrainSummary, Trainer,
@@ -83,6 +84,10 @@ pub struct TrainJob {
     pub quiet: bool,
     /// CaLMFlow or CFM.
     pub kind: ModelKind,
+    /// Initialise the backbone from a local GPT-NeoX / Pythia checkpoint directory
+    /// (`model.safetensors` + `config.json`); its shape replaces the `[model]` backbone
+    /// fields.
+    pub init_from: Option<PathBuf>,
 }
 
 /// What a training job reports.
@@ -108,34 +113,79 @@ where
     M: FlowObjective<B> + AutodiffModule<B>,
     M::InnerModule: FlowObjective<B::InnerBackend, Settings = M::Settings>,
 {
-    let parameters = model.num_params();
     let extra = RunExtra {
         data: job.config.data.clone(),
         base: job.base.clone(),
         temperature: None,
     };
-    let checkpoints = job.out.join("checkpoints");
+    let run = FitRun {
+        train: job.config.train.clone(),
+        out: job.out.clone(),
+        extra: serde_json::to_value(&extra).unwrap_or_default(),
+        resume: job.resume,
+        quiet: job.quiet,
+        label: label.to_string(),
+    };
+    fit(model, model_config, settings, data, device, &run)
+}
+
+/// How [`fit`] trains: the training settings, where checkpoints and the log go, and what
+/// the checkpoints record besides the model.
+#[derive(Debug, Clone)]
+pub(crate) struct FitRun {
+    pub train: TrainConfig,
+    pub out: PathBuf,
+    pub extra: serde_json::Value,
+    pub resume: bool,
+    pub quiet: bool,
+    pub label: String,
+}
+
+/// Trains `model` with checkpoints under `out/checkpoints`, a JSON-lines log and a
+/// progress bar.
+pub(crate) fn fit<B, M>(
+    model: M,
+    model_config: serde_json::Value,
+    settings: M::Settings,
+    data: FlowData,
+    device: B::Device,
+    run: &FitRun,
+) -> AppResult<(M, TrainOutcome)>
+where
+    B: AutodiffBackend,
+    M: FlowObjective<B> + AutodiffModule<B>,
+    M::InnerModule: FlowObjective<B::InnerBackend, Settings = M::Settings>,
+{
+    let parameters = model.num_params();
+    std::fs::create_dir_all(&run.out).map_err(|e| {
+        AppError::Other(format!(
+            "{}: cannot create the output directory: {e}",
+            run.out.display()
+        ))
+    })?;
+    let checkpoints = run.out.join("checkpoints");
     let mut trainer = Trainer::new(
         model,
         model_config,
         settings,
-        job.config.train.clone(),
+        run.train.clone(),
         data,
         device,
     )?
-    .with_checkpoints(
-        &checkpoints,
-        serde_json::to_value(&extra).unwrap_or_default(),
-    )
-    .with_log_file(job.out.join("train_log.jsonl"));
-    if job.resume {
+    .with_checkpoints(&checkpoints, run.extra.clone())
+    .with_log_file(run.out.join("train_log.jsonl"));
+    if run.resume {
         let checkpoint = Checkpoint::open(&checkpoints)?;
         trainer = trainer.resume_from(&checkpoint)?;
-        if !job.quiet {
-            eprintln!("{label}: resuming from {}", checkpoint.dir().display());
+        if !run.quiet {
+            eprintln!(
+                "{}: resuming from {}",
+                run.label,
+                checkpoint.dir().display()
+            );
         }
     }
-    let mut bar = ProgressBar::new(label, job.quiet);
+    let mut bar = ProgressBar::new(&run.label, run.quiet);
     let summary = trainer.run(&mut bar)?;
     Ok((
         trainer.into_model(),
@@ -171,13 +221,43 @@ impl BackendTask for TrainJob {
         let dim = data.dim();
         match self.kind {
             ModelKind::CalmFlow => {
-                let config = self.config.model.build(dim)?;
-                let model = config.init::<B>(&device).map_err(TrainError::from)?;
+                let mut config = self.config.model.build(dim)?;
+                let pretrained = match &self.init_from {
+                    None => None,
+                    Some(dir) => {
+                        let dir = NeoxDir::open(dir).map_err(TrainError::from)?;
+                        NeoxConfig::read(&dir.config)
+                            .map_err(TrainError::from)?
+                            .apply(&mut config);
+                        Some(dir)
+                    }
+                };
+                let mut model = config.init::<B>(&device).map_err(TrainError::from)?;
+                if let Some(dir) = pretrained {
+                    let (loaded, report) = model
+                        .load_neox(&dir.weights, &device)
+                        .map_err(TrainError::from)?;
+                    model = loaded;
+                    if !self.quiet {
+                        eprintln!(
+                            "calmflow: backbone initialised from {} ({} tensors not used: {})",
+                            dir.weights.display(),
+                            report.ignored.len(),
+                            report.ignored.join(", ")
+                        );
+                    }
+                }
                 let json = serde_json::to_value(&config).unwrap_or_default();
                 let settings = self.config.flow;
                 Ok(train_any(model, json, settings, &self, data, device, "calmflow")?.1)
             }
             ModelKind::Cfm => {
+                if self.init_from.is_some() {
+                    return Err(AppError::Other(
+                        "--init-from loads a transformer backbone; the CFM baseline is an MLP"
+                            .into(),
+                    ));
+                }
                 let config = self.config.cfm.network(dim);
                 let model = config.init::<B>(&device)?;
                 let json = serde_json::to_value(&config).unwrap_or_default();
@@ -279,7 +359,7 @@ impl BackendTask for SampleJob {
                 let config: VelocityMlpConfig = checkpoint.config_field("model")?;
                 let model = config.init::<I<B>>(&device)?;
                 let model = model.load_weights(&checkpoint.model_path(), &device)?;
-                let s = cfm_sample(&model, &x0, &self.solver, self.trajectories, &device)?;
+                let s = cfm_sample(&model, &x0, None, &self.solver, self.trajectories, &device)?;
                 Ok(SampleOutcome {
                     samples: s.samples,
                     trajectories: s.trajectories.map(|(_, t)| t),
@@ -427,6 +507,7 @@ impl BackendTask for DemoJob {
             resume: false,
             quiet: self.quiet,
             kind: ModelKind::CalmFlow,
+            init_from: None,
         };
         // CaLMFlow.
         let data = calm_job.prepare()?;
@@ -488,6 +569,7 @@ impl BackendTask for DemoJob {
             resume: false,
             quiet: self.quiet,
             kind: ModelKind::Cfm,
+            init_from: None,
         };
         let data = cfm_job.prepare()?;
         let net = cfm_job.config.cfm.network(2);
@@ -529,7 +611,7 @@ impl BackendTask for DemoJob {
             true,
             &device,
         )?;
-        let cfm_out = cfm_sample(&cfm, &x0, &OdeSolver::default(), false, &device)?;
+        let cfm_out = cfm_sample(&cfm, &x0, None, &OdeSolver::default(), false, &device)?;
         let eval = EvalOptions::default();
         say("demo: evaluating (exact W2 on 2000 points takes a few seconds)".into());
         let calm_report = evaluate(generated.samples.view(), target.view(), &eval)?;

@@ -24,6 +24,7 @@
 pub mod app;
 pub mod backend;
 pub mod config;
+pub mod heldout;
 pub mod io;
 pub mod plot;
 pub mod progress;

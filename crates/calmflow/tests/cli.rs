@@ -415,3 +415,143 @@ fn demo_writes_its_table_plots_and_results() {
         .unwrap();
     assert_eq!(chosen, best.0);
 }
+
+/// A GPT-NeoX directory written through the library's own export (a 1-layer, width-8
+/// backbone with a 40-row embedding table), plus a word-level tokenizer.json.
+fn pretrained_dir(dir: &Path) {
+    use calmflow::model::neox::save_neox_config;
+    let config = calmflow::model::CalmFlowConfig::new(2)
+        .with_hidden(8)
+        .with_layers(1)
+        .with_heads(2)
+        .with_vocab_size(40);
+    let model = config
+        .init::<calmflow::backend::Cpu>(&Default::default())
+        .unwrap();
+    std::fs::create_dir_all(dir).unwrap();
+    model.save_neox(&dir.join("model.safetensors")).unwrap();
+    save_neox_config(&config, &dir.join("config.json")).unwrap();
+}
+
+/// `train --init-from`: the backbone shape comes from config.json (the [model] section
+/// asks for another width), the weights from the safetensors file; a CFM run refuses it.
+#[test]
+fn train_initialises_the_backbone_from_a_pretrained_directory() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    pretrained_dir(&d.join("neox"));
+    write(d, "run.toml", TINY);
+    let o = calmflow(
+        &[
+            "train",
+            "--config",
+            "run.toml",
+            "--out",
+            "r",
+            "--init-from",
+            "neox",
+        ],
+        d,
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("backbone initialised from"),
+        "{}",
+        stderr(&o)
+    );
+    let config = std::fs::read_to_string(d.join("r/checkpoints/latest")).unwrap();
+    let step = d.join("r/checkpoints").join(config.trim());
+    let stored: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(step.join("config.json")).unwrap()).unwrap();
+    assert_eq!(stored["model"]["hidden"], 8);
+    assert_eq!(stored["model"]["vocab_size"], 40);
+    let o = calmflow(
+        &[
+            "cfm",
+            "train",
+            "--config",
+            "run.toml",
+            "--out",
+            "c",
+            "--init-from",
+            "neox",
+        ],
+        d,
+    );
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("--init-from"), "{}", stderr(&o));
+    let o = calmflow(
+        &[
+            "train",
+            "--config",
+            "run.toml",
+            "--out",
+            "r2",
+            "--init-from",
+            "absent",
+        ],
+        d,
+    );
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("absent"), "{}", stderr(&o));
+}
+
+/// `heldout` at toy size on the bundled pbmc68k_reduced: a table row per held-out pair
+/// and model, the JSON report, and typed errors for unknown labels and columns.
+#[test]
+fn heldout_runs_at_toy_size_and_rejects_bad_conditions() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let o = calmflow(
+        &[
+            "heldout",
+            "--steps",
+            "2",
+            "--cfm-steps",
+            "2",
+            "--pca",
+            "4",
+            "--n-times",
+            "4",
+            "--batch",
+            "8",
+            "--hold-out",
+            "CD19+ B/S",
+            "--hold-out",
+            "CD4+/CD25 T Reg/G1",
+            "--out",
+            "h",
+            "--quiet",
+        ],
+        d,
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let out = stdout(&o);
+    for row in [
+        "| CD19+ B / S | 27 | CaLMFlow (prompt)",
+        "| CD4+/CD25 T Reg / G1 | 42 | CFM (one-hot)",
+        "| **mean** |  | nearest seen (real cells)",
+    ] {
+        assert!(out.contains(row), "{row} missing from\n{out}");
+    }
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(d.join("h/heldout.json")).unwrap()).unwrap();
+    assert_eq!(report["conditions"].as_array().unwrap().len(), 2);
+    assert_eq!(report["n_train"], 700 - 27 - 42);
+    assert_eq!(
+        report["conditions"][0]["prompt"],
+        "Generate a CD19+ B cell in phase S: "
+    );
+    for (args, needle) in [
+        (vec!["--hold-out", "CD19+ B/M"], "M"),
+        (vec!["--conditions", "cell_type,batch"], "batch"),
+        (vec!["--template", "a {tissue} cell"], "tissue"),
+    ] {
+        let mut all = vec!["heldout", "--steps", "1", "--out", "e", "--quiet"];
+        all.extend(args);
+        let o = calmflow(&all, d);
+        assert_eq!(o.status.code(), Some(2), "{all:?}");
+        let e = stderr(&o);
+        assert!(e.contains(needle) && e.lines().count() == 1, "{e}");
+    }
+}

@@ -9,6 +9,7 @@ use calmflow::app::{DemoJob, ModelKind, SampleJob, TrainJob};
 use calmflow::backend::{DeviceSpec, MatmulCheck, compiled_backends};
 use calmflow::config::RunConfig;
 use calmflow::data::seeded_rng;
+use calmflow::heldout::HeldOutJob;
 use calmflow::io::{read_points, write_points};
 use calmflow::metrics::{EvalOptions, MetricsReport, evaluate};
 use calmflow::plot::{self, Series};
@@ -57,6 +58,12 @@ enum Command {
         #[arg(long)]
         quiet: bool,
     },
+    /// Text-conditioned generation of unseen condition combinations on single-cell data:
+    /// hold out (cell_type, phase) pairs of an .h5ad file (default: the bundled
+    /// pbmc68k_reduced), train prompted CaLMFlow and one-hot conditional CFM on the rest,
+    /// and score both on the held-out cells (MMD², energy distance, R² of mean expression,
+    /// in PCA and gene space).
+    Heldout(HeldOutArgs),
     /// Train CaLMFlow from a TOML configuration (see docs/config.md; `calmflow config`
     /// prints every field with its default).
     Train(TrainArgs),
@@ -155,6 +162,68 @@ struct TrainArgs {
     /// Continue from the newest checkpoint in the output directory.
     #[arg(long)]
     resume: bool,
+    /// Initialise the backbone from a local GPT-NeoX / Pythia directory (model.safetensors
+    /// + config.json); its shape replaces the [model] backbone fields. Nothing is downloaded.
+    #[arg(long)]
+    init_from: Option<PathBuf>,
+    /// Device: cpu, wgpu[:i] or cuda[:i] (among the compiled backends).
+    #[arg(long, default_value = "cpu")]
+    device: DeviceSpec,
+    /// No progress output.
+    #[arg(long)]
+    quiet: bool,
+}
+
+#[derive(Args)]
+struct HeldOutArgs {
+    /// The AnnData file (default: the bundled pbmc68k_reduced.h5ad).
+    #[arg(long)]
+    h5ad: Option<PathBuf>,
+    /// obs columns whose label combination is the condition (comma-separated).
+    #[arg(long, value_delimiter = ',', default_value = "cell_type,phase")]
+    conditions: Vec<String>,
+    /// A combination to hold out, labels joined by '/' in column order, e.g.
+    /// "CD19+ B/S" (repeatable; default: four pairs of pbmc68k_reduced).
+    #[arg(long = "hold-out")]
+    hold_out: Vec<String>,
+    /// Prompt template; {column} fields are filled from the labels.
+    #[arg(long, default_value = calmflow::heldout::DEFAULT_TEMPLATE)]
+    template: String,
+    /// PCA components.
+    #[arg(long, default_value_t = 16)]
+    pca: usize,
+    /// CaLMFlow training steps.
+    #[arg(long, default_value_t = 2000)]
+    steps: usize,
+    /// CFM training steps.
+    #[arg(long, default_value_t = 5000)]
+    cfm_steps: usize,
+    /// Sequences (CaLMFlow) or pairs (CFM) per step.
+    #[arg(long, default_value_t = 64)]
+    batch: usize,
+    /// Time points per trajectory.
+    #[arg(long, default_value_t = 16)]
+    n_times: usize,
+    /// Generation temperature.
+    #[arg(long, default_value_t = 1.0)]
+    temperature: f64,
+    /// Local GPT-NeoX / Pythia directory (model.safetensors, config.json, tokenizer.json)
+    /// to initialise the backbone and tokenize prompts. Nothing is downloaded.
+    #[arg(long)]
+    init_from: Option<PathBuf>,
+    /// A Hugging Face tokenizer.json for the prompts (default: the one in --init-from,
+    /// else a word-level tokenizer built from the prompts).
+    #[arg(long)]
+    tokenizer: Option<PathBuf>,
+    /// Train the token-embedding table (frozen by default).
+    #[arg(long)]
+    train_embeddings: bool,
+    /// Seed.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Output directory.
+    #[arg(long, default_value = "runs/heldout")]
+    out: PathBuf,
     /// Device: cpu, wgpu[:i] or cuda[:i] (among the compiled backends).
     #[arg(long, default_value = "cpu")]
     device: DeviceSpec,
@@ -267,6 +336,7 @@ fn train(args: TrainArgs, kind: ModelKind) -> Result<(), String> {
         resume: args.resume,
         quiet: args.quiet,
         kind,
+        init_from: args.init_from.clone(),
     };
     let outcome = on_device(args.device, job)?;
     let s = &outcome.summary;
@@ -344,8 +414,70 @@ fn print_side_by_side(columns: &[(&str, &MetricsReport)]) {
     }
 }
 
+fn heldout(args: HeldOutArgs) -> Result<(), String> {
+    let h5ad = args
+        .h5ad
+        .unwrap_or_else(calmflow::data::h5ad::bundled_pbmc68k_reduced);
+    let mut job = HeldOutJob::new(h5ad);
+    job.columns = args.conditions;
+    if !args.hold_out.is_empty() {
+        job.held_out = args
+            .hold_out
+            .iter()
+            .map(|h| h.split('/').map(str::to_string).collect::<Vec<_>>())
+            .collect();
+        // Labels may contain '/' themselves ("CD4+/CD25 T Reg"): rejoin the leading parts.
+        let k = job.columns.len();
+        for combo in &mut job.held_out {
+            if combo.len() > k && k >= 1 {
+                let tail = combo.split_off(combo.len() - (k - 1));
+                let head = combo.join("/");
+                *combo = std::iter::once(head).chain(tail).collect();
+            }
+        }
+    }
+    job.template = args.template;
+    job.pca = args.pca;
+    job.steps = args.steps;
+    job.cfm_steps = args.cfm_steps;
+    job.batch_size = args.batch;
+    job.n_times = args.n_times;
+    job.temperature = args.temperature;
+    job.init_from = args.init_from;
+    job.tokenizer = args.tokenizer;
+    job.train_embeddings = args.train_embeddings;
+    job.seed = args.seed;
+    job.out = args.out;
+    job.quiet = args.quiet;
+    let outcome = on_device(args.device, job)?;
+    println!(
+        "held-out conditions of {} ({} training cells in {} conditions; PCA keeps {:.1}% of \
+         the variance; prompts: {})",
+        outcome.job.h5ad.display(),
+        outcome.n_train,
+        outcome.n_train_conditions,
+        100.0 * outcome.explained_variance,
+        outcome.tokenizer
+    );
+    println!(
+        "CaLMFlow: {} parameters, {:.1} steps/s; CFM: {} parameters, {:.1} steps/s\n",
+        outcome.calmflow_training.parameters,
+        outcome.calmflow_training.summary.steps_per_second,
+        outcome.cfm_training.parameters,
+        outcome.cfm_training.summary.steps_per_second
+    );
+    print!("{}", outcome.table);
+    for f in &outcome.files {
+        if f.extension().is_some_and(|e| e == "md" || e == "json") {
+            println!("wrote {}", f.display());
+        }
+    }
+    Ok(())
+}
+
 fn run(command: Command) -> Result<(), String> {
     match command {
+        Command::Heldout(args) => heldout(args),
         Command::Demo {
             out,
             steps,
