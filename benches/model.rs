@@ -1,7 +1,9 @@
 //! The CaLMFlow model on the CPU backend: one training step (forward, backward, AdamW)
-//! of a 4-layer, H = 128, 4-head model on N = 16, P·K = 4 sequences, batch 64; and the
-//! generation of 1000 samples (N = 16, P·K = 10) with the KV cache vs re-encoding the
-//! whole sequence at every step.
+//! of a 4-layer, H = 128, 4-head model with P·K = 4 tokens per time point, as the number
+//! of time points N (sequence length 4N) and the batch grow; the generation of 1000
+//! samples (N = 16, P·K = 10) with the KV cache vs re-encoding the whole sequence at
+//! every step; CFM sampling with dopri5 as D grows; and a square f32 matrix product, the
+//! machine's reference rate for the training step's GFLOP/s.
 #![allow(missing_docs)] // criterion's macros generate undocumented items
 
 use burn::backend::{Autodiff, NdArray};
@@ -9,6 +11,7 @@ use burn::optim::{AdamWConfig, GradientsParams, Optimizer};
 use burn::tensor::backend::Backend;
 use burn::tensor::{Distribution, Tensor};
 use calmflow_model::{CalmFlowConfig, CalmFlowModel};
+use calmflow_train::{AdaptiveSettings, OdeSolver, VelocityMlpConfig, cfm_sample};
 use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
 use std::time::Duration;
 
@@ -41,31 +44,41 @@ fn loss(model: &CalmFlowModel<Ad>, slots: Tensor<Ad, 3>, p: usize) -> Tensor<Ad,
 fn training_step(c: &mut Criterion) {
     let device = Default::default();
     Ad::seed(&device, 0);
-    let (n, p, k, batch) = (16, 2, 2, 64);
+    let (p, k) = (2, 2);
     let config = CalmFlowConfig::new(2)
         .with_n_space(k)
         .with_hidden(128)
         .with_layers(4)
         .with_heads(4);
-    let mut model = Some(config.init::<Ad>(&device).expect("valid config"));
-    let mut optim = AdamWConfig::new()
-        .with_epsilon(1e-8)
-        .with_weight_decay(0.01)
-        .init::<Ad, CalmFlowModel<Ad>>();
-    let slots = Tensor::<Ad, 3>::random([batch, n * p, 2], Distribution::Normal(0.0, 1.0), &device);
     let mut group = c.benchmark_group("model");
     group
         .sample_size(10)
         .warm_up_time(Duration::from_secs(2))
         .measurement_time(Duration::from_secs(10));
-    group.bench_function("train_step/h128_l4_n16_pk4_b64", |bch| {
-        bch.iter(|| {
-            let m = model.take().expect("model present");
-            let l = loss(&m, slots.clone(), p);
-            let grads = GradientsParams::from_grads(l.backward(), &m);
-            model = Some(optim.step(1e-3, m, grads));
-        })
-    });
+    for (n, batch) in [(8usize, 64usize), (16, 64), (32, 64), (16, 32)] {
+        let mut model = Some(config.init::<Ad>(&device).expect("valid config"));
+        let mut optim = AdamWConfig::new()
+            .with_epsilon(1e-8)
+            .with_weight_decay(0.01)
+            .init::<Ad, CalmFlowModel<Ad>>();
+        let slots =
+            Tensor::<Ad, 3>::random([batch, n * p, 2], Distribution::Normal(0.0, 1.0), &device);
+        let tokens = n * p * k;
+        let id = format!("h128_l4_t{tokens}_b{batch}");
+        calmflow_benches::record_work(
+            &format!("model/train_step/{id}"),
+            (tokens * batch) as f64,
+            calmflow_benches::transformer_train_flops(128, 4, 4, tokens, batch),
+        );
+        group.bench_function(BenchmarkId::new("train_step", &id), |bch| {
+            bch.iter(|| {
+                let m = model.take().expect("model present");
+                let l = loss(&m, slots.clone(), p);
+                let grads = GradientsParams::from_grads(l.backward(), &m);
+                model = Some(optim.step(1e-3, m, grads));
+            })
+        });
+    }
     let gen_config = config.clone().with_n_space(1);
     Cpu::seed(&device, 1);
     let gen_model = gen_config.init::<Cpu>(&device).expect("valid config");
@@ -84,5 +97,49 @@ fn training_step(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, training_step);
+fn cfm_sampling(c: &mut Criterion) {
+    let device = Default::default();
+    let mut group = c.benchmark_group("cfm");
+    group
+        .sample_size(10)
+        .warm_up_time(Duration::from_secs(1))
+        .measurement_time(Duration::from_secs(5));
+    for d in [2usize, 100] {
+        Cpu::seed(&device, 2);
+        let model = VelocityMlpConfig::new(d)
+            .with_width(64)
+            .init::<Cpu>(&device)
+            .expect("valid config");
+        let x0 = calmflow_benches::normal_points(2000, d, 0.0, 3);
+        let solver = OdeSolver::Dopri5(AdaptiveSettings::default());
+        group.bench_function(
+            BenchmarkId::new("dopri5_2000", format!("d{d}_w64")),
+            |bch| {
+                bch.iter(|| cfm_sample(&model, &x0, None, &solver, false, &device).expect("sample"))
+            },
+        );
+    }
+    group.finish();
+}
+
+fn matmul(c: &mut Criterion) {
+    let device = Default::default();
+    let mut group = c.benchmark_group("matmul");
+    group
+        .sample_size(10)
+        .warm_up_time(Duration::from_secs(1))
+        .measurement_time(Duration::from_secs(5));
+    for n in [256usize, 1024] {
+        let a = Tensor::<Cpu, 2>::random([n, n], Distribution::Normal(0.0, 1.0), &device);
+        let b = Tensor::<Cpu, 2>::random([n, n], Distribution::Normal(0.0, 1.0), &device);
+        let id = format!("n{n}");
+        calmflow_benches::record_work(&format!("matmul/f32/{id}"), 0.0, 2.0 * (n * n * n) as f64);
+        group.bench_function(BenchmarkId::new("f32", &id), |bch| {
+            bch.iter(|| a.clone().matmul(b.clone()).into_data())
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, matmul, training_step, cfm_sampling);
 criterion_main!(benches);

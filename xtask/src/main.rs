@@ -2,9 +2,20 @@
 //!
 //! - `cargo xtask ci`: format check, clippy (`-D warnings`, all targets), docs with broken
 //!   intra-doc links denied, then the test command of `README.md`.
-//! - `cargo xtask bench [FILTER]`: runs the criterion benches of `benches/` and writes
-//!   `docs/benchmarks.json` and `docs/benchmarks.md` (a table per bench group, medians with
-//!   their 95% confidence interval and median absolute deviation).
+//! - `cargo xtask gpu-check [--prepare]`: builds the `calmflow` program with the CUDA
+//!   backend (offline) into `target/gpu-check/` with a script that checks an NVIDIA GPU:
+//!   the matmul parity and rate of `calmflow devices --check`, then the demo and the
+//!   held-out experiment on `cuda:0` at reduced size, each timed. With `--prepare` it only
+//!   builds (to carry the folder to a GPU machine); otherwise it runs the script when
+//!   `nvidia-smi` finds a GPU.
+//! - `cargo xtask bench --suite quality [--quick]`: the quality suite (`benches/quality.rs`):
+//!   CaLMFlow against I-CFM and OT-CFM over seeds, and CaLMFlow ablations, written to
+//!   `docs/quality.{md,json}` and folded into `docs/benchmarks.md`.
+//! - `cargo xtask bench [--suite speed] [FILTER]`: runs the criterion benches of `benches/`
+//!   (the speed suite) and writes `docs/benchmarks.json` and `docs/benchmarks.md` (a table
+//!   per bench group, medians with their 95% confidence interval and median absolute
+//!   deviation, then training throughput in tokens/s and GFLOP/s next to the measured f32
+//!   matrix-product rate of the same run).
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -17,9 +28,12 @@ fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let result = match args.first().map(String::as_str) {
         Some("ci") => ci(),
-        Some("bench") => bench(args.get(1).map(String::as_str)),
+        Some("gpu-check") => gpu_check(args.get(1).map(String::as_str)),
+        Some("bench") => bench_command(&args[1..]),
         _ => {
-            eprintln!("usage: cargo xtask <ci | bench [FILTER]>");
+            eprintln!(
+                "usage: cargo xtask <ci | bench [--suite speed] [FILTER] | bench --suite quality [--quick] | gpu-check [--prepare]>"
+            );
             return ExitCode::from(2);
         }
     };
@@ -52,6 +66,69 @@ fn run(program: &str, args: &[&str], envs: &[(&str, &str)]) -> Result<(), String
     } else {
         Err(format!("`{program} {}` failed ({status})", args.join(" ")))
     }
+}
+
+/// The GPU check script; `$BIN` is the CUDA-enabled `calmflow` program beside it.
+const GPU_CHECK_SCRIPT: &str = r#"#!/usr/bin/env bash
+# calmflow GPU check: run from anywhere; writes its outputs under $OUT (default ./gpu-check-out).
+set -euo pipefail
+HERE="$(cd "$(dirname "$0")" && pwd)"
+BIN="$HERE/calmflow"
+OUT="${OUT:-$PWD/gpu-check-out}"
+mkdir -p "$OUT"
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv | tee "$OUT/gpu.txt"
+echo "== matmul parity and rate (cuda:0 against the host)"
+for n in 256 2048 8192; do "$BIN" devices --check cuda:0 --size "$n" | tee -a "$OUT/devices.txt"; done
+echo "== demo on cuda:0 (reduced: 300 CaLMFlow steps, 1000 CFM steps)"
+( time "$BIN" demo --device cuda:0 --steps 300 --cfm-steps 1000 --out "$OUT/demo" --quiet ) 2>&1 | tee "$OUT/demo.txt"
+echo "== held-out single-cell experiment on cuda:0 (reduced: 300 + 1000 steps)"
+( time "$BIN" heldout --device cuda:0 --steps 300 --cfm-steps 1000 --out "$OUT/heldout" --quiet ) 2>&1 | tee "$OUT/heldout.txt"
+echo "gpu-check: done; outputs in $OUT"
+"#;
+
+fn gpu_check(flag: Option<&str>) -> Result<(), String> {
+    let prepare_only = match flag {
+        None => false,
+        Some("--prepare") => true,
+        Some(other) => return Err(format!("unexpected argument `{other}` (only --prepare)")),
+    };
+    run(
+        "cargo",
+        &["build", "--release", "-p", "calmflow", "--features", "cuda"],
+        &[("CARGO_PROFILE_RELEASE_STRIP", "symbols")],
+    )?;
+    let dir = root().join("target").join("gpu-check");
+    std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    let bin = dir.join("calmflow");
+    std::fs::copy(root().join("target/release/calmflow"), &bin)
+        .map_err(|e| format!("{}: {e}", bin.display()))?;
+    let script = dir.join("run.sh");
+    write_atomic(&script, GPU_CHECK_SCRIPT)?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755))
+            .map_err(|e| format!("{}: {e}", script.display()))?;
+    }
+    eprintln!(
+        "gpu-check: prepared {} (carry the folder to a GPU machine)",
+        dir.display()
+    );
+    let has_gpu = Command::new("nvidia-smi")
+        .arg("-L")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if prepare_only {
+        return Ok(());
+    }
+    if !has_gpu {
+        return Err(
+            "no NVIDIA GPU here (nvidia-smi found none); the check is prepared in \
+                    target/gpu-check/ for a machine that has one"
+                .into(),
+        );
+    }
+    run("bash", &[&script.display().to_string()], &[])
 }
 
 fn ci() -> Result<(), String> {
@@ -152,6 +229,54 @@ fn machine() -> String {
     format!("{cpu}, {cores} cores; {rustc}")
 }
 
+fn bench_command(args: &[String]) -> Result<(), String> {
+    let mut filter = None;
+    let mut suite = "speed".to_string();
+    let mut quick = false;
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        match a.as_str() {
+            "--suite" => {
+                suite = it
+                    .next()
+                    .ok_or("--suite needs a name: speed or quality")?
+                    .clone()
+            }
+            "--quick" => quick = true,
+            f if filter.is_none() && !f.starts_with("--") => filter = Some(f.to_string()),
+            other => return Err(format!("unexpected argument `{other}`")),
+        }
+    }
+    match suite.as_str() {
+        "speed" if quick => Err("--quick belongs to the quality suite".into()),
+        "speed" => bench(filter.as_deref()),
+        "quality" if filter.is_some() => Err("the quality suite takes no filter".into()),
+        "quality" => quality(quick),
+        other => Err(format!(
+            "unknown suite `{other}`; available: speed, quality"
+        )),
+    }
+}
+
+/// Runs the quality suite (training runs, minutes with --quick, hours without) and
+/// rewrites `docs/benchmarks.md` with its tables.
+fn quality(quick: bool) -> Result<(), String> {
+    let mut args = vec![
+        "run",
+        "--release",
+        "-p",
+        "calmflow-benches",
+        "--bin",
+        "quality",
+        "--",
+    ];
+    if quick {
+        args.push("--quick");
+    }
+    run("cargo", &args, &[])?;
+    write_benchmarks_md()
+}
+
 fn bench(filter: Option<&str>) -> Result<(), String> {
     let start = SystemTime::now();
     let mut args = vec!["bench", "-p", "calmflow-benches"];
@@ -178,7 +303,40 @@ fn bench(filter: Option<&str>) -> Result<(), String> {
     let doc = json!({ "machine": machine, "results": results });
     let json_text = serde_json::to_string_pretty(&doc).map_err(|e| e.to_string())?;
     write_atomic(&json_path, &json_text)?;
-    write_atomic(&docs.join("benchmarks.md"), &markdown(&machine, &results))
+    write_benchmarks_md()
+}
+
+/// `docs/benchmarks.md` from `docs/benchmarks.json` (the speed suite), the work records
+/// of the benches (throughput) and `docs/quality.md` (the quality suite), whichever exist.
+fn write_benchmarks_md() -> Result<(), String> {
+    let docs = root().join("docs");
+    let speed: Value = std::fs::read_to_string(docs.join("benchmarks.json"))
+        .ok()
+        .and_then(|s| serde_json::from_str(&s).ok())
+        .unwrap_or(Value::Null);
+    let results: BTreeMap<String, Value> = speed["results"]
+        .as_object()
+        .cloned()
+        .map(|m| m.into_iter().collect())
+        .unwrap_or_default();
+    let machine = speed["machine"]
+        .as_str()
+        .map(str::to_string)
+        .unwrap_or_else(machine);
+    let work: BTreeMap<String, Value> =
+        std::fs::read_to_string(root().join("target/criterion/calmflow-work.json"))
+            .ok()
+            .and_then(|s| serde_json::from_str::<Value>(&s).ok())
+            .and_then(|v| v.as_object().cloned())
+            .map(|m| m.into_iter().collect())
+            .unwrap_or_default();
+    let mut md = markdown(&machine, &results);
+    md.push_str(&throughput(&results, &work));
+    if let Ok(quality) = std::fs::read_to_string(docs.join("quality.md")) {
+        md.push('\n');
+        md.push_str(&quality);
+    }
+    write_atomic(&docs.join("benchmarks.md"), &md)
 }
 
 fn markdown(machine: &str, results: &BTreeMap<String, Value>) -> String {
@@ -190,7 +348,7 @@ fn markdown(machine: &str, results: &BTreeMap<String, Value>) -> String {
             .push(v);
     }
     let mut md = String::from(
-        "# Benchmarks\n\nWritten by `cargo xtask bench` from criterion's estimates: the median time per \
+        "# Benchmarks\n\n## Speed suite\n\nWritten by `cargo xtask bench --suite speed` from criterion's estimates: the median time per \
          iteration, its 95% bootstrap confidence interval, and the median absolute deviation (MAD) \
          of the samples. Compare figures as ratios within one run on one machine.\n\n",
     );
@@ -202,7 +360,7 @@ fn markdown(machine: &str, results: &BTreeMap<String, Value>) -> String {
                 natural_key(v["parameter"].as_str().unwrap_or("")),
             )
         });
-        md.push_str(&format!("\n## {group}\n\n| benchmark | parameter | median | 95% CI | MAD |\n| --- | --- | ---: | --- | ---: |\n"));
+        md.push_str(&format!("\n### {group}\n\n| benchmark | parameter | median | 95% CI | MAD |\n| --- | --- | ---: | --- | ---: |\n"));
         for v in rows {
             let f = |k: &str| v[k].as_f64().unwrap_or(f64::NAN);
             md.push_str(&format!(
@@ -213,6 +371,48 @@ fn markdown(machine: &str, results: &BTreeMap<String, Value>) -> String {
                 fmt_ns(f("median_ci_low_ns")),
                 fmt_ns(f("median_ci_high_ns")),
                 fmt_ns(f("mad_ns")),
+            ));
+        }
+    }
+    md
+}
+
+/// Tokens/s and GFLOP/s of every benchmark whose work the benches recorded, against the
+/// fastest matrix product of the same results.
+fn throughput(results: &BTreeMap<String, Value>, work: &BTreeMap<String, Value>) -> String {
+    let rate = |id: &str| -> Option<(f64, f64)> {
+        let median = results.get(id)?["median_ns"].as_f64()? * 1e-9;
+        let w = work.get(id)?;
+        Some((
+            w["tokens"].as_f64().unwrap_or(0.0) / median,
+            w["flops"].as_f64().unwrap_or(0.0) / median / 1e9,
+        ))
+    };
+    let peak = results
+        .keys()
+        .filter(|id| id.starts_with("matmul/"))
+        .filter_map(|id| rate(id).map(|r| (id.clone(), r.1)))
+        .max_by(|a, b| a.1.total_cmp(&b.1));
+    let Some((peak_id, peak)) = peak else {
+        return String::new();
+    };
+    let mut md = format!(
+        "\n### Throughput\n\nTraining-step FLOPs count the transformer's matrix products \
+         (`calmflow_benches::transformer_train_flops`: per block the QKV, output and MLP \
+         projections and both attention products, backward = 2 × forward). Reference: \
+         `{peak_id}` at {peak:.1} GFLOP/s, the fastest f32 matrix product of this run.\n\n\
+         | benchmark | tokens/s | GFLOP/s | of the matmul rate |\n| --- | ---: | ---: | ---: |\n"
+    );
+    for id in results.keys() {
+        if let Some((tokens, gflops)) = rate(id) {
+            md.push_str(&format!(
+                "| {id} | {} | {gflops:.2} | {:.0}% |\n",
+                if tokens > 0.0 {
+                    format!("{tokens:.0}")
+                } else {
+                    "—".into()
+                },
+                100.0 * gflops / peak
             ));
         }
     }

@@ -8,7 +8,7 @@ use burn::nn::{
 use burn::tensor::activation::gelu;
 use burn::tensor::{Bool, Int, Tensor, TensorData, backend::Backend};
 
-use crate::attention::{CausalSelfAttention, LayerCache};
+use crate::attention::{CausalSelfAttention, LayerCache, TimeWindow};
 use crate::neox::{Slot, replace};
 use crate::rotary::RotaryEmbedding;
 
@@ -18,6 +18,8 @@ pub struct KvCache<B: Backend> {
     layers: Vec<LayerCache<B>>,
     padding: Option<Tensor<B, 2, Bool>>,
     len: usize,
+    /// Tokens of the prompt prefilled before the first flow token.
+    prompt_len: usize,
 }
 
 impl<B: Backend> KvCache<B> {
@@ -27,6 +29,7 @@ impl<B: Backend> KvCache<B> {
             layers: vec![None; n_layers],
             padding: None,
             len: 0,
+            prompt_len: 0,
         }
     }
 
@@ -38,6 +41,16 @@ impl<B: Backend> KvCache<B> {
     /// True when nothing is cached.
     pub fn is_empty(&self) -> bool {
         self.len == 0
+    }
+
+    /// Marks everything cached so far as prompt.
+    pub(crate) fn mark_prompt(&mut self) {
+        self.prompt_len = self.len;
+    }
+
+    /// Tokens of the prompt prefilled before the first flow token.
+    pub fn prompt_len(&self) -> usize {
+        self.prompt_len
     }
 }
 
@@ -88,12 +101,14 @@ impl<B: Backend> TransformerBlock<B> {
         start: usize,
         cache: Option<&mut LayerCache<B>>,
         padding: Option<Tensor<B, 2, Bool>>,
+        window: Option<TimeWindow>,
     ) -> Tensor<B, 3> {
         let attn = self.dropout.forward(self.attention.forward(
             self.ln_attn.forward(x.clone()),
             start,
             cache,
             padding,
+            window,
         ));
         if self.parallel {
             let mlp = self.mlp(self.ln_mlp.forward(x.clone()));
@@ -192,19 +207,21 @@ impl<B: Backend> CausalBackbone<B> {
     }
 
     /// Runs `x` `(B, L, H)` at positions `cache.len() ..` (0 without a cache); new keys,
-    /// values and `padding` `(B, L)` are appended to the cache.
+    /// values and `padding` `(B, L)` are appended to the cache. `window` restricts flow
+    /// tokens to the prompt and their own time point (the Markov control).
     pub fn forward(
         &self,
         x: Tensor<B, 3>,
         cache: Option<&mut KvCache<B>>,
         padding: Option<Tensor<B, 2, Bool>>,
+        window: Option<TimeWindow>,
     ) -> Tensor<B, 3> {
         let [b, l, _] = x.dims();
         match cache {
             None => {
                 let mut h = x;
                 for block in &self.blocks {
-                    h = block.forward(h, 0, None, padding.clone());
+                    h = block.forward(h, 0, None, padding.clone(), window);
                 }
                 self.final_norm.forward(h)
             }
@@ -226,7 +243,7 @@ impl<B: Backend> CausalBackbone<B> {
                 cache.padding = pad.clone();
                 let mut h = x;
                 for (block, layer) in self.blocks.iter().zip(cache.layers.iter_mut()) {
-                    h = block.forward(h, start, Some(layer), pad.clone());
+                    h = block.forward(h, start, Some(layer), pad.clone(), window);
                 }
                 cache.len += l;
                 self.final_norm.forward(h)

@@ -37,7 +37,7 @@ mod norm;
 mod record_file;
 mod rotary;
 
-pub use attention::{CausalSelfAttention, LayerCache};
+pub use attention::{CausalSelfAttention, LayerCache, TimeWindow};
 pub use backbone::{BackboneSettings, CausalBackbone, KvCache, TransformerBlock};
 pub use decoder::{DecoderOutput, LatentHead, VARIANCE_FLOOR, VariationalDecoder};
 pub use encoder::SpatialEncoder;

@@ -7,6 +7,7 @@ use burn::config::Config;
 use burn::module::Module;
 use burn::tensor::{Bool, Int, Tensor, backend::Backend};
 
+use crate::attention::TimeWindow;
 use crate::backbone::{BackboneSettings, CausalBackbone, KvCache};
 use crate::decoder::{DecoderOutput, VariationalDecoder};
 use crate::encoder::SpatialEncoder;
@@ -62,6 +63,12 @@ pub struct CalmFlowConfig {
     /// Freeze the token embeddings (no gradient).
     #[config(default = true)]
     pub freeze_embeddings: bool,
+    /// 0: every flow token attends to the whole history (the Volterra context of CaLMFlow).
+    /// `P ≥ 1`: the Markov control — a token attends to the prompt and to the `P·K` tokens
+    /// of its own time point only, so each prediction depends on the current state alone
+    /// (as an ODE step does). `P` must equal the trajectories per sequence.
+    #[config(default = 0)]
+    pub markov_slots: usize,
 }
 
 impl CalmFlowConfig {
@@ -149,6 +156,7 @@ impl CalmFlowConfig {
             dim: self.dim,
             n_space: self.n_space,
             hidden: self.hidden,
+            markov_slots: self.markov_slots,
         };
         crate::record_file::materialize(&model);
         Ok(model)
@@ -165,6 +173,7 @@ pub struct CalmFlowModel<B: Backend> {
     dim: usize,
     n_space: usize,
     hidden: usize,
+    markov_slots: usize,
 }
 
 /// A prompt prefix: embeddings `(B, L_p, H)` and optional left padding `(B, L_p)`
@@ -201,6 +210,18 @@ impl<B: Backend> CalmFlowModel<B> {
     /// The decoder.
     pub fn decoder(&self) -> &VariationalDecoder<B> {
         &self.decoder
+    }
+
+    /// Slots per time point of the Markov control (0: full, Volterra context).
+    pub fn markov_slots(&self) -> usize {
+        self.markov_slots
+    }
+
+    fn window(&self, prompt_len: usize) -> Option<TimeWindow> {
+        (self.markov_slots > 0).then(|| TimeWindow {
+            prompt_len,
+            tokens_per_time: self.markov_slots * self.n_space,
+        })
     }
 
     /// An empty key/value cache for incremental decoding.
@@ -268,7 +289,7 @@ impl<B: Backend> CalmFlowModel<B> {
         let tokens = self.encoder.forward(slots);
         let flow_len = s * self.n_space;
         let hidden = match prompt {
-            None => self.backbone.forward(tokens, None, None),
+            None => self.backbone.forward(tokens, None, None, self.window(0)),
             Some(p) => {
                 self.check_prompt(p, b)?;
                 let lp = p.embeddings.dims()[1];
@@ -278,7 +299,7 @@ impl<B: Backend> CalmFlowModel<B> {
                     Tensor::cat(vec![pad, flow], 1)
                 });
                 self.backbone
-                    .forward(x, None, padding)
+                    .forward(x, None, padding, self.window(lp))
                     .narrow(1, lp, flow_len)
             }
         };
@@ -293,7 +314,9 @@ impl<B: Backend> CalmFlowModel<B> {
             prompt.embeddings.clone(),
             Some(cache),
             prompt.padding.clone(),
+            None,
         );
+        cache.mark_prompt();
         Ok(())
     }
 
@@ -308,7 +331,8 @@ impl<B: Backend> CalmFlowModel<B> {
     ) -> ModelResult<Tensor<B, 3>> {
         self.check_slots(&slots, "new slots")?;
         let tokens = self.encoder.forward(slots);
-        let hidden = self.backbone.forward(tokens, Some(cache), None);
+        let window = self.window(cache.prompt_len());
+        let hidden = self.backbone.forward(tokens, Some(cache), None, window);
         Ok(self.decoder.forward(hidden, temperature).decoded)
     }
 
@@ -332,6 +356,13 @@ impl<B: Backend> CalmFlowModel<B> {
             )));
         }
         let [b, p, d] = x0.dims();
+        if self.markov_slots > 0 && p != self.markov_slots {
+            return Err(ModelError::InvalidConfig(format!(
+                "this model's Markov context expects {} trajectories per sequence, the \
+                 roll-out has {p}",
+                self.markov_slots
+            )));
+        }
         let mut states = vec![x0.clone()];
         if use_cache {
             let mut cache = self.new_cache();

@@ -74,7 +74,7 @@ fn backbone_is_causal_at_the_token_level() {
     let backbone = CausalBackbone::<B>::new(&settings, &device);
     drop(guard);
     let x = random([2, 12, 32], 2);
-    let base = backbone.forward(x.clone(), None, None);
+    let base = backbone.forward(x.clone(), None, None, None);
     for n in [1, 5, 11] {
         let changed = Tensor::cat(
             vec![
@@ -83,7 +83,7 @@ fn backbone_is_causal_at_the_token_level() {
             ],
             1,
         );
-        let out = backbone.forward(changed, None, None);
+        let out = backbone.forward(changed, None, None, None);
         let diff = max_abs_diff(out.clone().narrow(1, 0, n), base.clone().narrow(1, 0, n));
         assert!(diff <= 1e-6, "positions < {n} changed by {diff}");
         // And the later positions do change: the test can fail.
@@ -403,4 +403,48 @@ fn left_padding_is_ignored_and_cached_prompts_match() {
         worst = worst.max(max_abs_diff(step, a.clone().narrow(1, i, 1)));
     }
     assert!(worst <= 1e-5, "{worst}");
+}
+
+/// The Markov control (`markov_slots = P`): a slot's prediction ignores the states of
+/// earlier time points (which the full, Volterra context reads), and the KV-cached
+/// roll-out after a prompt equals re-encoding the whole sequence.
+#[test]
+fn markov_context_sees_only_the_prompt_and_the_current_time_point() {
+    let (p, n, d) = (2, 4, 3);
+    let slots = random([1, n * p, d], 31);
+    let changed = slots.clone().slice_assign(
+        [0..1, 0..p, 0..d],
+        Tensor::<B, 3>::ones([1, p, d], &Default::default()) * 5.0,
+    );
+    for markov in [true, false] {
+        let config = small_config(d, 2)
+            .with_variational(false)
+            .with_markov_slots(if markov { p } else { 0 });
+        let m = model(&config, 7);
+        let later = |t: Tensor<B, 3>| t.narrow(1, p, (n - 1) * p);
+        let a = m.forward(slots.clone(), None, 0.0).unwrap().decoded;
+        let b = m.forward(changed.clone(), None, 0.0).unwrap().decoded;
+        let diff = max_abs_diff(later(a), later(b));
+        if markov {
+            assert!(diff < 1e-6, "Markov predictions moved by {diff}");
+        } else {
+            assert!(
+                diff > 1e-3,
+                "the full context ignored the first time point ({diff})"
+            );
+        }
+        let prompt = calmflow_model::Prompt {
+            embeddings: random([1, 3, config.hidden], 32),
+            padding: None,
+        };
+        let x0 = random([1, p, d], 33);
+        let cached = m.rollout(x0.clone(), n, 0.0, true, Some(&prompt)).unwrap();
+        let full = m.rollout(x0, n, 0.0, false, Some(&prompt)).unwrap();
+        assert!(max_abs_diff(cached, full) < 1e-4);
+    }
+    let m = model(&small_config(d, 2).with_markov_slots(p), 7);
+    assert!(
+        m.rollout(random([1, p + 1, d], 34), n, 0.0, true, None)
+            .is_err()
+    );
 }

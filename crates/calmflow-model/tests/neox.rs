@@ -278,7 +278,7 @@ fn backbone_output(model: &CalmFlowModel<B>, x: &[Vec<f64>]) -> Vec<f32> {
         Tensor::<B, 3>::from_data(TensorData::new(flat, [1, x.len(), H]), &Default::default());
     model
         .backbone()
-        .forward(input, None, None)
+        .forward(input, None, None, None)
         .into_data()
         .to_vec()
         .unwrap()

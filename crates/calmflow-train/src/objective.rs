@@ -111,6 +111,14 @@ impl<B: Backend> FlowObjective<B> for CalmFlowModel<B> {
     fn check_settings(&self, settings: &CalmFlowSettings) -> Result<()> {
         settings.layout(self.n_space())?;
         settings.path.validate()?;
+        if self.markov_slots() > 0 && self.markov_slots() != settings.n_traj {
+            return Err(invalid(format!(
+                "the model's Markov context has markov_slots = {}, the flow has n_traj = {}: \
+                 they must be equal",
+                self.markov_slots(),
+                settings.n_traj
+            )));
+        }
         if !(settings.beta >= 0.0 && settings.beta.is_finite()) {
             return Err(invalid(format!(
                 "beta = {} must be finite and ≥ 0",

@@ -320,6 +320,19 @@ fn bad_settings_and_foreign_checkpoints_are_errors() {
         )
         .is_err()
     );
+    // A Markov context of 2 slots per time point cannot read sequences of 1 trajectory.
+    let markov = config.clone().with_markov_slots(2);
+    let e = Trainer::new(
+        markov.init::<B>(&device).unwrap(),
+        json.clone(),
+        settings(),
+        TrainConfig::default(),
+        gaussian_data(0),
+        device,
+    )
+    .err()
+    .unwrap();
+    assert!(e.to_string().contains("markov_slots = 2"), "{e}");
 
     // Train a 1-layer model briefly, then try to resume it into a 2-layer one.
     let dir = tempfile::tempdir().unwrap();

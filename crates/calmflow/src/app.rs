@@ -129,6 +129,43 @@ where
     fit(model, model_config, settings, data, device, &run)
 }
 
+/// With a pretrained directory, finds its files and gives `config` the backbone shape of
+/// its `config.json`.
+pub(crate) fn pretrained_shape(
+    dir: Option<&Path>,
+    config: &mut CalmFlowConfig,
+) -> AppResult<Option<NeoxDir>> {
+    let Some(dir) = dir else {
+        return Ok(None);
+    };
+    let dir = NeoxDir::open(dir).map_err(TrainError::from)?;
+    NeoxConfig::read(&dir.config)
+        .map_err(TrainError::from)?
+        .apply(config);
+    Ok(Some(dir))
+}
+
+/// Loads the pretrained backbone of `dir` into `model` (shaped by [`pretrained_shape`]).
+pub(crate) fn load_pretrained<B: burn::tensor::backend::Backend>(
+    model: calmflow_model::CalmFlowModel<B>,
+    dir: &NeoxDir,
+    device: &B::Device,
+    quiet: bool,
+) -> AppResult<calmflow_model::CalmFlowModel<B>> {
+    let (model, report) = model
+        .load_neox(&dir.weights, device)
+        .map_err(TrainError::from)?;
+    if !quiet {
+        eprintln!(
+            "calmflow: backbone initialised from {} ({} tensors not used: {})",
+            dir.weights.display(),
+            report.ignored.len(),
+            report.ignored.join(", ")
+        );
+    }
+    Ok(model)
+}
+
 /// How [`fit`] trains: the training settings, where checkpoints and the log go, and what
 /// the checkpoints record besides the model.
 #[derive(Debug, Clone)]
@@ -222,30 +259,10 @@ impl BackendTask for TrainJob {
         match self.kind {
             ModelKind::CalmFlow => {
                 let mut config = self.config.model.build(dim)?;
-                let pretrained = match &self.init_from {
-                    None => None,
-                    Some(dir) => {
-                        let dir = NeoxDir::open(dir).map_err(TrainError::from)?;
-                        NeoxConfig::read(&dir.config)
-                            .map_err(TrainError::from)?
-                            .apply(&mut config);
-                        Some(dir)
-                    }
-                };
+                let pretrained = pretrained_shape(self.init_from.as_deref(), &mut config)?;
                 let mut model = config.init::<B>(&device).map_err(TrainError::from)?;
                 if let Some(dir) = pretrained {
-                    let (loaded, report) = model
-                        .load_neox(&dir.weights, &device)
-                        .map_err(TrainError::from)?;
-                    model = loaded;
-                    if !self.quiet {
-                        eprintln!(
-                            "calmflow: backbone initialised from {} ({} tensors not used: {})",
-                            dir.weights.display(),
-                            report.ignored.len(),
-                            report.ignored.join(", ")
-                        );
-                    }
+                    model = load_pretrained(model, &dir, &device, self.quiet)?;
                 }
                 let json = serde_json::to_value(&config).unwrap_or_default();
                 let settings = self.config.flow;

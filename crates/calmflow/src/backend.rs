@@ -144,11 +144,15 @@ impl DeviceSpec {
                 Ok(task.run::<CudaAutodiff>(burn::backend::cuda::CudaDevice::new(index)))
             }
             #[allow(unreachable_patterns)]
-            other => Err(BackendError::NotCompiled {
-                device: other,
-                feature: other.feature(),
-                compiled: compiled_backends().join(", "),
-            }),
+            other => {
+                // Built without that backend (or with none at all): the task is not run.
+                drop(task);
+                Err(BackendError::NotCompiled {
+                    device: other,
+                    feature: other.feature(),
+                    compiled: compiled_backends().join(", "),
+                })
+            }
         }
     }
 }

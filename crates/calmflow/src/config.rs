@@ -140,6 +140,9 @@ pub struct ModelSection {
     pub mlp_encoder: Option<bool>,
     /// Variational decoder (default true).
     pub variational: Option<bool>,
+    /// 0: full (Volterra) context; `P`: the Markov control, each token sees its own time
+    /// point only (default 0).
+    pub markov_slots: Option<usize>,
 }
 
 impl ModelSection {
@@ -158,6 +161,7 @@ impl ModelSection {
             parallel_residual: Some(c.parallel_residual),
             mlp_encoder: Some(c.mlp_encoder),
             variational: Some(c.variational),
+            markov_slots: Some(c.markov_slots),
         }
     }
 
@@ -178,7 +182,8 @@ impl ModelSection {
             dropout,
             parallel_residual,
             mlp_encoder,
-            variational
+            variational,
+            markov_slots
         );
         c.validate()
             .map_err(|e| ConfigError::Invalid(format!("[model]: {e}")))?;

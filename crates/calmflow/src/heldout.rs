@@ -22,7 +22,7 @@ use calmflow_data::h5ad::read_h5ad;
 use calmflow_data::{Conditions, Pca, Sampler, StandardNormal, Standardizer, seeded_rng};
 use calmflow_metrics::{energy_distance, mmd2_unbiased_median, r2_means};
 use calmflow_model::CalmFlowConfig;
-use calmflow_model::neox::{NeoxConfig, NeoxDir};
+use calmflow_model::neox::NeoxDir;
 use calmflow_tokenize::{HfTokenizer, PromptTemplate, PromptTokenizer, WordTokenizer};
 use calmflow_train::{
     CalmFlowSettings, CfmVariant, ConditionTable, Coupling, FlowData, GenerationOptions, OdeSolver,
@@ -32,7 +32,9 @@ use ndarray::{Array2, ArrayView2, Axis};
 use rand::seq::SliceRandom;
 use serde::Serialize;
 
-use crate::app::{AppError, AppResult, FitRun, TrainOutcome, fit};
+use crate::app::{
+    AppError, AppResult, FitRun, TrainOutcome, fit, load_pretrained, pretrained_shape,
+};
 use crate::backend::BackendTask;
 
 /// The (cell_type, phase) pairs held out by default: each has ≥ 20 cells in
@@ -378,23 +380,11 @@ impl BackendTask for HeldOutJob {
             .with_dropout(0.0)
             .with_vocab_size(tokenizer.vocab_size())
             .with_freeze_embeddings(!job.train_embeddings);
-        let pretrained = match &job.init_from {
-            Some(dir) => {
-                let dir = NeoxDir::open(dir).map_err(TrainError::from)?;
-                NeoxConfig::read(&dir.config)
-                    .map_err(TrainError::from)?
-                    .apply(&mut config);
-                Some(dir)
-            }
-            None => None,
-        };
+        let pretrained = pretrained_shape(job.init_from.as_deref(), &mut config)?;
         B::seed(&device, job.seed);
         let mut model = config.init::<B>(&device).map_err(TrainError::from)?;
         if let Some(dir) = &pretrained {
-            model = model
-                .load_neox(&dir.weights, &device)
-                .map_err(TrainError::from)?
-                .0;
+            model = load_pretrained(model, dir, &device, job.quiet)?;
         }
         let settings = CalmFlowSettings {
             n_times: job.n_times,

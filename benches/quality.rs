@@ -1,0 +1,824 @@
+//! The quality suite (`cargo xtask bench --suite quality [--quick]`): CaLMFlow, I-CFM and
+//! OT-CFM trained with the same step budget on the same data, scored on fresh target
+//! samples over several seeds, plus CaLMFlow ablations. Writes `docs/quality.json`,
+//! `docs/quality.md` and plots under `docs/img/`.
+//!
+//! Usage: `quality [--quick] [--out DIR]` (default `docs`).
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use burn::backend::{Autodiff, NdArray};
+use burn::module::{AutodiffModule, Module};
+use burn::tensor::backend::Backend;
+use calmflow::plot::{self, Series};
+use calmflow_data::{
+    Checkerboard, Circles, EightGaussians, MixturePair, Moons, Sampler, StandardNormal, seeded_rng,
+};
+use calmflow_metrics::{EvalOptions, MetricsReport, evaluate};
+use calmflow_model::CalmFlowConfig;
+use calmflow_train::{
+    CalmFlowSettings, CfmVariant, ConditionTable, Coupling, FlowData, GenerationOptions, OdeSolver,
+    PointSource, Silent, TrainConfig, Trainer, VelocityMlpConfig, cfm_sample, generate,
+};
+use ndarray::Array2;
+use serde::Serialize;
+
+type B = Autodiff<NdArray<f32>>;
+
+/// How much of everything a run does.
+#[derive(Debug, Clone, Serialize)]
+struct Budget {
+    steps: usize,
+    batch: usize,
+    hidden: usize,
+    layers: usize,
+    n_times: usize,
+    cfm_width: usize,
+    n_eval: usize,
+    seeds: Vec<u64>,
+}
+
+/// A source → target problem.
+struct Task {
+    name: String,
+    dim: usize,
+    source: Box<dyn Fn() -> Box<dyn Sampler>>,
+    target: Box<dyn Fn() -> Box<dyn Sampler>>,
+    plot: bool,
+}
+
+fn task(
+    name: &str,
+    dim: usize,
+    source: impl Fn() -> Box<dyn Sampler> + 'static,
+    target: impl Fn() -> Box<dyn Sampler> + 'static,
+) -> Task {
+    Task {
+        name: name.into(),
+        dim,
+        source: Box::new(source),
+        target: Box::new(target),
+        plot: dim == 2,
+    }
+}
+
+fn normal(dim: usize) -> Box<dyn Sampler> {
+    Box::new(StandardNormal { dim })
+}
+
+fn mixture_target(pair: MixturePair, dim: usize) -> Box<dyn Sampler> {
+    Box::new(pair.build(dim).expect("valid mixture").0)
+}
+
+fn mixture_source(pair: MixturePair, dim: usize) -> Box<dyn Sampler> {
+    pair.build(dim).expect("valid mixture").1
+}
+
+/// CaLMFlow's knobs that the ablations turn.
+#[derive(Debug, Clone, Copy, Serialize)]
+struct CalmKnobs {
+    n_traj: usize,
+    n_space: usize,
+    n_times: usize,
+    variational: bool,
+    temperature: f64,
+    /// Context of the backbone: `None` (no prompt, full history), or a one-token anchor
+    /// prompt with the full history (`Some(false)`) or the Markov window (`Some(true)`).
+    /// Rotary positions are relative, so a token that sees only its own time point learns
+    /// the time from its offset to the anchor: the control is an ODE step, not a
+    /// time-blind map.
+    anchored: Option<bool>,
+}
+
+/// The one-condition table whose prompt is the anchor token 0.
+fn anchor_table() -> ConditionTable {
+    ConditionTable::new(
+        vec!["anchor".into()],
+        vec![vec!["all".into()]],
+        vec![vec![0]],
+        0,
+    )
+    .expect("valid table")
+}
+
+#[derive(Debug, Clone, Serialize)]
+struct RunResult {
+    method: String,
+    seed: u64,
+    report: MetricsReport,
+    train_seconds: f64,
+    parameters: usize,
+    /// dopri5 function evaluations (CFM) or decoding steps (CaLMFlow).
+    nfe: usize,
+}
+
+fn train_config(budget: &Budget, coupling: Coupling, seed: u64) -> TrainConfig {
+    TrainConfig {
+        steps: budget.steps,
+        batch_size: budget.batch,
+        warmup_steps: budget.steps / 20,
+        coupling,
+        seed,
+        validate_every: 0,
+        checkpoint_every: 0,
+        log_every: budget.steps,
+        ..TrainConfig::default()
+    }
+}
+
+fn flow_data(task: &Task, seed: u64) -> FlowData {
+    FlowData::new(
+        PointSource::Sampler((task.source)()),
+        PointSource::Sampler((task.target)()),
+        0.1,
+        256,
+        seed,
+    )
+    .expect("valid data")
+}
+
+fn eval_options(dim: usize) -> EvalOptions {
+    EvalOptions {
+        exact_ot: true,
+        sinkhorn: false,
+        gamma: 1.0 / dim as f64,
+        ..EvalOptions::default()
+    }
+}
+
+/// Trains CaLMFlow on `task`; returns the model, training seconds and parameter count.
+fn train_calmflow(
+    task: &Task,
+    budget: &Budget,
+    knobs: CalmKnobs,
+    seed: u64,
+) -> (calmflow_model::CalmFlowModel<NdArray<f32>>, f64, usize) {
+    let device = Default::default();
+    B::seed(&device, seed);
+    let config = CalmFlowConfig::new(task.dim)
+        .with_n_space(knobs.n_space)
+        .with_hidden(budget.hidden)
+        .with_layers(budget.layers)
+        .with_heads(4)
+        .with_dropout(0.0)
+        .with_variational(knobs.variational)
+        .with_vocab_size(usize::from(knobs.anchored.is_some()))
+        .with_markov_slots(if knobs.anchored == Some(true) {
+            knobs.n_traj
+        } else {
+            0
+        });
+    let model = config.init::<B>(&device).expect("valid config");
+    let data = match knobs.anchored {
+        None => flow_data(task, seed),
+        Some(_) => {
+            // Conditional data needs a target point set: a large fixed sample.
+            let target = (task.target)().sample(20_000, &mut seeded_rng(seed ^ 0xA5C4));
+            FlowData::conditional(
+                PointSource::Sampler((task.source)()),
+                target,
+                vec![0; 20_000],
+                anchor_table(),
+                0.1,
+                seed,
+            )
+            .expect("valid data")
+        }
+    };
+    let parameters = model.num_params();
+    let settings = CalmFlowSettings {
+        n_times: knobs.n_times,
+        n_traj: knobs.n_traj,
+        beta: 0.01,
+        ..CalmFlowSettings::default()
+    };
+    let started = Instant::now();
+    let json = serde_json::to_value(&config).unwrap_or_default();
+    let mut trainer = Trainer::new(
+        model,
+        json,
+        settings,
+        train_config(budget, Coupling::ExactOt, seed),
+        data,
+        device,
+    )
+    .expect("valid trainer");
+    trainer.run(&mut Silent).expect("training");
+    let seconds = started.elapsed().as_secs_f64();
+    (trainer.into_model().valid(), seconds, parameters)
+}
+
+/// Samples `x0` through a trained CaLMFlow at `knobs`' temperature and scores them
+/// against `target`.
+fn score_calmflow(
+    model: &calmflow_model::CalmFlowModel<NdArray<f32>>,
+    knobs: CalmKnobs,
+    seed: u64,
+    x0: &Array2<f32>,
+    target: &Array2<f32>,
+) -> (MetricsReport, Array2<f32>) {
+    let options = GenerationOptions {
+        n_times: knobs.n_times,
+        n_traj: knobs.n_traj,
+        temperature: knobs.temperature,
+        seed,
+        ..GenerationOptions::default()
+    };
+    let device = Default::default();
+    let prompt = knobs.anchored.map(|_| {
+        anchor_table()
+            .embed(model, &[0], &device)
+            .expect("anchor prompt")
+    });
+    let samples = generate(model, x0, &options, prompt.as_ref(), false, &device)
+        .expect("generation")
+        .samples;
+    let report =
+        evaluate(samples.view(), target.view(), &eval_options(x0.ncols())).expect("metrics");
+    (report, samples)
+}
+
+/// Trains CaLMFlow and scores `x0` pushed through it against `target`.
+fn run_calmflow(
+    task: &Task,
+    budget: &Budget,
+    knobs: CalmKnobs,
+    seed: u64,
+    x0: &Array2<f32>,
+    target: &Array2<f32>,
+) -> (RunResult, Array2<f32>) {
+    let (model, train_seconds, parameters) = train_calmflow(task, budget, knobs, seed);
+    let (report, samples) = score_calmflow(&model, knobs, seed, x0, target);
+    (
+        RunResult {
+            method: "CaLMFlow".into(),
+            seed,
+            report,
+            train_seconds,
+            parameters,
+            nfe: knobs.n_times - 1,
+        },
+        samples,
+    )
+}
+
+fn run_cfm(
+    task: &Task,
+    budget: &Budget,
+    variant: CfmVariant,
+    seed: u64,
+    x0: &Array2<f32>,
+    target: &Array2<f32>,
+) -> (RunResult, Array2<f32>) {
+    let device = Default::default();
+    B::seed(&device, seed);
+    let net = VelocityMlpConfig::new(task.dim).with_width(budget.cfm_width);
+    let model = net.init::<B>(&device).expect("valid config");
+    let parameters = model.num_params();
+    let (settings, coupling) = variant.setup(0.01);
+    let started = Instant::now();
+    let json = serde_json::to_value(&net).unwrap_or_default();
+    let mut trainer = Trainer::new(
+        model,
+        json,
+        settings,
+        train_config(budget, coupling, seed),
+        flow_data(task, seed),
+        device,
+    )
+    .expect("valid trainer");
+    trainer.run(&mut Silent).expect("training");
+    let train_seconds = started.elapsed().as_secs_f64();
+    let model = trainer.into_model().valid();
+    let out =
+        cfm_sample(&model, x0, None, &OdeSolver::default(), false, &device).expect("sampling");
+    let report =
+        evaluate(out.samples.view(), target.view(), &eval_options(task.dim)).expect("metrics");
+    let method = match variant {
+        CfmVariant::ICfm => "I-CFM",
+        CfmVariant::OtCfm => "OT-CFM",
+        CfmVariant::SbCfm => "SB-CFM",
+    };
+    (
+        RunResult {
+            method: method.into(),
+            seed,
+            report,
+            train_seconds,
+            parameters,
+            nfe: out.stats.nfe,
+        },
+        out.samples,
+    )
+}
+
+/// Fresh evaluation points of a seed: sources, a target set and an independent second
+/// target set (the two-sample noise floor).
+fn eval_sets(task: &Task, n: usize, seed: u64) -> (Array2<f32>, Array2<f32>, Array2<f32>) {
+    let mut rng = seeded_rng(seed ^ 0x0E7A_1000_0000_0003);
+    let x0 = (task.source)().sample(n, &mut rng);
+    let target = (task.target)().sample(n, &mut rng);
+    let second = (task.target)().sample(n, &mut rng);
+    (x0, target, second)
+}
+
+/// `mean ± std` over seeds (sample std; 0 for one seed).
+fn mean_std(v: &[f64]) -> (f64, f64) {
+    let n = v.len() as f64;
+    let mean = v.iter().sum::<f64>() / n;
+    let var = if v.len() > 1 {
+        v.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / (n - 1.0)
+    } else {
+        0.0
+    };
+    (mean, var.sqrt())
+}
+
+fn cell(v: &[f64]) -> String {
+    let (m, s) = mean_std(v);
+    if m.abs() >= 100.0 {
+        format!("{m:.1} ± {s:.1}")
+    } else {
+        format!("{m:.3} ± {s:.3}")
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+struct TaskResult {
+    task: String,
+    dim: usize,
+    runs: Vec<RunResult>,
+    floor: Vec<MetricsReport>,
+    plot: Option<String>,
+}
+
+fn metric_columns(runs: &[&RunResult]) -> [String; 4] {
+    let get = |f: &dyn Fn(&MetricsReport) -> Option<f64>| -> String {
+        let v: Vec<f64> = runs.iter().filter_map(|r| f(&r.report)).collect();
+        if v.is_empty() { "—".into() } else { cell(&v) }
+    };
+    [
+        get(&|r| r.w2),
+        get(&|r| Some(r.mmd2_median)),
+        get(&|r| Some(r.energy)),
+        get(&|r| r.frechet),
+    ]
+}
+
+fn task_table(t: &TaskResult) -> String {
+    let mut md = format!(
+        "\n### {}\n\n| method | W2 | MMD² (median) | energy | Fréchet | train s | parameters | NFE |\n\
+         | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |\n",
+        if t.task.contains("D =") {
+            t.task.clone()
+        } else {
+            format!("{} (D = {})", t.task, t.dim)
+        }
+    );
+    let mut methods: Vec<&str> = Vec::new();
+    for r in &t.runs {
+        if !methods.contains(&r.method.as_str()) {
+            methods.push(&r.method);
+        }
+    }
+    for m in methods {
+        let runs: Vec<&RunResult> = t.runs.iter().filter(|r| r.method == m).collect();
+        let [w2, mmd, energy, frechet] = metric_columns(&runs);
+        let secs: Vec<f64> = runs.iter().map(|r| r.train_seconds).collect();
+        md.push_str(&format!(
+            "| {m} | {w2} | {mmd} | {energy} | {frechet} | {:.1} | {} | {} |\n",
+            mean_std(&secs).0,
+            runs[0].parameters,
+            runs[0].nfe
+        ));
+    }
+    let floor: Vec<RunResult> = t
+        .floor
+        .iter()
+        .map(|r| RunResult {
+            method: String::new(),
+            seed: 0,
+            report: r.clone(),
+            train_seconds: 0.0,
+            parameters: 0,
+            nfe: 0,
+        })
+        .collect();
+    let [w2, mmd, energy, frechet] = metric_columns(&floor.iter().collect::<Vec<_>>());
+    md.push_str(&format!(
+        "| noise floor (second target sample) | {w2} | {mmd} | {energy} | {frechet} | | | |\n"
+    ));
+    if let Some(p) = &t.plot {
+        md.push_str(&format!("\n![{}]({p})\n", t.task));
+    }
+    md
+}
+
+fn slug(s: &str) -> String {
+    s.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() {
+                c.to_ascii_lowercase()
+            } else {
+                '-'
+            }
+        })
+        .collect::<String>()
+        .split('-')
+        .filter(|p| !p.is_empty())
+        .collect::<Vec<_>>()
+        .join("-")
+}
+
+fn compare(task: &Task, budget: &Budget, knobs: CalmKnobs, out: &Path) -> TaskResult {
+    let mut runs = Vec::new();
+    let mut floor = Vec::new();
+    let mut plot_path = None;
+    for &seed in &budget.seeds {
+        let (x0, target, second) = eval_sets(task, budget.n_eval, seed);
+        floor.push(
+            evaluate(second.view(), target.view(), &eval_options(task.dim)).expect("metrics"),
+        );
+        let (calm, calm_samples) = run_calmflow(task, budget, knobs, seed, &x0, &target);
+        let (icfm, icfm_samples) = run_cfm(task, budget, CfmVariant::ICfm, seed, &x0, &target);
+        let (otcfm, ot_samples) = run_cfm(task, budget, CfmVariant::OtCfm, seed, &x0, &target);
+        eprintln!(
+            "quality: {} seed {seed}: W2 CaLMFlow {:.3}, I-CFM {:.3}, OT-CFM {:.3} ({:.0} s CaLMFlow)",
+            task.name,
+            calm.report.w2.unwrap_or(f64::NAN),
+            icfm.report.w2.unwrap_or(f64::NAN),
+            otcfm.report.w2.unwrap_or(f64::NAN),
+            calm.train_seconds
+        );
+        if task.plot && plot_path.is_none() {
+            let name = format!("img/quality-{}.png", slug(&task.name));
+            let series = [
+                Series {
+                    label: "target",
+                    points: &target,
+                    color: plot::TARGET,
+                },
+                Series {
+                    label: "CaLMFlow",
+                    points: &calm_samples,
+                    color: plot::CALMFLOW,
+                },
+                Series {
+                    label: "I-CFM",
+                    points: &icfm_samples,
+                    color: plot::BASELINE,
+                },
+                Series {
+                    label: "OT-CFM",
+                    points: &ot_samples,
+                    color: plot::SOURCE,
+                },
+            ];
+            match plot::scatter(
+                &out.join(&name),
+                &format!("{} (seed {seed})", task.name),
+                &series,
+            ) {
+                Ok(()) => plot_path = Some(name),
+                Err(e) => eprintln!("quality: plot skipped: {e}"),
+            }
+        }
+        runs.extend([calm, icfm, otcfm]);
+    }
+    TaskResult {
+        task: task.name.clone(),
+        dim: task.dim,
+        runs,
+        floor,
+        plot: plot_path,
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+struct AblationPoint {
+    setting: String,
+    w2: Vec<f64>,
+    mmd2_median: Vec<f64>,
+    train_seconds: Vec<f64>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+struct Ablation {
+    name: String,
+    task: String,
+    points: Vec<AblationPoint>,
+}
+
+fn ablation(
+    name: &str,
+    task: &Task,
+    budget: &Budget,
+    settings: Vec<(String, CalmKnobs)>,
+) -> Ablation {
+    let mut points = Vec::new();
+    for (label, knobs) in settings {
+        let mut p = AblationPoint {
+            setting: label.clone(),
+            w2: Vec::new(),
+            mmd2_median: Vec::new(),
+            train_seconds: Vec::new(),
+        };
+        for &seed in &budget.seeds {
+            let (x0, target, _) = eval_sets(task, budget.n_eval, seed);
+            let (r, _) = run_calmflow(task, budget, knobs, seed, &x0, &target);
+            p.w2.push(r.report.w2.unwrap_or(f64::NAN));
+            p.mmd2_median.push(r.report.mmd2_median);
+            p.train_seconds.push(r.train_seconds);
+        }
+        eprintln!("quality: ablation {name}, {label}: W2 {}", cell(&p.w2));
+        points.push(p);
+    }
+    Ablation {
+        name: name.into(),
+        task: task.name.clone(),
+        points,
+    }
+}
+
+/// The temperature sweep reuses one trained model per seed.
+fn temperature_sweep(task: &Task, budget: &Budget, knobs: CalmKnobs, temps: &[f64]) -> Ablation {
+    let mut points: Vec<AblationPoint> = temps
+        .iter()
+        .map(|t| AblationPoint {
+            setting: format!("τ = {t}"),
+            w2: Vec::new(),
+            mmd2_median: Vec::new(),
+            train_seconds: Vec::new(),
+        })
+        .collect();
+    for &seed in &budget.seeds {
+        let (model, secs, _) = train_calmflow(task, budget, knobs, seed);
+        let (x0, target, _) = eval_sets(task, budget.n_eval, seed);
+        for (p, &t) in points.iter_mut().zip(temps) {
+            let knobs = CalmKnobs {
+                temperature: t,
+                ..knobs
+            };
+            let (r, _) = score_calmflow(&model, knobs, seed, &x0, &target);
+            p.w2.push(r.w2.unwrap_or(f64::NAN));
+            p.mmd2_median.push(r.mmd2_median);
+            p.train_seconds.push(secs);
+        }
+    }
+    Ablation {
+        name: "temperature".into(),
+        task: task.name.clone(),
+        points,
+    }
+}
+
+fn ablation_table(a: &Ablation) -> String {
+    let mut md = format!(
+        "\n### Ablation: {} ({})\n\n| setting | W2 | MMD² (median) | train s |\n| --- | ---: | ---: | ---: |\n",
+        a.name, a.task
+    );
+    for p in &a.points {
+        md.push_str(&format!(
+            "| {} | {} | {} | {:.1} |\n",
+            p.setting,
+            cell(&p.w2),
+            cell(&p.mmd2_median),
+            mean_std(&p.train_seconds).0
+        ));
+    }
+    md
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let quick = args.iter().any(|a| a == "--quick");
+    let out = args
+        .iter()
+        .position(|a| a == "--out")
+        .and_then(|i| args.get(i + 1))
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs"));
+    let _ = std::fs::create_dir_all(out.join("img"));
+    let budget = if quick {
+        Budget {
+            steps: 300,
+            batch: 64,
+            hidden: 32,
+            layers: 2,
+            n_times: 8,
+            cfm_width: 64,
+            n_eval: 2000,
+            seeds: vec![0, 1, 2],
+        }
+    } else {
+        Budget {
+            steps: 2000,
+            batch: 128,
+            hidden: 64,
+            layers: 2,
+            n_times: 16,
+            cfm_width: 64,
+            n_eval: 2000,
+            seeds: vec![0, 1, 2],
+        }
+    };
+    let knobs = CalmKnobs {
+        n_traj: 1,
+        n_space: 1,
+        n_times: budget.n_times,
+        variational: true,
+        temperature: 1.0,
+        anchored: None,
+    };
+    let started = Instant::now();
+    let mut tasks = vec![
+        task(
+            "8-Gaussians → moons",
+            2,
+            || Box::new(EightGaussians::default()),
+            || Box::new(Moons::default()),
+        ),
+        task(
+            "N(0, I) → moons",
+            2,
+            || normal(2),
+            || Box::new(Moons::default()),
+        ),
+        task(
+            "N(0, I) → checkerboard",
+            2,
+            || normal(2),
+            || Box::new(Checkerboard),
+        ),
+        task("N(0, I) → circles", 2, || normal(2), || Box::new(Circles)),
+    ];
+    let high_dims: Vec<usize> = if quick { vec![10] } else { vec![10, 50, 100] };
+    for d in high_dims {
+        tasks.push(task(
+            &format!("N(0, I) → 8 Gaussians, D = {d}"),
+            d,
+            move || normal(d),
+            move || mixture_target(MixturePair::NormalToEight, d),
+        ));
+    }
+    let pair_dims: Vec<usize> = if quick { vec![100] } else { vec![100, 1000] };
+    for d in pair_dims {
+        tasks.push(task(
+            &format!("2 Gaussians → 4 Gaussians, D = {d}"),
+            d,
+            move || mixture_source(MixturePair::TwoToFour, d),
+            move || mixture_target(MixturePair::TwoToFour, d),
+        ));
+    }
+    // Ablations on 2 → 4 Gaussians (D = 4 in quick mode, 10 in the full suite; the
+    // cross-polytope target of 4 means needs D ≥ 3).
+    let ad = if quick { 4 } else { 10 };
+    let pair_task = task(
+        &format!("2 Gaussians → 4 Gaussians, D = {ad}"),
+        ad,
+        move || mixture_source(MixturePair::TwoToFour, ad),
+        move || mixture_target(MixturePair::TwoToFour, ad),
+    );
+    // Build every distribution once before hours of training depend on them.
+    for t in tasks.iter().chain(std::iter::once(&pair_task)) {
+        let mut rng = seeded_rng(0);
+        let _ = (
+            (t.source)().sample(1, &mut rng),
+            (t.target)().sample(1, &mut rng),
+        );
+    }
+    let results: Vec<TaskResult> = tasks
+        .iter()
+        .map(|t| compare(t, &budget, knobs, &out))
+        .collect();
+
+    let p_values: Vec<usize> = if quick {
+        vec![1, 2, 4]
+    } else {
+        vec![1, 2, 4, 8]
+    };
+    let n_values: Vec<usize> = if quick {
+        vec![4, 8, 16]
+    } else {
+        vec![4, 8, 16, 32]
+    };
+    let mut ablations = vec![
+        ablation(
+            "trajectories per sequence P",
+            &pair_task,
+            &budget,
+            p_values
+                .iter()
+                .map(|&p| (format!("P = {p}"), CalmKnobs { n_traj: p, ..knobs }))
+                .collect(),
+        ),
+        ablation(
+            "time points N",
+            &pair_task,
+            &budget,
+            n_values
+                .iter()
+                .map(|&n| {
+                    (
+                        format!("N = {n}"),
+                        CalmKnobs {
+                            n_times: n,
+                            ..knobs
+                        },
+                    )
+                })
+                .collect(),
+        ),
+        ablation(
+            "variational decoder",
+            &pair_task,
+            &budget,
+            vec![
+                ("on (τ = 1)".into(), knobs),
+                (
+                    "off (deterministic)".into(),
+                    CalmKnobs {
+                        variational: false,
+                        temperature: 0.0,
+                        ..knobs
+                    },
+                ),
+            ],
+        ),
+    ];
+    ablations.push(ablation(
+        "context: Volterra (whole history) vs Markov (current time point)",
+        &pair_task,
+        &budget,
+        vec![
+            (
+                "Volterra, anchor prompt".into(),
+                CalmKnobs {
+                    anchored: Some(false),
+                    ..knobs
+                },
+            ),
+            (
+                "Markov, anchor prompt".into(),
+                CalmKnobs {
+                    anchored: Some(true),
+                    ..knobs
+                },
+            ),
+        ],
+    ));
+    ablations.push(temperature_sweep(
+        &pair_task,
+        &budget,
+        knobs,
+        &[0.0, 0.25, 0.5, 1.0, 1.5],
+    ));
+    let seconds = started.elapsed().as_secs_f64();
+
+    let mut md = format!(
+        "## Quality suite{}\n\nWritten by `cargo xtask bench --suite quality{}` in {:.0} min on this machine. \
+         Every method trains for the same {} steps of batch {} on the same data; CaLMFlow: H = {}, {} layers, \
+         N = {}, β = 0.01, exact-OT coupling, τ = 1, no dropout; CFM: velocity MLP width {}, σ = 0.01, \
+         dopri5. Metrics on {} generated points against a fresh target sample, mean ± std over seeds {:?}; \
+         the noise floor scores a second independent target sample. NFE: dopri5 function evaluations \
+         (CFM) or decoding steps with the KV cache (CaLMFlow).\n",
+        if quick { " (quick)" } else { "" },
+        if quick { " --quick" } else { "" },
+        seconds / 60.0,
+        budget.steps,
+        budget.batch,
+        budget.hidden,
+        budget.layers,
+        budget.n_times,
+        budget.cfm_width,
+        budget.n_eval,
+        budget.seeds
+    );
+    for r in &results {
+        md.push_str(&task_table(r));
+    }
+    for a in &ablations {
+        md.push_str(&ablation_table(a));
+    }
+    let json = serde_json::json!({
+        "quick": quick,
+        "budget": budget,
+        "seconds": seconds,
+        "tasks": results,
+        "ablations": ablations,
+    });
+    let write = |name: &str, text: &str| {
+        let path = out.join(name);
+        let tmp = path.with_extension("tmp");
+        std::fs::write(&tmp, text)
+            .and_then(|()| std::fs::rename(&tmp, &path))
+            .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        eprintln!("quality: wrote {}", path.display());
+    };
+    write("quality.md", &md);
+    write(
+        "quality.json",
+        &serde_json::to_string_pretty(&json).unwrap_or_default(),
+    );
+}
