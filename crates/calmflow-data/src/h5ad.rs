@@ -79,8 +79,20 @@ impl CsrMatrix {
         indptr: Vec<usize>,
         element: &str,
     ) -> Result<Self> {
+        Self::validated(shape, data, indices, indptr, None, element)
+    }
+
+    /// [`CsrMatrix::new`], with errors naming the file they came from.
+    fn validated(
+        shape: (usize, usize),
+        data: Vec<f32>,
+        indices: Vec<usize>,
+        indptr: Vec<usize>,
+        path: Option<&Path>,
+        element: &str,
+    ) -> Result<Self> {
         let bad =
-            |what: &str, message: String| h5_error(None, &format!("{element}/{what}"), message);
+            |what: &str, message: String| h5_error(path, &format!("{element}/{what}"), message);
         if indptr.len() != shape.0 + 1 {
             return Err(bad(
                 "indptr",
@@ -440,20 +452,25 @@ impl Reader<'_> {
         };
         let (indices, indptr) = (index("indices")?, index("indptr")?);
         let data: Vec<f32> = data.into_iter().map(|v| v as f32).collect();
-        let located = |e: DataError| match e {
-            DataError::H5ad {
-                element, message, ..
-            } => self.err(&element, message),
-            other => other,
-        };
         match encoding.as_str() {
-            "csr_matrix" => Ok(Expression::Csr(
-                CsrMatrix::new((rows, cols), data, indices, indptr, element).map_err(located)?,
-            )),
+            "csr_matrix" => Ok(Expression::Csr(CsrMatrix::validated(
+                (rows, cols),
+                data,
+                indices,
+                indptr,
+                Some(self.path),
+                element,
+            )?)),
             // CSC is CSR of the transpose.
             "csc_matrix" => {
-                let t = CsrMatrix::new((cols, rows), data, indices, indptr, element)
-                    .map_err(located)?;
+                let t = CsrMatrix::validated(
+                    (cols, rows),
+                    data,
+                    indices,
+                    indptr,
+                    Some(self.path),
+                    element,
+                )?;
                 Ok(Expression::Dense(
                     t.to_dense().reversed_axes().as_standard_layout().to_owned(),
                 ))

@@ -79,7 +79,7 @@ impl Coupling {
         keys.sort_unstable();
         keys.dedup();
         for g in keys {
-            let rows: Vec<usize> = (0..groups.len()).filter(|&i| groups[i] == g).collect();
+            let rows = crate::data::rows_with(groups, g);
             let (a, b) =
                 self.couple(&x0.select(Axis(0), &rows), &x1.select(Axis(0), &rows), rng)?;
             for (k, &r) in rows.iter().enumerate() {

@@ -29,11 +29,7 @@ impl std::fmt::Debug for PointSource {
 impl PointSource {
     /// A point set, checked to be non-empty and finite.
     pub fn points(points: Array2<f32>, what: &str) -> Result<Self> {
-        if points.nrows() == 0 || points.ncols() == 0 {
-            return Err(invalid(format!("{what} has no points")));
-        }
-        ensure_finite(points.view(), what)?;
-        Ok(Self::Points(points))
+        Ok(Self::Points(checked_points(points, what)?))
     }
 
     /// Dimension `D`.
@@ -54,6 +50,38 @@ impl PointSource {
             }
         }
     }
+}
+
+/// `points` if it has rows and columns and every value is finite.
+fn checked_points(points: Array2<f32>, what: &str) -> Result<Array2<f32>> {
+    if points.nrows() == 0 || points.ncols() == 0 {
+        return Err(invalid(format!("{what} has no points")));
+    }
+    ensure_finite(points.view(), what)?;
+    Ok(points)
+}
+
+/// Checks that source and target share a dimension and that `validation_fraction` lies
+/// in (0, 1).
+fn check_pairing(source_dim: usize, target_dim: usize, validation_fraction: f64) -> Result<()> {
+    if source_dim != target_dim {
+        return Err(shape_error(
+            "source and target",
+            format!("one dimension (source has {source_dim})"),
+            target_dim,
+        ));
+    }
+    if !(validation_fraction > 0.0 && validation_fraction < 1.0) {
+        return Err(invalid(format!(
+            "validation_fraction = {validation_fraction} must lie in (0, 1)"
+        )));
+    }
+    Ok(())
+}
+
+/// The positions `i` with `labels[i] == label`, in order.
+pub(crate) fn rows_with(labels: &[usize], label: usize) -> Vec<usize> {
+    (0..labels.len()).filter(|&i| labels[i] == label).collect()
 }
 
 /// The condition of every training and validation target point.
@@ -98,9 +126,7 @@ impl ConditionData {
         let mut rows = Vec::new();
         let mut conditions = Vec::new();
         for c in 0..self.table.len() {
-            let mine: Vec<usize> = (0..self.validation.len())
-                .filter(|&i| self.validation[i] == c)
-                .collect();
+            let mine = rows_with(&self.validation, c);
             for chunk in mine.chunks_exact(per.max(1)) {
                 rows.extend_from_slice(chunk);
                 conditions.push(c);
@@ -135,18 +161,7 @@ impl FlowData {
         n_validation: usize,
         seed: u64,
     ) -> Result<Self> {
-        if source.dim() != target.dim() {
-            return Err(shape_error(
-                "source and target",
-                format!("one dimension (source has {})", source.dim()),
-                target.dim(),
-            ));
-        }
-        if !(validation_fraction > 0.0 && validation_fraction < 1.0) {
-            return Err(invalid(format!(
-                "validation_fraction = {validation_fraction} must lie in (0, 1)"
-            )));
-        }
+        check_pairing(source.dim(), target.dim(), validation_fraction)?;
         if n_validation == 0 {
             return Err(invalid("n_validation must be ≥ 1"));
         }
@@ -210,27 +225,12 @@ impl FlowData {
                 table.len()
             )));
         }
-        if !(validation_fraction > 0.0 && validation_fraction < 1.0) {
-            return Err(invalid(format!(
-                "validation_fraction = {validation_fraction} must lie in (0, 1)"
-            )));
-        }
-        let PointSource::Points(target) = PointSource::points(target, "target")? else {
-            unreachable!("PointSource::points makes a point set")
-        };
-        if source.dim() != target.ncols() {
-            return Err(shape_error(
-                "source and target",
-                format!("one dimension (source has {})", source.dim()),
-                target.ncols(),
-            ));
-        }
+        let target = checked_points(target, "target")?;
+        check_pairing(source.dim(), target.ncols(), validation_fraction)?;
         // Split within each condition so that every training condition keeps rows.
         let (mut train_rows, mut val_rows) = (Vec::new(), Vec::new());
         for c in 0..table.len() {
-            let mine: Vec<usize> = (0..conditions.len())
-                .filter(|&i| conditions[i] == c)
-                .collect();
+            let mine = rows_with(&conditions, c);
             if mine.is_empty() {
                 continue;
             }

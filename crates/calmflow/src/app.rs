@@ -166,6 +166,16 @@ pub(crate) fn load_pretrained<B: burn::tensor::backend::Backend>(
     Ok(model)
 }
 
+/// Creates an output directory (and its parents).
+pub(crate) fn create_out_dir(dir: &Path) -> AppResult<()> {
+    std::fs::create_dir_all(dir).map_err(|e| {
+        AppError::Other(format!(
+            "{}: cannot create the output directory: {e}",
+            dir.display()
+        ))
+    })
+}
+
 /// How [`fit`] trains: the training settings, where checkpoints and the log go, and what
 /// the checkpoints record besides the model.
 #[derive(Debug, Clone)]
@@ -194,12 +204,7 @@ where
     M::InnerModule: FlowObjective<B::InnerBackend, Settings = M::Settings>,
 {
     let parameters = model.num_params();
-    std::fs::create_dir_all(&run.out).map_err(|e| {
-        AppError::Other(format!(
-            "{}: cannot create the output directory: {e}",
-            run.out.display()
-        ))
-    })?;
+    create_out_dir(&run.out)?;
     let checkpoints = run.out.join("checkpoints");
     let mut trainer = Trainer::new(
         model,
@@ -235,12 +240,7 @@ where
 
 impl TrainJob {
     fn prepare(&self) -> AppResult<FlowData> {
-        std::fs::create_dir_all(&self.out).map_err(|e| {
-            AppError::Other(format!(
-                "{}: cannot create the output directory: {e}",
-                self.out.display()
-            ))
-        })?;
+        create_out_dir(&self.out)?;
         let text = self.config.to_toml();
         calmflow_data::write_atomically(&self.out.join("config.toml"), |w| {
             std::io::Write::write_all(w, text.as_bytes())

@@ -33,7 +33,8 @@ use rand::seq::SliceRandom;
 use serde::Serialize;
 
 use crate::app::{
-    AppError, AppResult, FitRun, TrainOutcome, fit, load_pretrained, pretrained_shape,
+    AppError, AppResult, FitRun, TrainOutcome, create_out_dir, fit, load_pretrained,
+    pretrained_shape,
 };
 use crate::backend::BackendTask;
 
@@ -284,12 +285,7 @@ impl BackendTask for HeldOutJob {
             }
         };
         let job = &self;
-        std::fs::create_dir_all(&job.out).map_err(|e| {
-            AppError::Other(format!(
-                "{}: cannot create the output directory: {e}",
-                job.out.display()
-            ))
-        })?;
+        create_out_dir(&job.out)?;
         // Data: expression, conditions, the held-out split.
         let adata = read_h5ad(&job.h5ad)?;
         let x = adata.x.to_dense();
