@@ -36,10 +36,15 @@ pub fn transformer_train_flops(
 
 /// Records the work one iteration of benchmark `id` does (tokens processed and
 /// floating-point operations), for `cargo xtask bench` to turn medians into tokens/s and
-/// GFLOP/s. Written to `target/criterion/calmflow-work.json`.
+/// GFLOP/s. Written to `calmflow-work.json` in criterion's output folder:
+/// `$CRITERION_HOME` when set (the GPU check sets it), else `target/criterion`.
 pub fn record_work(id: &str, tokens: f64, flops: f64) {
-    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../target/criterion/calmflow-work.json");
+    let dir = std::env::var_os("CRITERION_HOME")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| {
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/criterion")
+        });
+    let path = dir.join("calmflow-work.json");
     let mut all: serde_json::Map<String, serde_json::Value> = std::fs::read_to_string(&path)
         .ok()
         .and_then(|s| serde_json::from_str(&s).ok())

@@ -1,4 +1,5 @@
-//! The CaLMFlow model on the CPU backend: one training step (forward, backward, AdamW)
+//! The CaLMFlow model on the CPU backend (on burn-wgpu or burn-cuda with this package's
+//! `wgpu` or `cuda` feature, the facade's backend types): one training step (forward, backward, AdamW)
 //! of a 4-layer, H = 128, 4-head model with P·K = 4 tokens per time point, as the number
 //! of time points N (sequence length 4N) and the batch grow; the generation of 1000
 //! samples (N = 16, P·K = 10) with the KV cache vs re-encoding the whole sequence at
@@ -6,7 +7,7 @@
 //! machine's reference rate for the training step's GFLOP/s.
 #![allow(missing_docs)] // criterion's macros generate undocumented items
 
-use burn::backend::{Autodiff, NdArray};
+use burn::backend::Autodiff;
 use burn::optim::{AdamWConfig, GradientsParams, Optimizer};
 use burn::tensor::backend::Backend;
 use burn::tensor::{Distribution, Tensor};
@@ -15,8 +16,28 @@ use calmflow_train::{AdaptiveSettings, OdeSolver, VelocityMlpConfig, cfm_sample}
 use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
 use std::time::Duration;
 
-type Cpu = NdArray<f32>;
-type Ad = Autodiff<Cpu>;
+// The backend the benches run on.
+#[cfg(not(any(feature = "wgpu", feature = "cuda")))]
+type Bk = calmflow::backend::Cpu;
+#[cfg(all(feature = "wgpu", not(feature = "cuda")))]
+type Bk = calmflow::backend::Wgpu;
+#[cfg(feature = "cuda")]
+type Bk = calmflow::backend::Cuda;
+type Ad = Autodiff<Bk>;
+
+/// Waits for the device's queued work: GPU backends run asynchronously, so a timed
+/// iteration ends only when its kernels have (a no-op on the CPU backend).
+fn sync(device: &burn::tensor::Device<Bk>) {
+    Bk::sync(device).expect("the device runs");
+}
+
+/// Square matrix sizes of the reference rate: larger on a GPU, where 1024² takes
+/// microseconds.
+const MATMUL_SIZES: &[usize] = if cfg!(any(feature = "wgpu", feature = "cuda")) {
+    &[1024, 4096]
+} else {
+    &[256, 1024]
+};
 
 /// Reconstruction of slot j + P from slot j plus 0.3 × the KL term, last time excluded.
 fn loss(model: &CalmFlowModel<Ad>, slots: Tensor<Ad, 3>, p: usize) -> Tensor<Ad, 1> {
@@ -76,21 +97,24 @@ fn training_step(c: &mut Criterion) {
                 let l = loss(&m, slots.clone(), p);
                 let grads = GradientsParams::from_grads(l.backward(), &m);
                 model = Some(optim.step(1e-3, m, grads));
+                sync(&device);
             })
         });
     }
     let gen_config = config.clone().with_n_space(1);
-    Cpu::seed(&device, 1);
-    let gen_model = gen_config.init::<Cpu>(&device).expect("valid config");
+    Bk::seed(&device, 1);
+    let gen_model = gen_config.init::<Bk>(&device).expect("valid config");
     // 100 sequences × P = 10 trajectories = 1000 samples, N = 16.
-    let x0 = Tensor::<Cpu, 3>::random([100, 10, 2], Distribution::Normal(0.0, 1.0), &device);
+    let x0 = Tensor::<Bk, 3>::random([100, 10, 2], Distribution::Normal(0.0, 1.0), &device);
     for use_cache in [true, false] {
         let name = if use_cache { "kv_cache" } else { "re_encode" };
         group.bench_function(BenchmarkId::new("generate_1000/n16_pk10", name), |bch| {
             bch.iter(|| {
-                gen_model
+                let out = gen_model
                     .rollout(x0.clone(), 16, 0.2, use_cache, None)
-                    .expect("roll-out")
+                    .expect("roll-out");
+                sync(&device);
+                out
             })
         });
     }
@@ -105,10 +129,10 @@ fn cfm_sampling(c: &mut Criterion) {
         .warm_up_time(Duration::from_secs(1))
         .measurement_time(Duration::from_secs(5));
     for d in [2usize, 100] {
-        Cpu::seed(&device, 2);
+        Bk::seed(&device, 2);
         let model = VelocityMlpConfig::new(d)
             .with_width(64)
-            .init::<Cpu>(&device)
+            .init::<Bk>(&device)
             .expect("valid config");
         let x0 = calmflow_benches::normal_points(2000, d, 0.0, 3);
         let solver = OdeSolver::Dopri5(AdaptiveSettings::default());
@@ -129,13 +153,17 @@ fn matmul(c: &mut Criterion) {
         .sample_size(10)
         .warm_up_time(Duration::from_secs(1))
         .measurement_time(Duration::from_secs(5));
-    for n in [256usize, 1024] {
-        let a = Tensor::<Cpu, 2>::random([n, n], Distribution::Normal(0.0, 1.0), &device);
-        let b = Tensor::<Cpu, 2>::random([n, n], Distribution::Normal(0.0, 1.0), &device);
+    for &n in MATMUL_SIZES {
+        let a = Tensor::<Bk, 2>::random([n, n], Distribution::Normal(0.0, 1.0), &device);
+        let b = Tensor::<Bk, 2>::random([n, n], Distribution::Normal(0.0, 1.0), &device);
         let id = format!("n{n}");
         calmflow_benches::record_work(&format!("matmul/f32/{id}"), 0.0, 2.0 * (n * n * n) as f64);
         group.bench_function(BenchmarkId::new("f32", &id), |bch| {
-            bch.iter(|| a.clone().matmul(b.clone()).into_data())
+            bch.iter(|| {
+                let c = a.clone().matmul(b.clone());
+                sync(&device);
+                c
+            })
         });
     }
     group.finish();

@@ -11,7 +11,7 @@ use std::time::Instant;
 use burn::backend::{Autodiff, NdArray};
 use burn::module::{AutodiffModule, Module};
 use burn::tensor::backend::Backend;
-use calmflow::plot::{self, Series};
+use calmflow::plot::{self, Series, SweepPoint};
 use calmflow_data::{
     Checkerboard, Circles, EightGaussians, MixturePair, Moons, Sampler, StandardNormal, seeded_rng,
 };
@@ -36,7 +36,21 @@ struct Budget {
     n_times: usize,
     cfm_width: usize,
     n_eval: usize,
+    /// Evaluation points of the ablations (each is a comparison within CaLMFlow).
+    n_eval_ablation: usize,
     seeds: Vec<u64>,
+}
+
+/// Where a task's target points come from.
+enum Target {
+    /// A distribution to draw from (fresh points for every use).
+    Sampler(Box<dyn Fn() -> Box<dyn Sampler>>),
+    /// A finite data set, split once: training points, and held-out points that the
+    /// metrics score against.
+    Data {
+        train: Array2<f32>,
+        held_out: Array2<f32>,
+    },
 }
 
 /// A source → target problem.
@@ -44,7 +58,7 @@ struct Task {
     name: String,
     dim: usize,
     source: Box<dyn Fn() -> Box<dyn Sampler>>,
-    target: Box<dyn Fn() -> Box<dyn Sampler>>,
+    target: Target,
     plot: bool,
 }
 
@@ -58,8 +72,49 @@ fn task(
         name: name.into(),
         dim,
         source: Box::new(source),
-        target: Box::new(target),
+        target: Target::Sampler(Box::new(target)),
         plot: dim == 2,
+    }
+}
+
+/// N(0, I) → the 8×8 digits, standardised per pixel (constant pixels only centred); 1297
+/// digits train, 500 held-out digits are the target the metrics score against.
+fn digits_task() -> Task {
+    let digits = calmflow_data::digits().expect("bundled digits").x;
+    let split = calmflow_data::split_by_fraction(digits.nrows(), 0.0, 500.5 / 1797.0, 17)
+        .expect("valid split");
+    let train = digits.select(ndarray::Axis(0), &split.train);
+    let held_out = digits.select(ndarray::Axis(0), &split.test);
+    let standardizer = calmflow_data::Standardizer::fit(train.view()).expect("finite digits");
+    let dim = digits.ncols();
+    Task {
+        name: "N(0, I) → digits (standardised, D = 64)".into(),
+        dim,
+        source: Box::new(move || normal(dim)),
+        target: Target::Data {
+            train: standardizer.transform(train.view()).expect("same width"),
+            held_out: standardizer.transform(held_out.view()).expect("same width"),
+        },
+        plot: false,
+    }
+}
+
+impl Task {
+    /// `n` target points for training-side use (a fresh draw, or the training set).
+    fn target_points(&self, n: usize, seed: u64) -> Array2<f32> {
+        match &self.target {
+            Target::Sampler(f) => f().sample(n, &mut seeded_rng(seed)),
+            Target::Data { train, .. } => train.clone(),
+        }
+    }
+
+    fn target_source(&self) -> PointSource {
+        match &self.target {
+            Target::Sampler(f) => PointSource::Sampler(f()),
+            Target::Data { train, .. } => {
+                PointSource::points(train.clone(), "training digits").expect("finite points")
+            }
+        }
     }
 }
 
@@ -130,7 +185,7 @@ fn train_config(budget: &Budget, coupling: Coupling, seed: u64) -> TrainConfig {
 fn flow_data(task: &Task, seed: u64) -> FlowData {
     FlowData::new(
         PointSource::Sampler((task.source)()),
-        PointSource::Sampler((task.target)()),
+        task.target_source(),
         0.1,
         256,
         seed,
@@ -138,9 +193,12 @@ fn flow_data(task: &Task, seed: u64) -> FlowData {
     .expect("valid data")
 }
 
+/// The tables report W2, MMD, energy and Fréchet distances: W1 (a second exact
+/// assignment, seconds at n = 2000 in 2-D) and the Sinkhorn terms are left out.
 fn eval_options(dim: usize) -> EvalOptions {
     EvalOptions {
         exact_ot: true,
+        exact_w1: false,
         sinkhorn: false,
         gamma: 1.0 / dim as f64,
         ..EvalOptions::default()
@@ -174,11 +232,12 @@ fn train_calmflow(
         None => flow_data(task, seed),
         Some(_) => {
             // Conditional data needs a target point set: a large fixed sample.
-            let target = (task.target)().sample(20_000, &mut seeded_rng(seed ^ 0xA5C4));
+            let target = task.target_points(20_000, seed ^ 0xA5C4);
+            let n = target.nrows();
             FlowData::conditional(
                 PointSource::Sampler((task.source)()),
                 target,
-                vec![0; 20_000],
+                vec![0; n],
                 anchor_table(),
                 0.1,
                 seed,
@@ -313,26 +372,35 @@ fn run_cfm(
     )
 }
 
-/// Fresh evaluation points of a seed: sources, a target set and an independent second
-/// target set (the two-sample noise floor).
+/// Evaluation points of a seed: sources, a target set and an independent second target
+/// set (the two-sample noise floor). A finite data set scores against its held-out part
+/// (all of it, with as many sources); its noise floor is as many training points, drawn
+/// without replacement.
 fn eval_sets(task: &Task, n: usize, seed: u64) -> (Array2<f32>, Array2<f32>, Array2<f32>) {
     let mut rng = seeded_rng(seed ^ 0x0E7A_1000_0000_0003);
-    let x0 = (task.source)().sample(n, &mut rng);
-    let target = (task.target)().sample(n, &mut rng);
-    let second = (task.target)().sample(n, &mut rng);
-    (x0, target, second)
+    match &task.target {
+        Target::Sampler(f) => {
+            let x0 = (task.source)().sample(n, &mut rng);
+            let target = f().sample(n, &mut rng);
+            let second = f().sample(n, &mut rng);
+            (x0, target, second)
+        }
+        Target::Data { train, held_out } => {
+            let m = held_out.nrows();
+            let x0 = (task.source)().sample(m, &mut rng);
+            // (m + ½)/n: the split takes ⌊n·fraction⌋ points, exactly m.
+            let fraction = (m as f64 + 0.5) / train.nrows() as f64;
+            let split = calmflow_data::split_by_fraction(train.nrows(), 0.0, fraction, seed)
+                .expect("valid split");
+            let second = train.select(ndarray::Axis(0), &split.test);
+            (x0, held_out.clone(), second)
+        }
+    }
 }
 
-/// `mean ± std` over seeds (sample std; 0 for one seed).
+/// `mean ± std` over seeds (sample std; 0 for one seed), of the finite values.
 fn mean_std(v: &[f64]) -> (f64, f64) {
-    let n = v.len() as f64;
-    let mean = v.iter().sum::<f64>() / n;
-    let var = if v.len() > 1 {
-        v.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / (n - 1.0)
-    } else {
-        0.0
-    };
-    (mean, var.sqrt())
+    plot::mean_std(v).unwrap_or((f64::NAN, f64::NAN))
 }
 
 fn cell(v: &[f64]) -> String {
@@ -508,6 +576,30 @@ struct Ablation {
     name: String,
     task: String,
     points: Vec<AblationPoint>,
+    /// The W2 curve (path relative to the output folder), once drawn.
+    plot: Option<String>,
+}
+
+/// Draws the W2 curve of `a` under `out/img/`.
+fn plot_ablation(a: &mut Ablation, out: &Path) {
+    let name = format!("img/quality-ablation-{}.png", slug(&a.name));
+    let points: Vec<SweepPoint<'_>> = a
+        .points
+        .iter()
+        .map(|p| SweepPoint {
+            setting: &p.setting,
+            values: &p.w2,
+        })
+        .collect();
+    match plot::sweep(
+        &out.join(&name),
+        &format!("{} ({})", a.name, a.task),
+        "W2",
+        &points,
+    ) {
+        Ok(()) => a.plot = Some(name),
+        Err(e) => eprintln!("quality: plot skipped: {e}"),
+    }
 }
 
 fn ablation(
@@ -525,7 +617,7 @@ fn ablation(
             train_seconds: Vec::new(),
         };
         for &seed in &budget.seeds {
-            let (x0, target, _) = eval_sets(task, budget.n_eval, seed);
+            let (x0, target, _) = eval_sets(task, budget.n_eval_ablation, seed);
             let (r, _) = run_calmflow(task, budget, knobs, seed, &x0, &target);
             p.w2.push(r.report.w2.unwrap_or(f64::NAN));
             p.mmd2_median.push(r.report.mmd2_median);
@@ -538,6 +630,7 @@ fn ablation(
         name: name.into(),
         task: task.name.clone(),
         points,
+        plot: None,
     }
 }
 
@@ -554,7 +647,7 @@ fn temperature_sweep(task: &Task, budget: &Budget, knobs: CalmKnobs, temps: &[f6
         .collect();
     for &seed in &budget.seeds {
         let (model, secs, _) = train_calmflow(task, budget, knobs, seed);
-        let (x0, target, _) = eval_sets(task, budget.n_eval, seed);
+        let (x0, target, _) = eval_sets(task, budget.n_eval_ablation, seed);
         for (p, &t) in points.iter_mut().zip(temps) {
             let knobs = CalmKnobs {
                 temperature: t,
@@ -570,6 +663,7 @@ fn temperature_sweep(task: &Task, budget: &Budget, knobs: CalmKnobs, temps: &[f6
         name: "temperature".into(),
         task: task.name.clone(),
         points,
+        plot: None,
     }
 }
 
@@ -586,6 +680,9 @@ fn ablation_table(a: &Ablation) -> String {
             cell(&p.mmd2_median),
             mean_std(&p.train_seconds).0
         ));
+    }
+    if let Some(p) = &a.plot {
+        md.push_str(&format!("\n![{}]({p})\n", a.name));
     }
     md
 }
@@ -609,6 +706,7 @@ fn main() {
             n_times: 8,
             cfm_width: 64,
             n_eval: 2000,
+            n_eval_ablation: 1000,
             seeds: vec![0, 1, 2],
         }
     } else {
@@ -620,6 +718,7 @@ fn main() {
             n_times: 16,
             cfm_width: 64,
             n_eval: 2000,
+            n_eval_ablation: 2000,
             seeds: vec![0, 1, 2],
         }
     };
@@ -683,10 +782,7 @@ fn main() {
     // Build every distribution once before hours of training depend on them.
     for t in tasks.iter().chain(std::iter::once(&pair_task)) {
         let mut rng = seeded_rng(0);
-        let _ = (
-            (t.source)().sample(1, &mut rng),
-            (t.target)().sample(1, &mut rng),
-        );
+        let _ = ((t.source)().sample(1, &mut rng), t.target_points(1, 0));
     }
     let results: Vec<TaskResult> = tasks
         .iter()
@@ -774,6 +870,27 @@ fn main() {
         knobs,
         &[0.0, 0.25, 0.5, 1.0, 1.5],
     ));
+    let digits = digits_task();
+    ablations.push(ablation(
+        "spatial tokens K",
+        &digits,
+        &budget,
+        [1, 2, 4, 8]
+            .iter()
+            .map(|&k| {
+                (
+                    format!("K = {k}"),
+                    CalmKnobs {
+                        n_space: k,
+                        ..knobs
+                    },
+                )
+            })
+            .collect(),
+    ));
+    for a in &mut ablations {
+        plot_ablation(a, &out);
+    }
     let seconds = started.elapsed().as_secs_f64();
 
     let mut md = format!(
@@ -782,7 +899,8 @@ fn main() {
          N = {}, β = 0.01, exact-OT coupling, τ = 1, no dropout; CFM: velocity MLP width {}, σ = 0.01, \
          dopri5. Metrics on {} generated points against a fresh target sample, mean ± std over seeds {:?}; \
          the noise floor scores a second independent target sample. NFE: dopri5 function evaluations \
-         (CFM) or decoding steps with the KV cache (CaLMFlow).\n",
+         (CFM) or decoding steps with the KV cache (CaLMFlow). Ablations score {} points (the digits: \
+         500 held-out digits, against as many generated; 1297 digits train).\n",
         if quick { " (quick)" } else { "" },
         if quick { " --quick" } else { "" },
         seconds / 60.0,
@@ -793,7 +911,8 @@ fn main() {
         budget.n_times,
         budget.cfm_width,
         budget.n_eval,
-        budget.seeds
+        budget.seeds,
+        budget.n_eval_ablation
     );
     for r in &results {
         md.push_str(&task_table(r));

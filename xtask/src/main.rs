@@ -2,10 +2,17 @@
 //!
 //! - `cargo xtask ci`: format check, clippy (`-D warnings`, all targets), docs with broken
 //!   intra-doc links denied, then the test command of `README.md`.
+//! - `cargo xtask test [--backend cpu|wgpu]`: the workspace tests (`cpu`, the default), or
+//!   the model and trainer tests on burn-wgpu plus their parity tests against the CPU
+//!   backend (`wgpu`). Without a GPU, wgpu runs on Mesa's software Vulkan driver (lavapipe):
+//!   `apt-get install mesa-vulkan-drivers libvulkan1` on Debian/Ubuntu.
 //! - `cargo xtask gpu-check [--prepare]`: builds the `calmflow` program with the CUDA
-//!   backend (offline) into `target/gpu-check/` with a script that checks an NVIDIA GPU:
-//!   the matmul parity and rate of `calmflow devices --check`, then the demo and the
-//!   held-out experiment on `cuda:0` at reduced size, each timed. With `--prepare` it only
+//!   backend (offline) into `target/gpu-check/`, with the model and trainer tests and the
+//!   speed suite's model benches built for burn-cuda, and a script that checks an NVIDIA
+//!   GPU: those tests (including their parity tests against the CPU backend), the matmul
+//!   parity and rate of `calmflow devices --check`, the model benches (criterion output
+//!   under `$OUT/criterion`), then the demo and the held-out experiment on `cuda:0` at
+//!   reduced size, each timed. With `--prepare` it only
 //!   builds (to carry the folder to a GPU machine); otherwise it runs the script when
 //!   `nvidia-smi` finds a GPU.
 //! - `cargo xtask bench --suite quality [--quick]`: the quality suite (`benches/quality.rs`):
@@ -30,9 +37,10 @@ fn main() -> ExitCode {
         Some("ci") => ci(),
         Some("gpu-check") => gpu_check(args.get(1).map(String::as_str)),
         Some("bench") => bench_command(&args[1..]),
+        Some("test") => test_command(&args[1..]),
         _ => {
             eprintln!(
-                "usage: cargo xtask <ci | bench [--suite speed] [FILTER] | bench --suite quality [--quick] | gpu-check [--prepare]>"
+                "usage: cargo xtask <ci | test [--backend cpu|wgpu] | bench [--suite speed] [FILTER] | bench --suite quality [--quick] | gpu-check [--prepare]>"
             );
             return ExitCode::from(2);
         }
@@ -71,20 +79,85 @@ fn run(program: &str, args: &[&str], envs: &[(&str, &str)]) -> Result<(), String
 /// The GPU check script; `$BIN` is the CUDA-enabled `calmflow` program beside it.
 const GPU_CHECK_SCRIPT: &str = r#"#!/usr/bin/env bash
 # calmflow GPU check: run from anywhere; writes its outputs under $OUT (default ./gpu-check-out).
-set -euo pipefail
+# Each part is timed and logged; a failing part is reported and the others still run.
+set -uo pipefail
 HERE="$(cd "$(dirname "$0")" && pwd)"
 BIN="$HERE/calmflow"
 OUT="${OUT:-$PWD/gpu-check-out}"
 mkdir -p "$OUT"
+FAILED=()
+part() { # part NAME LOG COMMAND...: runs COMMAND, timed, into $OUT/LOG
+  local name="$1" log="$OUT/$2"; shift 2
+  echo "== $name"
+  if ! ( time "$@" ) > "$log" 2>&1; then FAILED+=("$name"); echo "   FAILED (see $log)"; fi
+  tail -n 3 "$log"
+}
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv | tee "$OUT/gpu.txt"
-echo "== matmul parity and rate (cuda:0 against the host)"
-for n in 256 2048 8192; do "$BIN" devices --check cuda:0 --size "$n" | tee -a "$OUT/devices.txt"; done
-echo "== demo on cuda:0 (reduced: 300 CaLMFlow steps, 1000 CFM steps)"
-( time "$BIN" demo --device cuda:0 --steps 300 --cfm-steps 1000 --out "$OUT/demo" --quiet ) 2>&1 | tee "$OUT/demo.txt"
-echo "== held-out single-cell experiment on cuda:0 (reduced: 300 + 1000 steps)"
-( time "$BIN" heldout --device cuda:0 --steps 300 --cfm-steps 1000 --out "$OUT/heldout" --quiet ) 2>&1 | tee "$OUT/heldout.txt"
+for t in "$HERE"/tests/*; do
+  part "tests on cuda: $(basename "$t")" "test-$(basename "$t").txt" "$t"
+done
+part "matmul parity and rate (cuda:0 against the host)" devices.txt \
+  bash -c 'for n in 256 2048 8192; do "$0" devices --check cuda:0 --size "$n"; done' "$BIN"
+part "speed suite (model benches) on cuda:0" bench-model.txt \
+  env CRITERION_HOME="$OUT/criterion" "$HERE/bench-model" --bench
+part "demo on cuda:0 (reduced: 300 CaLMFlow steps, 1000 CFM steps)" demo.txt \
+  "$BIN" demo --device cuda:0 --steps 300 --cfm-steps 1000 --out "$OUT/demo" --quiet
+part "held-out single-cell experiment on cuda:0 (reduced: 300 + 1000 steps)" heldout.txt \
+  "$BIN" heldout --device cuda:0 --steps 300 --cfm-steps 1000 --out "$OUT/heldout" --quiet
+if [ ${#FAILED[@]} -gt 0 ]; then
+  echo "gpu-check: ${#FAILED[@]} part(s) failed: ${FAILED[*]}; outputs in $OUT"; exit 1
+fi
 echo "gpu-check: done; outputs in $OUT"
 "#;
+
+/// Runs `cargo ARGS --message-format=json` and returns the test and bench executables it
+/// built, each named `PACKAGE-TARGET`.
+fn built_executables(args: &[&str]) -> Result<Vec<(String, PathBuf)>, String> {
+    let mut full: Vec<&str> = args.to_vec();
+    full.push("--message-format=json-render-diagnostics");
+    eprintln!("$ cargo {}", full.join(" "));
+    let output = Command::new("cargo")
+        .args(&full)
+        .current_dir(root())
+        .stderr(std::process::Stdio::inherit())
+        .output()
+        .map_err(|e| format!("cannot run cargo: {e}"))?;
+    if !output.status.success() {
+        return Err(format!(
+            "`cargo {}` failed ({})",
+            full.join(" "),
+            output.status
+        ));
+    }
+    let mut found = Vec::new();
+    for line in String::from_utf8_lossy(&output.stdout).lines() {
+        let Ok(message) = serde_json::from_str::<Value>(line) else {
+            continue;
+        };
+        let (Some(exe), Some(target), Some(package)) = (
+            message["executable"].as_str(),
+            message["target"]["name"].as_str(),
+            message["package_id"].as_str(),
+        ) else {
+            continue;
+        };
+        found.push((
+            format!("{}-{target}", package_name(package)),
+            PathBuf::from(exe),
+        ));
+    }
+    Ok(found)
+}
+
+/// The package name in a cargo package id: `path+file:///…/calmflow-model#0.1.0`, or
+/// `path+file:///…/benches#calmflow-benches@0.1.0` when the folder is named otherwise.
+fn package_name(id: &str) -> &str {
+    match id.rsplit_once('#') {
+        Some((_, fragment)) if fragment.contains('@') => fragment.split('@').next().unwrap_or(id),
+        Some((path, _)) => path.rsplit('/').next().unwrap_or(path),
+        None => id.split_whitespace().next().unwrap_or(id),
+    }
+}
 
 fn gpu_check(flag: Option<&str>) -> Result<(), String> {
     let prepare_only = match flag {
@@ -102,6 +175,40 @@ fn gpu_check(flag: Option<&str>) -> Result<(), String> {
     let bin = dir.join("calmflow");
     std::fs::copy(root().join("target/release/calmflow"), &bin)
         .map_err(|e| format!("{}: {e}", bin.display()))?;
+    // The model and trainer tests (with their CPU-parity tests) on burn-cuda.
+    let tests_dir = dir.join("tests");
+    let _ = std::fs::remove_dir_all(&tests_dir);
+    std::fs::create_dir_all(&tests_dir).map_err(|e| format!("{}: {e}", tests_dir.display()))?;
+    for (name, exe) in built_executables(&[
+        "test",
+        "--no-run",
+        "-p",
+        "calmflow-model",
+        "-p",
+        "calmflow-train",
+        "--features",
+        "calmflow-model/cuda,calmflow-train/cuda",
+    ])? {
+        let to = tests_dir.join(&name);
+        std::fs::copy(&exe, &to).map_err(|e| format!("{}: {e}", to.display()))?;
+    }
+    // The speed suite's model benches on burn-cuda.
+    let benches = built_executables(&[
+        "bench",
+        "--no-run",
+        "-p",
+        "calmflow-benches",
+        "--bench",
+        "model",
+        "--features",
+        "cuda",
+    ])?;
+    let (_, exe) = benches
+        .into_iter()
+        .find(|(name, _)| name.starts_with("calmflow-benches-model"))
+        .ok_or("cargo built no `model` bench")?;
+    let to = dir.join("bench-model");
+    std::fs::copy(&exe, &to).map_err(|e| format!("{}: {e}", to.display()))?;
     let script = dir.join("run.sh");
     write_atomic(&script, GPU_CHECK_SCRIPT)?;
     #[cfg(unix)]
@@ -129,6 +236,74 @@ fn gpu_check(flag: Option<&str>) -> Result<(), String> {
         );
     }
     run("bash", &[&script.display().to_string()], &[])
+}
+
+/// Where Vulkan loaders look for installable client drivers (ICDs).
+const VULKAN_ICD_DIRS: [&str; 3] = [
+    "/usr/share/vulkan/icd.d",
+    "/etc/vulkan/icd.d",
+    "/usr/local/share/vulkan/icd.d",
+];
+
+/// The Vulkan drivers installed (ICD manifest names), or why none was found.
+fn vulkan_drivers() -> Result<Vec<String>, String> {
+    if let Ok(file) =
+        std::env::var("VK_ICD_FILENAMES").or_else(|_| std::env::var("VK_DRIVER_FILES"))
+    {
+        return Ok(vec![file]);
+    }
+    let found: Vec<String> = VULKAN_ICD_DIRS
+        .iter()
+        .filter_map(|d| std::fs::read_dir(d).ok())
+        .flatten()
+        .filter_map(|e| e.ok())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.ends_with(".json"))
+        .collect();
+    if found.is_empty() {
+        return Err(
+            "no Vulkan driver found: wgpu needs one (on a machine without a GPU, Mesa's \
+             software driver: `sudo apt-get install mesa-vulkan-drivers libvulkan1`)"
+                .into(),
+        );
+    }
+    Ok(found)
+}
+
+fn test_command(args: &[String]) -> Result<(), String> {
+    let backend = match args {
+        [] => "cpu",
+        [flag, name] if flag == "--backend" => name.as_str(),
+        _ => return Err("usage: cargo xtask test [--backend cpu|wgpu]".into()),
+    };
+    match backend {
+        "cpu" => run("cargo", &["test", "--workspace"], &[]),
+        "wgpu" => {
+            if cfg!(target_os = "linux") {
+                let drivers = vulkan_drivers()?;
+                eprintln!("xtask: Vulkan drivers: {}", drivers.join(", "));
+            }
+            // Vulkan's loader warns on every device creation without a runtime folder.
+            let runtime = std::env::var("XDG_RUNTIME_DIR")
+                .unwrap_or_else(|_| std::env::temp_dir().display().to_string());
+            run(
+                "cargo",
+                &[
+                    "test",
+                    "-p",
+                    "calmflow-model",
+                    "-p",
+                    "calmflow-train",
+                    "--features",
+                    "calmflow-model/wgpu,calmflow-train/wgpu",
+                ],
+                &[("XDG_RUNTIME_DIR", &runtime)],
+            )
+        }
+        other => Err(format!(
+            "unknown backend `{other}` for the tests: cpu or wgpu (CUDA: `cargo xtask gpu-check`)"
+        )),
+    }
 }
 
 fn ci() -> Result<(), String> {
@@ -442,4 +617,25 @@ fn write_atomic(path: &Path, text: &str) -> Result<(), String> {
     let tmp = path.with_extension("tmp");
     std::fs::write(&tmp, text).map_err(|e| format!("{}: {e}", tmp.display()))?;
     std::fs::rename(&tmp, path).map_err(|e| format!("{}: {e}", path.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn package_names_come_from_either_form_of_package_id() {
+        assert_eq!(
+            package_name("path+file:///work/crates/calmflow-model#0.1.0"),
+            "calmflow-model"
+        );
+        assert_eq!(
+            package_name("path+file:///work/benches#calmflow-benches@0.1.0"),
+            "calmflow-benches"
+        );
+        assert_eq!(
+            package_name("calmflow-train 0.1.0 (path+file:///work/crates/calmflow-train)"),
+            "calmflow-train"
+        );
+    }
 }

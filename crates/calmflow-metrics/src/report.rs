@@ -13,8 +13,10 @@ use crate::{
 /// Which metrics [`evaluate`] computes and with which parameters.
 #[derive(Debug, Clone, PartialEq)]
 pub struct EvalOptions {
-    /// Compute the exact W2 and W1 (an `O(n³)` assignment each).
+    /// Compute the exact W2 (an `O(n³)` assignment).
     pub exact_ot: bool,
+    /// With `exact_ot`, compute the exact W1 as well (a second assignment, as costly).
+    pub exact_w1: bool,
     /// Regularisation of the Sinkhorn divergence, in squared data units (default 1: a
     /// blur of about one unit; smaller values approach W2² but converge more slowly).
     pub sinkhorn_reg: f64,
@@ -29,6 +31,7 @@ impl Default for EvalOptions {
     fn default() -> Self {
         Self {
             exact_ot: true,
+            exact_w1: true,
             sinkhorn_reg: 1.0,
             sinkhorn: true,
             gamma: 1.0,
@@ -122,6 +125,11 @@ fn optional(r: Result<f64>) -> Result<Option<f64>> {
 /// let r = evaluate(x.view(), x.view(), &EvalOptions::default()).unwrap();
 /// assert!(r.w2.unwrap() < 1e-12 && r.energy.abs() < 1e-12);
 /// assert!(r.to_json().contains("\"mmd2_multiscale\""));
+/// // W2 without its costly W1 companion; a shifted copy is W2 = W1 = the shift.
+/// let y = x.mapv(|v| v + 3.0);
+/// let options = EvalOptions { exact_w1: false, ..EvalOptions::default() };
+/// let r = evaluate(x.view(), y.view(), &options).unwrap();
+/// assert!((r.w2.unwrap() - 18f64.sqrt()).abs() < 1e-5 && r.w1.is_none());
 /// ```
 pub fn evaluate(
     samples: ArrayView2<'_, f32>,
@@ -132,7 +140,11 @@ pub fn evaluate(
     let (w2, w1) = if options.exact_ot {
         (
             Some(w2_exact(samples, target)?),
-            Some(w1_exact(samples, target)?),
+            if options.exact_w1 {
+                Some(w1_exact(samples, target)?)
+            } else {
+                None
+            },
         )
     } else {
         (None, None)

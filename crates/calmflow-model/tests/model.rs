@@ -1,6 +1,9 @@
-//! The model's contracts, checked numerically on the CPU backend with fixed seeds.
+//! The model's contracts, checked numerically with fixed seeds on the test backend (the CPU
+//! backend, or wgpu with the `wgpu` feature).
 
-use burn::backend::{Autodiff, NdArray};
+mod backend;
+
+use burn::backend::Autodiff;
 use burn::module::{Module, ModuleVisitor, Param};
 use burn::tensor::backend::Backend;
 use burn::tensor::{Distribution, Int, Tensor, TensorData};
@@ -9,10 +12,10 @@ use calmflow_model::{
 };
 use calmflow_tokenize::{SpaceTimeLayout, pack};
 
-type B = NdArray<f32>;
-type AD = Autodiff<NdArray<f32>>;
+type B = backend::TestBackend;
+type AD = Autodiff<B>;
 
-/// burn-ndarray's RNG is one global state: tests running in parallel threads would
+/// The backends' RNG is one global state: tests running in parallel threads would
 /// interleave their draws between `seed` and use. Every seeded section holds this lock.
 static RNG: std::sync::Mutex<()> = std::sync::Mutex::new(());
 

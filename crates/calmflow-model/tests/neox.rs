@@ -2,15 +2,16 @@
 //! forward pass built from hand-made Q, K and V matrices that are interleaved into Hugging
 //! Face's `[heads, 3, head_dim]` layout here, not by the library.
 
+mod backend;
+
 use std::collections::HashMap;
 use std::path::Path;
 
-use burn::backend::NdArray;
 use burn::tensor::{Int, Tensor, TensorData};
 use calmflow_model::neox::{NeoxConfig, NeoxDir, neox_tensor_names, save_neox_config};
 use calmflow_model::{CalmFlowModel, ModelError};
 
-type B = NdArray<f32>;
+type B = backend::TestBackend;
 
 const H: usize = 8;
 const HEADS: usize = 2;

@@ -1,9 +1,11 @@
-//! Conditional training on the CPU backend: CaLMFlow reading prompts and CFM reading
+//! Conditional training on the test backend: CaLMFlow reading prompts and CFM reading
 //! one-hot labels both learn two condition-dependent Gaussian maps.
+
+mod backend;
 
 use std::sync::Mutex;
 
-use burn::backend::{Autodiff, NdArray};
+use burn::backend::Autodiff;
 use burn::module::AutodiffModule;
 use burn::tensor::backend::Backend;
 use calmflow_data::{Rng, Sampler, seeded_rng};
@@ -16,7 +18,7 @@ use calmflow_train::{
 use ndarray::Array2;
 use rand_distr::{Distribution, Normal};
 
-type B = Autodiff<NdArray<f32>>;
+type B = Autodiff<backend::TestBackend>;
 
 static RNG_LOCK: Mutex<()> = Mutex::new(());
 
@@ -128,7 +130,7 @@ fn conditional_cfm_separates_the_conditions() {
         ..TrainConfig::default()
     };
     let json = serde_json::to_value(&config).unwrap();
-    let mut trainer = Trainer::new(model, json, settings, train, data, device).unwrap();
+    let mut trainer = Trainer::new(model, json, settings, train, data, backend::device()).unwrap();
     let summary = trainer.run(&mut Silent).unwrap();
     assert!(summary.final_val_loss.is_finite());
     let model = trainer.model().clone().valid();
@@ -184,7 +186,7 @@ fn prompted_calmflow_separates_the_conditions() {
         ..CalmFlowSettings::default()
     };
     let json = serde_json::to_value(&config).unwrap();
-    let mut trainer = Trainer::new(model, json, settings, train, data, device).unwrap();
+    let mut trainer = Trainer::new(model, json, settings, train, data, backend::device()).unwrap();
     let summary = trainer.run(&mut Silent).unwrap();
     assert!(summary.final_val_loss.is_finite());
     let model = trainer.model().clone().valid();
@@ -225,7 +227,7 @@ fn models_that_cannot_read_the_conditions_are_refused() {
         CalmFlowSettings::default(),
         TrainConfig::default(),
         data(0).0,
-        device,
+        backend::device(),
     )
     .err()
     .unwrap();
@@ -239,7 +241,7 @@ fn models_that_cannot_read_the_conditions_are_refused() {
         CfmVariant::ICfm.setup(0.01).0,
         TrainConfig::default(),
         data(0).0,
-        device,
+        backend::device(),
     )
     .err()
     .unwrap();

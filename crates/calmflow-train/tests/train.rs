@@ -1,9 +1,11 @@
-//! End-to-end checks of the trainer on the CPU backend: exact resumption, learning a 1-D
+//! End-to-end checks of the trainer on the test backend: exact resumption, learning a 1-D
 //! Gaussian map, typed failures.
+
+mod backend;
 
 use std::sync::Mutex;
 
-use burn::backend::{Autodiff, NdArray};
+use burn::backend::Autodiff;
 use burn::module::AutodiffModule;
 use burn::tensor::backend::Backend;
 use calmflow_data::{Rng, Sampler, seeded_rng};
@@ -15,7 +17,7 @@ use calmflow_train::{
 use ndarray::Array2;
 use rand_distr::{Distribution, Normal};
 
-type B = Autodiff<NdArray<f32>>;
+type B = Autodiff<backend::TestBackend>;
 
 /// burn-ndarray's RNG is process-global: tests that seed it must not interleave.
 static RNG_LOCK: Mutex<()> = Mutex::new(());
@@ -57,7 +59,7 @@ fn gaussian_data(seed: u64) -> FlowData {
 }
 
 fn tiny_model(
-    device: &burn::backend::ndarray::NdArrayDevice,
+    device: &burn::tensor::Device<B>,
 ) -> (CalmFlowConfig, calmflow_model::CalmFlowModel<B>) {
     B::seed(device, 11);
     let config = CalmFlowConfig::new(1)
@@ -99,7 +101,7 @@ fn resumed_training_repeats_the_uninterrupted_run() {
         settings(),
         train.clone(),
         gaussian_data(1),
-        device,
+        backend::device(),
     )
     .unwrap();
     straight.run(&mut Silent).unwrap();
@@ -112,7 +114,7 @@ fn resumed_training_repeats_the_uninterrupted_run() {
         settings(),
         train.clone(),
         gaussian_data(1),
-        device,
+        backend::device(),
     )
     .unwrap()
     .with_checkpoints(dir.path(), serde_json::Value::Null);
@@ -124,10 +126,17 @@ fn resumed_training_repeats_the_uninterrupted_run() {
     // A differently initialised model: everything must come from the checkpoint.
     B::seed(&device, 999);
     let model = config.init::<B>(&device).unwrap();
-    let mut resumed = Trainer::new(model, json, settings(), train, gaussian_data(1), device)
-        .unwrap()
-        .resume_from(&checkpoint)
-        .unwrap();
+    let mut resumed = Trainer::new(
+        model,
+        json,
+        settings(),
+        train,
+        gaussian_data(1),
+        backend::device(),
+    )
+    .unwrap()
+    .resume_from(&checkpoint)
+    .unwrap();
     resumed.run(&mut Silent).unwrap();
     let mut got: Vec<f64> = part.history().iter().map(|r| r.loss).collect();
     got.extend(resumed.history().iter().map(|r| r.loss));
@@ -152,8 +161,10 @@ fn mean_std(x: &Array2<f32>) -> (f64, f64) {
     (mean, var.sqrt())
 }
 
-/// N(0, 1) → N(3, 0.5²) on a 4-point grid in 400 steps: the generated mean within 0.15 of
-/// 3 and the spread within 0.2 of 0.5 (measured: see the assertion messages).
+/// N(0, 1) → N(3, 0.5²) on a 4-point grid in 400 steps. Over initialisation seeds 11–18
+/// on the CPU the generated mean was 2.75–2.99 (400 steps leave it slightly short) and the
+/// spread 0.35–0.47; other backends draw other initial weights and noise. Asserted: the
+/// mean within 0.3 of 3 (the source's is 0) and the spread within 0.2 of 0.5.
 #[test]
 fn calmflow_learns_a_gaussian_map() {
     let _guard = RNG_LOCK.lock().unwrap_or_else(|e| e.into_inner());
@@ -179,7 +190,15 @@ fn calmflow_learns_a_gaussian_map() {
         beta: 0.05,
         ..settings()
     };
-    let mut trainer = Trainer::new(model, json, settings, train, gaussian_data(2), device).unwrap();
+    let mut trainer = Trainer::new(
+        model,
+        json,
+        settings,
+        train,
+        gaussian_data(2),
+        backend::device(),
+    )
+    .unwrap();
     let summary = trainer.run(&mut Silent).unwrap();
     let first = trainer.history()[0].loss;
     assert!(
@@ -200,7 +219,7 @@ fn calmflow_learns_a_gaussian_map() {
     };
     let g = generate(&model, &x0, &opts, None, true, &device).unwrap();
     let (mean, std) = mean_std(&g.samples);
-    assert!((mean - 3.0).abs() < 0.15, "mean {mean}");
+    assert!((mean - 3.0).abs() < 0.3, "mean {mean}");
     assert!((std - 0.5).abs() < 0.2, "std {std}");
     let t = g.trajectories.unwrap();
     assert_eq!(t.dim(), (2000, 4, 1));
@@ -225,7 +244,15 @@ fn cfm_learns_a_gaussian_map() {
         ..TrainConfig::default()
     };
     let json = serde_json::to_value(&config).unwrap();
-    let mut trainer = Trainer::new(model, json, settings, train, gaussian_data(3), device).unwrap();
+    let mut trainer = Trainer::new(
+        model,
+        json,
+        settings,
+        train,
+        gaussian_data(3),
+        backend::device(),
+    )
+    .unwrap();
     trainer.run(&mut Silent).unwrap();
     let model = trainer.model().clone().valid();
     let x0 = Gaussian1d {
@@ -273,7 +300,8 @@ fn non_finite_loss_stops_training_with_the_step() {
         ..TrainConfig::default()
     };
     let json = serde_json::to_value(&config).unwrap();
-    let mut trainer = Trainer::new(model, json, settings(), train, data, device).unwrap();
+    let mut trainer =
+        Trainer::new(model, json, settings(), train, data, backend::device()).unwrap();
     let err = trainer.run(&mut Silent).unwrap_err();
     assert!(
         matches!(err, TrainError::NonFiniteLoss { step: 1, .. }),
@@ -300,7 +328,7 @@ fn bad_settings_and_foreign_checkpoints_are_errors() {
             settings(),
             bad,
             gaussian_data(0),
-            device
+            backend::device()
         )
         .is_err()
     );
@@ -316,7 +344,7 @@ fn bad_settings_and_foreign_checkpoints_are_errors() {
             one_time,
             TrainConfig::default(),
             gaussian_data(0),
-            device
+            backend::device()
         )
         .is_err()
     );
@@ -328,7 +356,7 @@ fn bad_settings_and_foreign_checkpoints_are_errors() {
         settings(),
         TrainConfig::default(),
         gaussian_data(0),
-        device,
+        backend::device(),
     )
     .err()
     .unwrap();
@@ -349,7 +377,7 @@ fn bad_settings_and_foreign_checkpoints_are_errors() {
         settings(),
         train.clone(),
         gaussian_data(0),
-        device,
+        backend::device(),
     )
     .unwrap()
     .with_checkpoints(dir.path(), serde_json::Value::Null);
@@ -362,7 +390,7 @@ fn bad_settings_and_foreign_checkpoints_are_errors() {
         settings(),
         TrainConfig { steps: 4, ..train },
         gaussian_data(0),
-        device,
+        backend::device(),
     )
     .unwrap()
     .resume_from(&checkpoint);

@@ -1,4 +1,5 @@
-//! Scatter plots of samples against a target, and trajectories over time, as PNG or SVG
+//! Scatter plots of samples against a target, trajectories over time and parameter sweeps
+//! (a metric's mean ± std over seeds), as PNG or SVG
 //! (by the file extension), written atomically. Points of more than two dimensions are
 //! drawn by their first two coordinates.
 
@@ -308,6 +309,138 @@ pub fn trajectories(
     )
 }
 
+/// One setting of a swept parameter and a metric's values at it (one per seed).
+#[derive(Debug, Clone, Copy)]
+pub struct SweepPoint<'a> {
+    /// The setting, as the x-axis label shows it (`"P = 4"`).
+    pub setting: &'a str,
+    /// The metric over seeds; non-finite values are left out.
+    pub values: &'a [f64],
+}
+
+/// Mean and sample standard deviation (`n − 1`; 0 for one value) of the finite values:
+/// the summary over seeds that [`sweep`] draws. `None` when no value is finite.
+///
+/// ```
+/// let (m, s) = calmflow::plot::mean_std(&[1.0, 3.0, f64::NAN]).unwrap();
+/// assert_eq!((m, s), (2.0, 2f64.sqrt()));
+/// assert!(calmflow::plot::mean_std(&[f64::NAN]).is_none());
+/// ```
+pub fn mean_std(values: &[f64]) -> Option<(f64, f64)> {
+    let v: Vec<f64> = values.iter().copied().filter(|x| x.is_finite()).collect();
+    if v.is_empty() {
+        return None;
+    }
+    let n = v.len() as f64;
+    let mean = v.iter().sum::<f64>() / n;
+    let var = if v.len() > 1 {
+        v.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / (n - 1.0)
+    } else {
+        0.0
+    };
+    Some((mean, var.sqrt()))
+}
+
+fn draw_sweep<DB: DrawingBackend>(
+    area: &DrawingArea<DB, Shift>,
+    title: &str,
+    y_label: &str,
+    points: &[SweepPoint<'_>],
+) -> Result<(), String> {
+    let finite = points
+        .iter()
+        .flat_map(|p| p.values.iter().copied())
+        .filter(|v| v.is_finite());
+    let (lo, hi) = finite.fold((f64::MAX, f64::MIN), |(a, b), v| (a.min(v), b.max(v)));
+    let (lo, hi) = if lo > hi { (0.0, 1.0) } else { (lo, hi) };
+    let pad = 0.08 * (hi - lo).max(1e-6 * hi.abs().max(1e-12));
+    let x_range = (-0.5f32, points.len() as f32 - 0.5);
+    let y_range = ((lo - pad) as f32, (hi + pad) as f32);
+    area.fill(&WHITE).map_err(|e| e.to_string())?;
+    let mut chart = ChartBuilder::on(area)
+        .caption(title, ("sans-serif", 20))
+        .margin(12)
+        .x_label_area_size(34)
+        .y_label_area_size(60)
+        .build_cartesian_2d(x_range.0..x_range.1, y_range.0..y_range.1)
+        .map_err(|e| e.to_string())?;
+    let label_of = |x: &f32| {
+        let i = x.round();
+        if (x - i).abs() < 1e-3 && i >= 0.0 {
+            points
+                .get(i as usize)
+                .map(|p| p.setting.to_string())
+                .unwrap_or_default()
+        } else {
+            String::new()
+        }
+    };
+    chart
+        .configure_mesh()
+        .x_labels(points.len().max(1) * 2 + 1)
+        .x_label_formatter(&label_of)
+        .y_desc(y_label)
+        .draw()
+        .map_err(|e| e.to_string())?;
+    let line = RGBColor(CALMFLOW.0, CALMFLOW.1, CALMFLOW.2);
+    let summary: Vec<(f32, f64, f64)> = points
+        .iter()
+        .enumerate()
+        .filter_map(|(i, p)| mean_std(p.values).map(|(m, s)| (i as f32, m, s)))
+        .collect();
+    chart
+        .draw_series(LineSeries::new(
+            summary.iter().map(|&(x, m, _)| (x, m as f32)),
+            line.stroke_width(2),
+        ))
+        .map_err(|e| e.to_string())?
+        .label("mean ± std over seeds")
+        .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 16, y)], line.stroke_width(2)));
+    chart
+        .draw_series(summary.iter().map(|&(x, m, s)| {
+            ErrorBar::new_vertical(
+                x,
+                (m - s) as f32,
+                m as f32,
+                (m + s) as f32,
+                line.filled(),
+                10,
+            )
+        }))
+        .map_err(|e| e.to_string())?;
+    let seed = RGBColor(TARGET.0, TARGET.1, TARGET.2);
+    chart
+        .draw_series(points.iter().enumerate().flat_map(|(i, p)| {
+            p.values
+                .iter()
+                .filter(|v| v.is_finite())
+                .map(move |&v| Circle::new((i as f32 + 0.12, v as f32), 3, seed.filled()))
+        }))
+        .map_err(|e| e.to_string())?
+        .label("one seed")
+        .legend(move |(x, y)| Circle::new((x, y), 3, seed.filled()));
+    draw_legend(&mut chart)
+}
+
+/// A parameter sweep: the metric's mean ± std over seeds at each setting, joined by a
+/// line, with each seed's value beside it.
+pub fn sweep(
+    path: &Path,
+    title: &str,
+    y_label: &str,
+    points: &[SweepPoint<'_>],
+) -> Result<(), PlotError> {
+    if points.is_empty() {
+        return Err(error(path, "a sweep plot needs at least one setting"));
+    }
+    render(
+        path,
+        (720, 480),
+        |a| draw_sweep(a, title, y_label, points),
+        |a| draw_sweep(a, title, y_label, points),
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -347,7 +480,27 @@ mod tests {
             color: TARGET,
         }];
         assert!(scatter(&png, "x", &bad).is_err());
-        // Only the two finished files and t.png remain: no staging leftovers.
-        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 3);
+        let sweep_png = dir.path().join("sweep.png");
+        let points = [
+            SweepPoint {
+                setting: "P = 1",
+                values: &[0.5, 0.6, f64::NAN],
+            },
+            SweepPoint {
+                setting: "P = 2",
+                values: &[0.4, 0.45, 0.5],
+            },
+        ];
+        sweep(&sweep_png, "sweep", "W2", &points).unwrap();
+        assert_eq!(&std::fs::read(&sweep_png).unwrap()[1..4], b"PNG");
+        let svg_text = {
+            let p = dir.path().join("sweep.svg");
+            sweep(&p, "sweep", "W2", &points).unwrap();
+            std::fs::read_to_string(&p).unwrap()
+        };
+        assert!(svg_text.contains("P = 2"));
+        assert!(sweep(&sweep_png, "empty", "W2", &[]).is_err());
+        // Only the finished files and t.png remain: no staging leftovers.
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 5);
     }
 }

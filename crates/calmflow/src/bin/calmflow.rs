@@ -660,6 +660,7 @@ fn run(command: Command) -> Result<(), String> {
             let y = read_points(&target).map_err(|e| e.to_string())?;
             let options = EvalOptions {
                 exact_ot: !no_exact,
+                exact_w1: !no_exact,
                 sinkhorn: !no_sinkhorn,
                 sinkhorn_reg,
                 gamma,
