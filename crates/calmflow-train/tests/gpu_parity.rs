@@ -110,8 +110,10 @@ fn assert_same_losses(cpu: &[LogRecord], gpu: &[LogRecord]) {
     assert!(cpu.len() == 5 && cpu[0].loss > 0.0);
 }
 
-fn as_f64(a: &Array2<f32>) -> Vec<f64> {
-    a.iter().map(|&v| f64::from(v)).collect()
+/// [`close`] for two sample sets.
+fn close_samples(what: &str, a: &Array2<f32>, b: &Array2<f32>, relative: f64) {
+    let as_f64 = |x: &Array2<f32>| x.iter().map(|&v| f64::from(v)).collect::<Vec<_>>();
+    close(what, &as_f64(a), &as_f64(b), relative);
 }
 
 #[test]
@@ -179,12 +181,7 @@ fn calmflow_training_and_generation_match_the_cpu() {
         &gpu_device,
     )
     .unwrap();
-    close(
-        "separately trained samples",
-        &as_f64(&a.samples),
-        &as_f64(&b.samples),
-        1e-2,
-    );
+    close_samples("separately trained samples", &a.samples, &b.samples, 1e-2);
     // The GPU-trained weights, sampled on both backends.
     let gpu_trained = gpu.model().valid();
     let on_cpu = with_weights_of(
@@ -194,12 +191,7 @@ fn calmflow_training_and_generation_match_the_cpu() {
     );
     let a = generate(&on_cpu, &x0, &options, None, false, &cpu_device).unwrap();
     let b = generate(&gpu_trained, &x0, &options, None, false, &gpu_device).unwrap();
-    close(
-        "samples of the same weights",
-        &as_f64(&a.samples),
-        &as_f64(&b.samples),
-        1e-4,
-    );
+    close_samples("samples of the same weights", &a.samples, &b.samples, 1e-4);
 }
 
 #[test]
@@ -228,12 +220,7 @@ fn cfm_training_and_dopri5_sampling_match_the_cpu() {
     let solver = OdeSolver::default();
     let a = cfm_sample(&cpu.model().valid(), &x0, None, &solver, false, &cpu_device).unwrap();
     let b = cfm_sample(&gpu.model().valid(), &x0, None, &solver, false, &gpu_device).unwrap();
-    close(
-        "separately trained samples",
-        &as_f64(&a.samples),
-        &as_f64(&b.samples),
-        1e-2,
-    );
+    close_samples("separately trained samples", &a.samples, &b.samples, 1e-2);
     // The GPU-trained weights, integrated on both backends: the same adaptive steps.
     let gpu_trained = gpu.model().valid();
     let on_cpu = with_weights_of(
@@ -243,11 +230,6 @@ fn cfm_training_and_dopri5_sampling_match_the_cpu() {
     );
     let a = cfm_sample(&on_cpu, &x0, None, &solver, false, &cpu_device).unwrap();
     let b = cfm_sample(&gpu_trained, &x0, None, &solver, false, &gpu_device).unwrap();
-    close(
-        "samples of the same weights",
-        &as_f64(&a.samples),
-        &as_f64(&b.samples),
-        1e-4,
-    );
+    close_samples("samples of the same weights", &a.samples, &b.samples, 1e-4);
     assert_eq!(a.stats.nfe, b.stats.nfe);
 }
