@@ -1,8 +1,11 @@
 //! Shared inputs of the calmflow criterion benchmarks (run them with `cargo xtask bench`,
 //! which also writes `docs/benchmarks.md`).
 
+use std::path::{Path, PathBuf};
+
 use calmflow_data::{Sampler, StandardNormal, seeded_rng};
 use ndarray::Array2;
+use serde_json::{Map, Value, json};
 
 /// `n` seeded standard-normal points in dimension `d`, shifted by `shift` in every
 /// coordinate.
@@ -56,9 +59,163 @@ pub fn record_work(id: &str, tokens: f64, flops: f64) {
     if let Some(dir) = path.parent() {
         let _ = std::fs::create_dir_all(dir);
     }
+    let _ = write_atomic(&path, &serde_json::Value::Object(all).to_string());
+}
+
+/// Writes `text` to `path` through a temporary file and a rename, so that `path` holds
+/// either its old or its new contents, never a part.
+pub fn write_atomic(path: &Path, text: &str) -> std::io::Result<()> {
     let tmp = path.with_extension("tmp");
-    let text = serde_json::Value::Object(all).to_string();
-    if std::fs::write(&tmp, text).is_ok() {
-        let _ = std::fs::rename(&tmp, &path);
+    std::fs::write(&tmp, text)?;
+    std::fs::rename(&tmp, path)
+}
+
+/// One finished stage of a long run: its markdown, its JSON result and its seconds.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Stage {
+    /// The stage's part of the report.
+    pub markdown: String,
+    /// The stage's results.
+    pub result: Value,
+    /// Wall time of the run that computed it.
+    pub seconds: f64,
+}
+
+/// The finished stages of a long run (the quality suite: one table each), saved to a file
+/// after every stage, so that a stopped run resumes at its first unfinished stage when it
+/// is started again with the same budget.
+#[derive(Debug)]
+pub struct StageProgress {
+    path: PathBuf,
+    budget: Value,
+    done: Map<String, Value>,
+    /// How many stages were loaded from the file.
+    pub resumed: usize,
+}
+
+impl StageProgress {
+    /// The stages that `path` holds for this `budget` (none when it was written with
+    /// another budget, cannot be read, or `fresh` is set).
+    pub fn load(path: PathBuf, budget: Value, fresh: bool) -> Self {
+        let saved: Option<Value> = if fresh {
+            None
+        } else {
+            std::fs::read_to_string(&path)
+                .ok()
+                .and_then(|s| serde_json::from_str(&s).ok())
+        };
+        let done = match saved {
+            Some(v) if v["budget"] == budget => {
+                v["stages"].as_object().cloned().unwrap_or_default()
+            }
+            _ => Map::new(),
+        };
+        let resumed = done.len();
+        Self {
+            path,
+            budget,
+            done,
+            resumed,
+        }
+    }
+
+    /// Stage `name`: the saved one, or what `run` returns (markdown, result), which is
+    /// then saved. An error saving is reported and the run goes on.
+    pub fn stage(&mut self, name: &str, run: impl FnOnce() -> (String, Value)) -> Stage {
+        if let Some(s) = self.done.get(name)
+            && let (Some(markdown), Some(seconds)) = (s["markdown"].as_str(), s["seconds"].as_f64())
+        {
+            return Stage {
+                markdown: markdown.to_string(),
+                result: s["result"].clone(),
+                seconds,
+            };
+        }
+        let started = std::time::Instant::now();
+        let (markdown, result) = run();
+        let seconds = started.elapsed().as_secs_f64();
+        self.done.insert(
+            name.to_string(),
+            json!({ "markdown": markdown, "result": result, "seconds": seconds }),
+        );
+        let text = json!({ "budget": self.budget, "stages": self.done }).to_string();
+        if let Err(e) = write_atomic(&self.path, &text) {
+            eprintln!("progress not saved to {}: {e}", self.path.display());
+        }
+        Stage {
+            markdown,
+            result,
+            seconds,
+        }
+    }
+
+    /// Removes the file: the run is complete, and a later one starts over.
+    pub fn finish(self) {
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A fresh path in a folder of its own (removed by the test that uses it).
+    fn scratch(name: &str) -> PathBuf {
+        let dir =
+            std::env::temp_dir().join(format!("calmflow-benches-{}-{name}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        dir.join("progress.json")
+    }
+
+    #[test]
+    fn a_stopped_run_resumes_with_its_finished_stages_only() {
+        let path = scratch("resume.json");
+        let budget = json!({ "steps": 800 });
+        let mut first = StageProgress::load(path.clone(), budget.clone(), false);
+        assert_eq!(first.resumed, 0);
+        let a = first.stage("a", || ("table a".into(), json!([1, 2])));
+        assert_eq!(a.markdown, "table a");
+        drop(first); // stopped before stage b
+
+        let mut second = StageProgress::load(path.clone(), budget.clone(), false);
+        assert_eq!(second.resumed, 1);
+        let mut calls = 0;
+        let again = second.stage("a", || {
+            calls += 1;
+            ("recomputed".into(), json!(null))
+        });
+        assert_eq!(calls, 0);
+        assert_eq!(again, a);
+        let b = second.stage("b", || ("table b".into(), json!({ "w2": 0.5 })));
+        assert_eq!(b.result["w2"], 0.5);
+        second.finish();
+        assert!(!path.exists());
+        let _ = std::fs::remove_dir_all(path.parent().expect("folder"));
+    }
+
+    #[test]
+    fn another_budget_or_fresh_starts_over() {
+        let path = scratch("budget.json");
+        let mut run = StageProgress::load(path.clone(), json!({ "steps": 300 }), false);
+        run.stage("a", || ("300 steps".into(), json!(1)));
+        assert_eq!(
+            StageProgress::load(path.clone(), json!({ "steps": 800 }), false).resumed,
+            0
+        );
+        assert_eq!(
+            StageProgress::load(path.clone(), json!({ "steps": 300 }), true).resumed,
+            0
+        );
+        assert_eq!(
+            StageProgress::load(path.clone(), json!({ "steps": 300 }), false).resumed,
+            1
+        );
+        std::fs::write(&path, "{ not json").expect("write");
+        assert_eq!(
+            StageProgress::load(path.clone(), json!({ "steps": 300 }), false).resumed,
+            0
+        );
+        let _ = std::fs::remove_dir_all(path.parent().expect("folder"));
     }
 }

@@ -1,9 +1,11 @@
 //! The quality suite (`cargo xtask bench --suite quality [--quick]`): CaLMFlow, I-CFM and
 //! OT-CFM trained with the same step budget on the same data, scored on fresh target
-//! samples over several seeds, plus CaLMFlow ablations. Writes `docs/quality.json`,
-//! `docs/quality.md` and plots under `docs/img/`.
+//! samples over several seeds, plus CaLMFlow ablations. Writes `docs/quality.{md,json}`
+//! and plots under `docs/img/`.
 //!
-//! Usage: `quality [--quick] [--out DIR]` (default `docs`).
+//! Usage: `quality [--quick] [--fresh] [--out DIR]` (default `docs`). The quick suite writes
+//! `quality-quick.*`, the full one `quality.*`; an interrupted run resumes from
+//! `{prefix}.progress.json` unless `--fresh` is given.
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -12,6 +14,7 @@ use burn::backend::{Autodiff, NdArray};
 use burn::module::{AutodiffModule, Module};
 use burn::tensor::backend::Backend;
 use calmflow::plot::{self, Series, SweepPoint};
+use calmflow_benches::StageProgress;
 use calmflow_data::{
     Checkerboard, Circles, EightGaussians, MixturePair, Moons, Sampler, StandardNormal, seeded_rng,
 };
@@ -499,7 +502,7 @@ fn slug(s: &str) -> String {
         .join("-")
 }
 
-fn compare(task: &Task, budget: &Budget, knobs: CalmKnobs, out: &Path) -> TaskResult {
+fn compare(task: &Task, budget: &Budget, knobs: CalmKnobs, out: &Output) -> TaskResult {
     let mut runs = Vec::new();
     let mut floor = Vec::new();
     let mut plot_path = None;
@@ -520,7 +523,7 @@ fn compare(task: &Task, budget: &Budget, knobs: CalmKnobs, out: &Path) -> TaskRe
             calm.train_seconds
         );
         if task.plot && plot_path.is_none() {
-            let name = format!("img/quality-{}.png", slug(&task.name));
+            let name = out.image(&task.name);
             let series = [
                 Series {
                     label: "target",
@@ -544,7 +547,7 @@ fn compare(task: &Task, budget: &Budget, knobs: CalmKnobs, out: &Path) -> TaskRe
                 },
             ];
             match plot::scatter(
-                &out.join(&name),
+                &out.dir.join(&name),
                 &format!("{} (seed {seed})", task.name),
                 &series,
             ) {
@@ -581,8 +584,8 @@ struct Ablation {
 }
 
 /// Draws the W2 curve of `a` under `out/img/`.
-fn plot_ablation(a: &mut Ablation, out: &Path) {
-    let name = format!("img/quality-ablation-{}.png", slug(&a.name));
+fn plot_ablation(a: &mut Ablation, out: &Output) {
+    let name = out.image(&format!("ablation {}", a.name));
     let points: Vec<SweepPoint<'_>> = a
         .points
         .iter()
@@ -592,7 +595,7 @@ fn plot_ablation(a: &mut Ablation, out: &Path) {
         })
         .collect();
     match plot::sweep(
-        &out.join(&name),
+        &out.dir.join(&name),
         &format!("{} ({})", a.name, a.task),
         "W2",
         &points,
@@ -687,40 +690,56 @@ fn ablation_table(a: &Ablation) -> String {
     md
 }
 
+/// Where a run writes: `DIR/{prefix}.md`, `DIR/{prefix}.json`, plots `DIR/img/{prefix}-*.png`
+/// and, while it runs, `DIR/{prefix}.progress.json`. The quick and the full suite have
+/// their own prefixes, so that one never overwrites the other's tables.
+struct Output {
+    dir: PathBuf,
+    prefix: &'static str,
+}
+
+impl Output {
+    /// The path, relative to `dir`, of the plot named `title`.
+    fn image(&self, title: &str) -> String {
+        format!("img/{}-{}.png", self.prefix, slug(title))
+    }
+
+    fn path(&self, extension: &str) -> PathBuf {
+        self.dir.join(format!("{}.{extension}", self.prefix))
+    }
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let quick = args.iter().any(|a| a == "--quick");
-    let out = args
+    let fresh = args.iter().any(|a| a == "--fresh");
+    let dir = args
         .iter()
         .position(|a| a == "--out")
         .and_then(|i| args.get(i + 1))
         .map(PathBuf::from)
         .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs"));
-    let _ = std::fs::create_dir_all(out.join("img"));
-    let budget = if quick {
-        Budget {
-            steps: 300,
-            batch: 64,
-            hidden: 32,
-            layers: 2,
-            n_times: 8,
-            cfm_width: 64,
-            n_eval: 2000,
-            n_eval_ablation: 1000,
-            seeds: vec![0, 1, 2],
-        }
-    } else {
-        Budget {
-            steps: 2000,
-            batch: 128,
-            hidden: 64,
-            layers: 2,
-            n_times: 16,
-            cfm_width: 64,
-            n_eval: 2000,
-            n_eval_ablation: 2000,
-            seeds: vec![0, 1, 2],
-        }
+    if let Err(e) = std::fs::create_dir_all(dir.join("img")) {
+        eprintln!("quality: cannot create {}: {e}", dir.join("img").display());
+        std::process::exit(1);
+    }
+    let out = Output {
+        dir,
+        prefix: if quick { "quality-quick" } else { "quality" },
+    };
+    // The full suite differs from the quick one in steps, tasks (D = 50, 100, 1000), the
+    // ablation grids (P = 8, N = 32, 2-Gaussian pairs at D = 10) and 2000 ablation
+    // points; the models are the same size.
+    let budget = Budget {
+        steps: if quick { 300 } else { 800 },
+        batch: 64,
+        hidden: 32,
+        layers: 2,
+        n_times: 8,
+        cfm_width: 64,
+        n_eval: 2000,
+        n_eval_ablation: if quick { 1000 } else { 2000 },
+        seeds: vec![0, 1, 2],
     };
     let knobs = CalmKnobs {
         n_traj: 1,
@@ -730,7 +749,18 @@ fn main() {
         temperature: 1.0,
         anchored: None,
     };
-    let started = Instant::now();
+    let mut progress = StageProgress::load(
+        out.path("progress.json"),
+        serde_json::to_value(&budget).unwrap_or_default(),
+        fresh,
+    );
+    if progress.resumed > 0 {
+        eprintln!(
+            "quality: resuming with {} finished table(s) from {} (--fresh starts over)",
+            progress.resumed,
+            out.path("progress.json").display()
+        );
+    }
     let mut tasks = vec![
         task(
             "8-Gaussians → moons",
@@ -784,10 +814,22 @@ fn main() {
         let mut rng = seeded_rng(0);
         let _ = ((t.source)().sample(1, &mut rng), t.target_points(1, 0));
     }
-    let results: Vec<TaskResult> = tasks
-        .iter()
-        .map(|t| compare(t, &budget, knobs, &out))
-        .collect();
+    let digits = digits_task();
+
+    let mut md_parts = Vec::new();
+    let mut task_results = Vec::new();
+    let mut ablation_results = Vec::new();
+    let mut seconds = 0.0;
+    for t in &tasks {
+        eprintln!("quality: {}", t.name);
+        let stage = progress.stage(&t.name, || {
+            let r = compare(t, &budget, knobs, &out);
+            (task_table(&r), serde_json::to_value(&r).unwrap_or_default())
+        });
+        md_parts.push(stage.markdown);
+        task_results.push(stage.result);
+        seconds += stage.seconds;
+    }
 
     let p_values: Vec<usize> = if quick {
         vec![1, 2, 4]
@@ -799,102 +841,135 @@ fn main() {
     } else {
         vec![4, 8, 16, 32]
     };
-    let mut ablations = vec![
-        ablation(
+    type AblationRun<'a> = Box<dyn FnOnce() -> Ablation + 'a>;
+    let ablations: Vec<(&str, AblationRun<'_>)> = vec![
+        (
             "trajectories per sequence P",
-            &pair_task,
-            &budget,
-            p_values
-                .iter()
-                .map(|&p| (format!("P = {p}"), CalmKnobs { n_traj: p, ..knobs }))
-                .collect(),
+            Box::new(|| {
+                ablation(
+                    "trajectories per sequence P",
+                    &pair_task,
+                    &budget,
+                    p_values
+                        .iter()
+                        .map(|&p| (format!("P = {p}"), CalmKnobs { n_traj: p, ..knobs }))
+                        .collect(),
+                )
+            }),
         ),
-        ablation(
+        (
             "time points N",
-            &pair_task,
-            &budget,
-            n_values
-                .iter()
-                .map(|&n| {
-                    (
-                        format!("N = {n}"),
-                        CalmKnobs {
-                            n_times: n,
-                            ..knobs
-                        },
-                    )
-                })
-                .collect(),
+            Box::new(|| {
+                ablation(
+                    "time points N",
+                    &pair_task,
+                    &budget,
+                    n_values
+                        .iter()
+                        .map(|&n| {
+                            (
+                                format!("N = {n}"),
+                                CalmKnobs {
+                                    n_times: n,
+                                    ..knobs
+                                },
+                            )
+                        })
+                        .collect(),
+                )
+            }),
         ),
-        ablation(
+        (
             "variational decoder",
-            &pair_task,
-            &budget,
-            vec![
-                ("on (τ = 1)".into(), knobs),
-                (
-                    "off (deterministic)".into(),
-                    CalmKnobs {
-                        variational: false,
-                        temperature: 0.0,
-                        ..knobs
-                    },
-                ),
-            ],
+            Box::new(|| {
+                ablation(
+                    "variational decoder",
+                    &pair_task,
+                    &budget,
+                    vec![
+                        ("on (τ = 1)".into(), knobs),
+                        (
+                            "off (deterministic)".into(),
+                            CalmKnobs {
+                                variational: false,
+                                temperature: 0.0,
+                                ..knobs
+                            },
+                        ),
+                    ],
+                )
+            }),
+        ),
+        (
+            "context",
+            Box::new(|| {
+                ablation(
+                    "context: Volterra (whole history) vs Markov (current time point)",
+                    &pair_task,
+                    &budget,
+                    vec![
+                        (
+                            "Volterra, anchor prompt".into(),
+                            CalmKnobs {
+                                anchored: Some(false),
+                                ..knobs
+                            },
+                        ),
+                        (
+                            "Markov, anchor prompt".into(),
+                            CalmKnobs {
+                                anchored: Some(true),
+                                ..knobs
+                            },
+                        ),
+                    ],
+                )
+            }),
+        ),
+        (
+            "temperature",
+            Box::new(|| temperature_sweep(&pair_task, &budget, knobs, &[0.0, 0.25, 0.5, 1.0, 1.5])),
+        ),
+        (
+            "spatial tokens K",
+            Box::new(|| {
+                ablation(
+                    "spatial tokens K",
+                    &digits,
+                    &budget,
+                    [1, 2, 4, 8]
+                        .iter()
+                        .map(|&k| {
+                            (
+                                format!("K = {k}"),
+                                CalmKnobs {
+                                    n_space: k,
+                                    ..knobs
+                                },
+                            )
+                        })
+                        .collect(),
+                )
+            }),
         ),
     ];
-    ablations.push(ablation(
-        "context: Volterra (whole history) vs Markov (current time point)",
-        &pair_task,
-        &budget,
-        vec![
+    for (name, run) in ablations {
+        eprintln!("quality: ablation {name}");
+        let stage = progress.stage(&format!("ablation: {name}"), || {
+            let mut a = run();
+            plot_ablation(&mut a, &out);
             (
-                "Volterra, anchor prompt".into(),
-                CalmKnobs {
-                    anchored: Some(false),
-                    ..knobs
-                },
-            ),
-            (
-                "Markov, anchor prompt".into(),
-                CalmKnobs {
-                    anchored: Some(true),
-                    ..knobs
-                },
-            ),
-        ],
-    ));
-    ablations.push(temperature_sweep(
-        &pair_task,
-        &budget,
-        knobs,
-        &[0.0, 0.25, 0.5, 1.0, 1.5],
-    ));
-    let digits = digits_task();
-    ablations.push(ablation(
-        "spatial tokens K",
-        &digits,
-        &budget,
-        [1, 2, 4, 8]
-            .iter()
-            .map(|&k| {
-                (
-                    format!("K = {k}"),
-                    CalmKnobs {
-                        n_space: k,
-                        ..knobs
-                    },
-                )
-            })
-            .collect(),
-    ));
-    for a in &mut ablations {
-        plot_ablation(a, &out);
+                ablation_table(&a),
+                serde_json::to_value(&a).unwrap_or_default(),
+            )
+        });
+        md_parts.push(stage.markdown);
+        ablation_results.push(stage.result);
+        seconds += stage.seconds;
     }
-    let seconds = started.elapsed().as_secs_f64();
 
     let mut md = format!(
-        "## Quality suite{}\n\nWritten by `cargo xtask bench --suite quality{}` in {:.0} min on this machine. \
+        "## Quality suite{}\n\nWritten by `cargo xtask bench --suite quality{}` in {:.0} min on this machine (summed over its tables). \
          Every method trains for the same {} steps of batch {} on the same data; CaLMFlow: H = {}, {} layers, \
          N = {}, β = 0.01, exact-OT coupling, τ = 1, no dropout; CFM: velocity MLP width {}, σ = 0.01, \
          dopri5. Metrics on {} generated points against a fresh target sample, mean ± std over seeds {:?}; \
@@ -914,30 +989,27 @@ fn main() {
         budget.seeds,
         budget.n_eval_ablation
     );
-    for r in &results {
-        md.push_str(&task_table(r));
-    }
-    for a in &ablations {
-        md.push_str(&ablation_table(a));
+    for part in &md_parts {
+        md.push_str(part);
     }
     let json = serde_json::json!({
         "quick": quick,
         "budget": budget,
         "seconds": seconds,
-        "tasks": results,
-        "ablations": ablations,
+        "tasks": task_results,
+        "ablations": ablation_results,
     });
-    let write = |name: &str, text: &str| {
-        let path = out.join(name);
-        let tmp = path.with_extension("tmp");
-        std::fs::write(&tmp, text)
-            .and_then(|()| std::fs::rename(&tmp, &path))
-            .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-        eprintln!("quality: wrote {}", path.display());
+    let write = |path: PathBuf, text: &str| match calmflow_benches::write_atomic(&path, text) {
+        Ok(()) => eprintln!("quality: wrote {}", path.display()),
+        Err(e) => {
+            eprintln!("quality: {}: {e}", path.display());
+            std::process::exit(1);
+        }
     };
-    write("quality.md", &md);
+    write(out.path("md"), &md);
     write(
-        "quality.json",
+        out.path("json"),
         &serde_json::to_string_pretty(&json).unwrap_or_default(),
     );
+    progress.finish();
 }

@@ -12,12 +12,15 @@
 //!   GPU: those tests (including their parity tests against the CPU backend), the matmul
 //!   parity and rate of `calmflow devices --check`, the model benches (criterion output
 //!   under `$OUT/criterion`), then the demo and the held-out experiment on `cuda:0` at
-//!   reduced size, each timed. With `--prepare` it only
+//!   reduced size, each timed. The binaries are stripped and packed with xz
+//!   (`payload.tar.xz`, unpacked by the script). With `--prepare` it only
 //!   builds (to carry the folder to a GPU machine); otherwise it runs the script when
 //!   `nvidia-smi` finds a GPU.
-//! - `cargo xtask bench --suite quality [--quick]`: the quality suite (`benches/quality.rs`):
-//!   CaLMFlow against I-CFM and OT-CFM over seeds, and CaLMFlow ablations, written to
-//!   `docs/quality.{md,json}` and folded into `docs/benchmarks.md`.
+//! - `cargo xtask bench --suite quality [--quick] [--fresh]`: the quality suite
+//!   (`benches/quality.rs`): CaLMFlow against I-CFM and OT-CFM over seeds, and CaLMFlow
+//!   ablations, written to `docs/quality.{md,json}` (`docs/quality-quick.{md,json}` with
+//!   `--quick`) and folded into `docs/benchmarks.md`. A stopped run resumes at its first
+//!   unfinished table; `--fresh` starts over.
 //! - `cargo xtask bench [--suite speed] [FILTER]`: runs the criterion benches of `benches/`
 //!   (the speed suite) and writes `docs/benchmarks.json` and `docs/benchmarks.md` (a table
 //!   per bench group, medians with their 95% confidence interval and median absolute
@@ -40,7 +43,7 @@ fn main() -> ExitCode {
         Some("test") => test_command(&args[1..]),
         _ => {
             eprintln!(
-                "usage: cargo xtask <ci | test [--backend cpu|wgpu] | bench [--suite speed] [FILTER] | bench --suite quality [--quick] | gpu-check [--prepare]>"
+                "usage: cargo xtask <ci | test [--backend cpu|wgpu] | bench [--suite speed] [FILTER] | bench --suite quality [--quick] [--fresh] | gpu-check [--prepare]>"
             );
             return ExitCode::from(2);
         }
@@ -81,10 +84,13 @@ const GPU_CHECK_SCRIPT: &str = r#"#!/usr/bin/env bash
 # calmflow GPU check: run from anywhere; writes its outputs under $OUT (default ./gpu-check-out).
 # Each part is timed and logged; a failing part is reported and the others still run.
 set -uo pipefail
-HERE="$(cd "$(dirname "$0")" && pwd)"
-BIN="$HERE/calmflow"
 OUT="${OUT:-$PWD/gpu-check-out}"
 mkdir -p "$OUT"
+# The binaries travel packed (payload.tar.xz, next to this script); unpack them to scratch.
+HERE="$(mktemp -d "${TMPDIR:-/tmp}/calmflow-gpu-check.XXXXXX")"
+tar -C "$HERE" --strip-components=1 -xJf "$(dirname "$0")/payload.tar.xz" || {
+  echo "gpu-check: cannot unpack $(dirname "$0")/payload.tar.xz"; exit 1; }
+BIN="$HERE/calmflow"
 FAILED=()
 part() { # part NAME LOG COMMAND...: runs COMMAND, timed, into $OUT/LOG
   local name="$1" log="$OUT/$2"; shift 2
@@ -112,12 +118,16 @@ echo "gpu-check: done; outputs in $OUT"
 
 /// Runs `cargo ARGS --message-format=json` and returns the test and bench executables it
 /// built, each named `PACKAGE-TARGET`.
-fn built_executables(args: &[&str]) -> Result<Vec<(String, PathBuf)>, String> {
+fn built_executables(
+    args: &[&str],
+    envs: &[(&str, &str)],
+) -> Result<Vec<(String, PathBuf)>, String> {
     let mut full: Vec<&str> = args.to_vec();
     full.push("--message-format=json-render-diagnostics");
     eprintln!("$ cargo {}", full.join(" "));
     let output = Command::new("cargo")
         .args(&full)
+        .envs(envs.iter().copied())
         .current_dir(root())
         .stderr(std::process::Stdio::inherit())
         .output()
@@ -165,50 +175,79 @@ fn gpu_check(flag: Option<&str>) -> Result<(), String> {
         Some("--prepare") => true,
         Some(other) => return Err(format!("unexpected argument `{other}` (only --prepare)")),
     };
+    // Symbols stripped and everything packed with xz: the device tool carries 64 MiB.
+    let strip = [
+        ("CARGO_PROFILE_RELEASE_STRIP", "symbols"),
+        ("CARGO_PROFILE_TEST_STRIP", "symbols"),
+        ("CARGO_PROFILE_TEST_DEBUG", "false"),
+        ("CARGO_PROFILE_BENCH_STRIP", "symbols"),
+    ];
     run(
         "cargo",
         &["build", "--release", "-p", "calmflow", "--features", "cuda"],
-        &[("CARGO_PROFILE_RELEASE_STRIP", "symbols")],
+        &strip,
     )?;
     let dir = root().join("target").join("gpu-check");
-    std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
-    let bin = dir.join("calmflow");
-    std::fs::copy(root().join("target/release/calmflow"), &bin)
-        .map_err(|e| format!("{}: {e}", bin.display()))?;
-    // The model and trainer tests (with their CPU-parity tests) on burn-cuda.
-    let tests_dir = dir.join("tests");
-    let _ = std::fs::remove_dir_all(&tests_dir);
+    let _ = std::fs::remove_dir_all(&dir);
+    let payload = dir.join("payload");
+    let tests_dir = payload.join("tests");
     std::fs::create_dir_all(&tests_dir).map_err(|e| format!("{}: {e}", tests_dir.display()))?;
-    for (name, exe) in built_executables(&[
-        "test",
-        "--no-run",
-        "-p",
-        "calmflow-model",
-        "-p",
-        "calmflow-train",
-        "--features",
-        "calmflow-model/cuda,calmflow-train/cuda",
-    ])? {
-        let to = tests_dir.join(&name);
-        std::fs::copy(&exe, &to).map_err(|e| format!("{}: {e}", to.display()))?;
+    let copy = |from: &Path, to: PathBuf| -> Result<(), String> {
+        std::fs::copy(from, &to)
+            .map(|_| ())
+            .map_err(|e| format!("{} → {}: {e}", from.display(), to.display()))
+    };
+    copy(
+        &root().join("target/release/calmflow"),
+        payload.join("calmflow"),
+    )?;
+    // The model and trainer tests (with their CPU-parity tests) on burn-cuda.
+    for (name, exe) in built_executables(
+        &[
+            "test",
+            "--no-run",
+            "-p",
+            "calmflow-model",
+            "-p",
+            "calmflow-train",
+            "--features",
+            "calmflow-model/cuda,calmflow-train/cuda",
+        ],
+        &strip,
+    )? {
+        copy(&exe, tests_dir.join(&name))?;
     }
     // The speed suite's model benches on burn-cuda.
-    let benches = built_executables(&[
-        "bench",
-        "--no-run",
-        "-p",
-        "calmflow-benches",
-        "--bench",
-        "model",
-        "--features",
-        "cuda",
-    ])?;
+    let benches = built_executables(
+        &[
+            "bench",
+            "--no-run",
+            "-p",
+            "calmflow-benches",
+            "--bench",
+            "model",
+            "--features",
+            "cuda",
+        ],
+        &strip,
+    )?;
     let (_, exe) = benches
         .into_iter()
         .find(|(name, _)| name.starts_with("calmflow-benches-model"))
         .ok_or("cargo built no `model` bench")?;
-    let to = dir.join("bench-model");
-    std::fs::copy(&exe, &to).map_err(|e| format!("{}: {e}", to.display()))?;
+    copy(&exe, payload.join("bench-model"))?;
+    run(
+        "tar",
+        &[
+            "-C",
+            &dir.display().to_string(),
+            "-cJf",
+            &dir.join("payload.tar.xz").display().to_string(),
+            "payload",
+        ],
+        &[("XZ_OPT", "-6 -T0")],
+    )?;
+    std::fs::remove_dir_all(&payload).map_err(|e| format!("{}: {e}", payload.display()))?;
     let script = dir.join("run.sh");
     write_atomic(&script, GPU_CHECK_SCRIPT)?;
     #[cfg(unix)]
@@ -217,9 +256,11 @@ fn gpu_check(flag: Option<&str>) -> Result<(), String> {
         std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755))
             .map_err(|e| format!("{}: {e}", script.display()))?;
     }
+    let packed = std::fs::metadata(dir.join("payload.tar.xz")).map_or(0, |m| m.len());
     eprintln!(
-        "gpu-check: prepared {} (carry the folder to a GPU machine)",
-        dir.display()
+        "gpu-check: prepared {} ({:.1} MiB packed; carry the folder to a GPU machine)",
+        dir.display(),
+        packed as f64 / (1024.0 * 1024.0)
     );
     let has_gpu = Command::new("nvidia-smi")
         .arg("-L")
@@ -408,6 +449,7 @@ fn bench_command(args: &[String]) -> Result<(), String> {
     let mut filter = None;
     let mut suite = "speed".to_string();
     let mut quick = false;
+    let mut fresh = false;
     let mut it = args.iter();
     while let Some(a) = it.next() {
         match a.as_str() {
@@ -418,15 +460,16 @@ fn bench_command(args: &[String]) -> Result<(), String> {
                     .clone()
             }
             "--quick" => quick = true,
+            "--fresh" => fresh = true,
             f if filter.is_none() && !f.starts_with("--") => filter = Some(f.to_string()),
             other => return Err(format!("unexpected argument `{other}`")),
         }
     }
     match suite.as_str() {
-        "speed" if quick => Err("--quick belongs to the quality suite".into()),
+        "speed" if quick || fresh => Err("--quick and --fresh belong to the quality suite".into()),
         "speed" => bench(filter.as_deref()),
         "quality" if filter.is_some() => Err("the quality suite takes no filter".into()),
-        "quality" => quality(quick),
+        "quality" => quality(quick, fresh),
         other => Err(format!(
             "unknown suite `{other}`; available: speed, quality"
         )),
@@ -435,7 +478,7 @@ fn bench_command(args: &[String]) -> Result<(), String> {
 
 /// Runs the quality suite (training runs, minutes with --quick, hours without) and
 /// rewrites `docs/benchmarks.md` with its tables.
-fn quality(quick: bool) -> Result<(), String> {
+fn quality(quick: bool, fresh: bool) -> Result<(), String> {
     let mut args = vec![
         "run",
         "--release",
@@ -447,6 +490,9 @@ fn quality(quick: bool) -> Result<(), String> {
     ];
     if quick {
         args.push("--quick");
+    }
+    if fresh {
+        args.push("--fresh");
     }
     run("cargo", &args, &[])?;
     write_benchmarks_md()
@@ -482,7 +528,8 @@ fn bench(filter: Option<&str>) -> Result<(), String> {
 }
 
 /// `docs/benchmarks.md` from `docs/benchmarks.json` (the speed suite), the work records
-/// of the benches (throughput) and `docs/quality.md` (the quality suite), whichever exist.
+/// of the benches (throughput), `docs/quality.md` (the full quality suite) and
+/// `docs/quality-quick.md` (its quick version), whichever exist.
 fn write_benchmarks_md() -> Result<(), String> {
     let docs = root().join("docs");
     let speed: Value = std::fs::read_to_string(docs.join("benchmarks.json"))
@@ -507,9 +554,11 @@ fn write_benchmarks_md() -> Result<(), String> {
             .unwrap_or_default();
     let mut md = markdown(&machine, &results);
     md.push_str(&throughput(&results, &work));
-    if let Ok(quality) = std::fs::read_to_string(docs.join("quality.md")) {
-        md.push('\n');
-        md.push_str(&quality);
+    for name in ["quality.md", "quality-quick.md"] {
+        if let Ok(quality) = std::fs::read_to_string(docs.join(name)) {
+            md.push('\n');
+            md.push_str(&quality);
+        }
     }
     write_atomic(&docs.join("benchmarks.md"), &md)
 }
