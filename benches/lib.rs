@@ -1,9 +1,10 @@
 //! Shared inputs of the calmflow criterion benchmarks (run them with `cargo xtask bench`,
 //! which also writes `docs/benchmarks.md`).
 
+use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use calmflow_data::{Sampler, StandardNormal, seeded_rng};
+use calmflow_data::{Sampler, StandardNormal, seeded_rng, write_atomically};
 use ndarray::Array2;
 use serde_json::{Map, Value, json};
 
@@ -59,15 +60,8 @@ pub fn record_work(id: &str, tokens: f64, flops: f64) {
     if let Some(dir) = path.parent() {
         let _ = std::fs::create_dir_all(dir);
     }
-    let _ = write_atomic(&path, &serde_json::Value::Object(all).to_string());
-}
-
-/// Writes `text` to `path` through a temporary file and a rename, so that `path` holds
-/// either its old or its new contents, never a part.
-pub fn write_atomic(path: &Path, text: &str) -> std::io::Result<()> {
-    let tmp = path.with_extension("tmp");
-    std::fs::write(&tmp, text)?;
-    std::fs::rename(&tmp, path)
+    let text = serde_json::Value::Object(all).to_string();
+    let _ = write_atomically(&path, |w| w.write_all(text.as_bytes()));
 }
 
 /// One finished stage of a long run: its markdown, its JSON result and its seconds.
@@ -95,21 +89,12 @@ pub struct StageProgress {
 
 impl StageProgress {
     /// The stages that `path` holds for this `budget` (none when it was written with
-    /// another budget, cannot be read, or `fresh` is set).
+    /// another budget or cannot be read; `fresh` removes the file).
     pub fn load(path: PathBuf, budget: Value, fresh: bool) -> Self {
-        let saved: Option<Value> = if fresh {
-            None
-        } else {
-            std::fs::read_to_string(&path)
-                .ok()
-                .and_then(|s| serde_json::from_str(&s).ok())
-        };
-        let done = match saved {
-            Some(v) if v["budget"] == budget => {
-                v["stages"].as_object().cloned().unwrap_or_default()
-            }
-            _ => Map::new(),
-        };
+        if fresh {
+            let _ = std::fs::remove_file(&path);
+        }
+        let done = saved_stages(&path, &budget);
         let resumed = done.len();
         Self {
             path,
@@ -119,9 +104,23 @@ impl StageProgress {
         }
     }
 
+    /// Takes in the stages that another run sharing the file has saved since.
+    fn merge_saved(&mut self) {
+        for (name, stage) in saved_stages(&self.path, &self.budget) {
+            self.done.entry(name).or_insert(stage);
+        }
+    }
+
+    /// Whether stage `name` was saved by an earlier run.
+    pub fn is_done(&self, name: &str) -> bool {
+        self.done.contains_key(name)
+    }
+
     /// Stage `name`: the saved one, or what `run` returns (markdown, result), which is
     /// then saved. An error saving is reported and the run goes on.
+    /// Runs that share the file (`--only` runs in parallel) reuse each other's stages.
     pub fn stage(&mut self, name: &str, run: impl FnOnce() -> (String, Value)) -> Stage {
+        self.merge_saved();
         if let Some(s) = self.done.get(name)
             && let (Some(markdown), Some(seconds)) = (s["markdown"].as_str(), s["seconds"].as_f64())
         {
@@ -134,12 +133,13 @@ impl StageProgress {
         let started = std::time::Instant::now();
         let (markdown, result) = run();
         let seconds = started.elapsed().as_secs_f64();
+        self.merge_saved();
         self.done.insert(
             name.to_string(),
             json!({ "markdown": markdown, "result": result, "seconds": seconds }),
         );
         let text = json!({ "budget": self.budget, "stages": self.done }).to_string();
-        if let Err(e) = write_atomic(&self.path, &text) {
+        if let Err(e) = write_atomically(&self.path, |w| w.write_all(text.as_bytes())) {
             eprintln!("progress not saved to {}: {e}", self.path.display());
         }
         Stage {
@@ -152,6 +152,17 @@ impl StageProgress {
     /// Removes the file: the run is complete, and a later one starts over.
     pub fn finish(self) {
         let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+/// The stages saved in `path` for `budget`.
+fn saved_stages(path: &Path, budget: &Value) -> Map<String, Value> {
+    let saved: Option<Value> = std::fs::read_to_string(path)
+        .ok()
+        .and_then(|s| serde_json::from_str(&s).ok());
+    match saved {
+        Some(v) if v["budget"] == *budget => v["stages"].as_object().cloned().unwrap_or_default(),
+        _ => Map::new(),
     }
 }
 
@@ -180,6 +191,7 @@ mod tests {
 
         let mut second = StageProgress::load(path.clone(), budget.clone(), false);
         assert_eq!(second.resumed, 1);
+        assert!(second.is_done("a") && !second.is_done("b"));
         let mut calls = 0;
         let again = second.stage("a", || {
             calls += 1;
@@ -195,27 +207,35 @@ mod tests {
     }
 
     #[test]
+    fn runs_sharing_the_file_keep_each_others_stages() {
+        let path = scratch("shared");
+        let budget = json!({ "steps": 800 });
+        let mut one = StageProgress::load(path.clone(), budget.clone(), false);
+        let mut two = StageProgress::load(path.clone(), budget.clone(), false);
+        one.stage("a", || ("from one".into(), json!(1)));
+        two.stage("b", || ("from two".into(), json!(2)));
+        // `one` sees `b` without running it.
+        let b = one.stage("b", || panic!("stage b was saved by the other run"));
+        assert_eq!(b.markdown, "from two");
+        let three = StageProgress::load(path.clone(), budget, false);
+        assert!(three.is_done("a") && three.is_done("b"));
+        let _ = std::fs::remove_dir_all(path.parent().expect("folder"));
+    }
+
+    #[test]
     fn another_budget_or_fresh_starts_over() {
-        let path = scratch("budget.json");
+        let path = scratch("budget");
         let mut run = StageProgress::load(path.clone(), json!({ "steps": 300 }), false);
         run.stage("a", || ("300 steps".into(), json!(1)));
-        assert_eq!(
-            StageProgress::load(path.clone(), json!({ "steps": 800 }), false).resumed,
-            0
-        );
-        assert_eq!(
-            StageProgress::load(path.clone(), json!({ "steps": 300 }), true).resumed,
-            0
-        );
-        assert_eq!(
-            StageProgress::load(path.clone(), json!({ "steps": 300 }), false).resumed,
-            1
-        );
+        let load = |steps: u32, fresh: bool| {
+            StageProgress::load(path.clone(), json!({ "steps": steps }), fresh).resumed
+        };
+        assert_eq!(load(800, false), 0);
+        assert_eq!(load(300, false), 1);
+        assert_eq!(load(300, true), 0);
+        assert_eq!(load(300, false), 0, "--fresh removes the saved stages");
         std::fs::write(&path, "{ not json").expect("write");
-        assert_eq!(
-            StageProgress::load(path.clone(), json!({ "steps": 300 }), false).resumed,
-            0
-        );
+        assert_eq!(load(300, false), 0);
         let _ = std::fs::remove_dir_all(path.parent().expect("folder"));
     }
 }

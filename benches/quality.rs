@@ -3,9 +3,11 @@
 //! samples over several seeds, plus CaLMFlow ablations. Writes `docs/quality.{md,json}`
 //! and plots under `docs/img/`.
 //!
-//! Usage: `quality [--quick] [--fresh] [--out DIR]` (default `docs`). The quick suite writes
-//! `quality-quick.*`, the full one `quality.*`; an interrupted run resumes from
-//! `{prefix}.progress.json` unless `--fresh` is given.
+//! Usage: `quality [--quick] [--fresh] [--only TABLE]... [--out DIR]` (default `docs`). The
+//! quick suite writes `quality-quick.*`, the full one `quality.*`; an interrupted run
+//! resumes from `{prefix}.progress.json` unless `--fresh` is given. `--only` runs the named
+//! tables (a task's title, or `ablation: NAME`) and only saves them there, so that parts
+//! of a run can go in parallel; a run without it then writes the report.
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -713,6 +715,14 @@ fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let quick = args.iter().any(|a| a == "--quick");
     let fresh = args.iter().any(|a| a == "--fresh");
+    // `--only TABLE` (repeatable): run just those tables and save them for a later full run
+    // (runs of disjoint tables can share the output folder in parallel).
+    let only: Vec<&str> = args
+        .windows(2)
+        .filter(|w| w[0] == "--only")
+        .map(|w| w[1].as_str())
+        .collect();
+    let wanted = |key: &str| only.is_empty() || only.contains(&key);
     let dir = args
         .iter()
         .position(|a| a == "--out")
@@ -820,8 +830,13 @@ fn main() {
     let mut task_results = Vec::new();
     let mut ablation_results = Vec::new();
     let mut seconds = 0.0;
-    for t in &tasks {
-        eprintln!("quality: {}", t.name);
+    for t in tasks.iter().filter(|t| wanted(&t.name)) {
+        let saved = if progress.is_done(&t.name) {
+            " (saved by an earlier run)"
+        } else {
+            ""
+        };
+        eprintln!("quality: {}{saved}", t.name);
         let stage = progress.stage(&t.name, || {
             let r = compare(t, &budget, knobs, &out);
             (task_table(&r), serde_json::to_value(&r).unwrap_or_default())
@@ -954,8 +969,17 @@ fn main() {
         ),
     ];
     for (name, run) in ablations {
-        eprintln!("quality: ablation {name}");
-        let stage = progress.stage(&format!("ablation: {name}"), || {
+        let key = format!("ablation: {name}");
+        if !wanted(&key) {
+            continue;
+        }
+        let saved = if progress.is_done(&key) {
+            " (saved by an earlier run)"
+        } else {
+            ""
+        };
+        eprintln!("quality: {key}{saved}");
+        let stage = progress.stage(&key, || {
             let mut a = run();
             plot_ablation(&mut a, &out);
             (
@@ -968,6 +992,14 @@ fn main() {
         seconds += stage.seconds;
     }
 
+    if !only.is_empty() {
+        eprintln!(
+            "quality: saved {} table(s) to {}; a run without --only writes the report",
+            md_parts.len(),
+            out.path("progress.json").display()
+        );
+        return;
+    }
     let mut md = format!(
         "## Quality suite{}\n\nWritten by `cargo xtask bench --suite quality{}` in {:.0} min on this machine (summed over its tables). \
          Every method trains for the same {} steps of batch {} on the same data; CaLMFlow: H = {}, {} layers, \
@@ -999,7 +1031,9 @@ fn main() {
         "tasks": task_results,
         "ablations": ablation_results,
     });
-    let write = |path: PathBuf, text: &str| match calmflow_benches::write_atomic(&path, text) {
+    let write = |path: PathBuf, text: &str| match calmflow_data::write_atomically(&path, |w| {
+        std::io::Write::write_all(w, text.as_bytes())
+    }) {
         Ok(()) => eprintln!("quality: wrote {}", path.display()),
         Err(e) => {
             eprintln!("quality: {}: {e}", path.display());
