@@ -118,6 +118,7 @@ impl StageProgress {
 
     /// Stage `name`: the saved one, or what `run` returns (markdown, result), which is
     /// then saved. An error saving is reported and the run goes on.
+    ///
     /// Runs that share the file (`--only` runs in parallel) reuse each other's stages.
     pub fn stage(&mut self, name: &str, run: impl FnOnce() -> (String, Value)) -> Stage {
         self.merge_saved();
@@ -170,18 +171,16 @@ fn saved_stages(path: &Path, budget: &Value) -> Map<String, Value> {
 mod tests {
     use super::*;
 
-    /// A fresh path in a folder of its own (removed by the test that uses it).
-    fn scratch(name: &str) -> PathBuf {
-        let dir =
-            std::env::temp_dir().join(format!("calmflow-benches-{}-{name}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).expect("temp dir");
-        dir.join("progress.json")
+    /// A progress file in a fresh temporary folder (removed when the guard drops).
+    fn scratch() -> (tempfile::TempDir, PathBuf) {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("progress.json");
+        (dir, path)
     }
 
     #[test]
     fn a_stopped_run_resumes_with_its_finished_stages_only() {
-        let path = scratch("resume.json");
+        let (_dir, path) = scratch();
         let budget = json!({ "steps": 800 });
         let mut first = StageProgress::load(path.clone(), budget.clone(), false);
         assert_eq!(first.resumed, 0);
@@ -203,12 +202,11 @@ mod tests {
         assert_eq!(b.result["w2"], 0.5);
         second.finish();
         assert!(!path.exists());
-        let _ = std::fs::remove_dir_all(path.parent().expect("folder"));
     }
 
     #[test]
     fn runs_sharing_the_file_keep_each_others_stages() {
-        let path = scratch("shared");
+        let (_dir, path) = scratch();
         let budget = json!({ "steps": 800 });
         let mut one = StageProgress::load(path.clone(), budget.clone(), false);
         let mut two = StageProgress::load(path.clone(), budget.clone(), false);
@@ -219,12 +217,11 @@ mod tests {
         assert_eq!(b.markdown, "from two");
         let three = StageProgress::load(path.clone(), budget, false);
         assert!(three.is_done("a") && three.is_done("b"));
-        let _ = std::fs::remove_dir_all(path.parent().expect("folder"));
     }
 
     #[test]
     fn another_budget_or_fresh_starts_over() {
-        let path = scratch("budget");
+        let (_dir, path) = scratch();
         let mut run = StageProgress::load(path.clone(), json!({ "steps": 300 }), false);
         run.stage("a", || ("300 steps".into(), json!(1)));
         let load = |steps: u32, fresh: bool| {
@@ -236,6 +233,5 @@ mod tests {
         assert_eq!(load(300, false), 0, "--fresh removes the saved stages");
         std::fs::write(&path, "{ not json").expect("write");
         assert_eq!(load(300, false), 0);
-        let _ = std::fs::remove_dir_all(path.parent().expect("folder"));
     }
 }
