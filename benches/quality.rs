@@ -21,15 +21,30 @@ use calmflow_data::{
     Checkerboard, Circles, EightGaussians, MixturePair, Moons, Sampler, StandardNormal, seeded_rng,
 };
 use calmflow_metrics::{EvalOptions, MetricsReport, evaluate};
-use calmflow_model::CalmFlowConfig;
+use calmflow_model::{CalmFlowConfig, HeadKind, Predict};
 use calmflow_train::{
-    CalmFlowSettings, CfmVariant, ConditionTable, Coupling, FlowData, GenerationOptions, OdeSolver,
-    PointSource, Silent, TrainConfig, Trainer, VelocityMlpConfig, cfm_sample, generate,
+    CalmFlowSettings, CfmVariant, ConditionTable, ConditionalPath, Coupling, FlowData,
+    GenerationOptions, NoiseSchedule, OdeSolver, PointSource, Silent, TrainConfig, Trainer,
+    VelocityMlpConfig, cfm_sample, generate,
 };
 use ndarray::Array2;
 use serde::Serialize;
 
 type B = Autodiff<NdArray<f32>>;
+
+/// The head the program defaults to, and its settings (chosen by the heads table).
+const DEFAULT_HEAD: HeadKind = HeadKind::Mixture;
+const DEFAULT_PREDICT: Predict = Predict::Endpoint;
+const DEFAULT_SIGMA: f64 = 0.0;
+
+/// `head, predict, σ` in a table row.
+fn describe(k: &CalmKnobs) -> String {
+    if k.sigma > 0.0 {
+        format!("{} / {} / σ {}", k.head, k.predict, k.sigma)
+    } else {
+        format!("{} / {}", k.head, k.predict)
+    }
+}
 
 /// How much of everything a run does.
 #[derive(Debug, Clone, Serialize)]
@@ -142,6 +157,13 @@ struct CalmKnobs {
     n_space: usize,
     n_times: usize,
     variational: bool,
+    /// The distribution head and what it predicts.
+    head: HeadKind,
+    predict: Predict,
+    /// Brownian-bridge path noise `σ` (0: straight paths).
+    sigma: f64,
+    /// KL weight `β` (variational and cvae heads).
+    beta: f64,
     temperature: f64,
     /// Context of the backbone: `None` (no prompt, full history), or a one-token anchor
     /// prompt with the full history (`Some(false)`) or the Markov window (`Some(true)`).
@@ -168,6 +190,8 @@ struct RunResult {
     seed: u64,
     report: MetricsReport,
     train_seconds: f64,
+    /// Training steps (equal for every method, except the equal-wall-clock CFM rows).
+    steps: usize,
     parameters: usize,
     /// dopri5 function evaluations (CFM) or decoding steps (CaLMFlow).
     nfe: usize,
@@ -226,6 +250,13 @@ fn train_calmflow(
         .with_heads(4)
         .with_dropout(0.0)
         .with_variational(knobs.variational)
+        .with_head(knobs.head)
+        .with_predict(knobs.predict)
+        .with_bridge_sigma(if knobs.predict.steps_to_endpoint() {
+            knobs.sigma
+        } else {
+            0.0
+        })
         .with_vocab_size(usize::from(knobs.anchored.is_some()))
         .with_markov_slots(if knobs.anchored == Some(true) {
             knobs.n_traj
@@ -254,8 +285,16 @@ fn train_calmflow(
     let settings = CalmFlowSettings {
         n_times: knobs.n_times,
         n_traj: knobs.n_traj,
-        beta: 0.01,
-        ..CalmFlowSettings::default()
+        beta: knobs.beta,
+        path: if knobs.sigma > 0.0 {
+            ConditionalPath {
+                noise: NoiseSchedule::Bridge,
+                sigma: knobs.sigma,
+                ..ConditionalPath::straight()
+            }
+        } else {
+            ConditionalPath::straight()
+        },
     };
     let started = Instant::now();
     let json = serde_json::to_value(&config).unwrap_or_default();
@@ -320,6 +359,7 @@ fn run_calmflow(
             seed,
             report,
             train_seconds,
+            steps: budget.steps,
             parameters,
             nfe: knobs.n_times - 1,
         },
@@ -327,6 +367,8 @@ fn run_calmflow(
     )
 }
 
+/// Trains and scores a CFM baseline for `steps` steps (`None`: the budget's, the
+/// equal-steps comparison; `Some`: an equal-wall-clock row, labelled so).
 fn run_cfm(
     task: &Task,
     budget: &Budget,
@@ -334,6 +376,7 @@ fn run_cfm(
     seed: u64,
     x0: &Array2<f32>,
     target: &Array2<f32>,
+    steps: Option<usize>,
 ) -> (RunResult, Array2<f32>) {
     let device = Default::default();
     B::seed(&device, seed);
@@ -347,7 +390,12 @@ fn run_cfm(
         model,
         json,
         settings,
-        train_config(budget, coupling, seed),
+        TrainConfig {
+            steps: steps.unwrap_or(budget.steps),
+            warmup_steps: steps.unwrap_or(budget.steps) / 20,
+            log_every: steps.unwrap_or(budget.steps),
+            ..train_config(budget, coupling, seed)
+        },
         flow_data(task, seed),
         device,
     )
@@ -364,12 +412,17 @@ fn run_cfm(
         CfmVariant::OtCfm => "OT-CFM",
         CfmVariant::SbCfm => "SB-CFM",
     };
+    let method = match steps {
+        None => method.to_string(),
+        Some(_) => format!("{method} (equal time)"),
+    };
     (
         RunResult {
-            method: method.into(),
+            method,
             seed,
             report,
             train_seconds,
+            steps: steps.unwrap_or(budget.steps),
             parameters,
             nfe: out.stats.nfe,
         },
@@ -426,7 +479,7 @@ struct TaskResult {
     plot: Option<String>,
 }
 
-fn metric_columns(runs: &[&RunResult]) -> [String; 4] {
+fn metric_columns(runs: &[&RunResult]) -> [String; 5] {
     let get = |f: &dyn Fn(&MetricsReport) -> Option<f64>| -> String {
         let v: Vec<f64> = runs.iter().filter_map(|r| f(&r.report)).collect();
         if v.is_empty() { "—".into() } else { cell(&v) }
@@ -436,13 +489,14 @@ fn metric_columns(runs: &[&RunResult]) -> [String; 4] {
         get(&|r| Some(r.mmd2_median)),
         get(&|r| Some(r.energy)),
         get(&|r| r.frechet),
+        get(&|r| r.dispersion.as_ref().map(|d| d.trace_ratio)),
     ]
 }
 
 fn task_table(t: &TaskResult) -> String {
     let mut md = format!(
-        "\n### {}\n\n| method | W2 | MMD² (median) | energy | Fréchet | train s | parameters | NFE |\n\
-         | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |\n",
+        "\n### {}\n\n| method | W2 | MMD² (median) | energy | Fréchet | trace ratio | train s | steps | parameters | NFE |\n\
+         | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |\n",
         if t.task.contains("D =") {
             t.task.clone()
         } else {
@@ -457,11 +511,13 @@ fn task_table(t: &TaskResult) -> String {
     }
     for m in methods {
         let runs: Vec<&RunResult> = t.runs.iter().filter(|r| r.method == m).collect();
-        let [w2, mmd, energy, frechet] = metric_columns(&runs);
+        let [w2, mmd, energy, frechet, trace] = metric_columns(&runs);
         let secs: Vec<f64> = runs.iter().map(|r| r.train_seconds).collect();
+        let steps: Vec<f64> = runs.iter().map(|r| r.steps as f64).collect();
         md.push_str(&format!(
-            "| {m} | {w2} | {mmd} | {energy} | {frechet} | {:.1} | {} | {} |\n",
+            "| {m} | {w2} | {mmd} | {energy} | {frechet} | {trace} | {:.1} | {:.0} | {} | {} |\n",
             mean_std(&secs).0,
+            mean_std(&steps).0,
             runs[0].parameters,
             runs[0].nfe
         ));
@@ -474,13 +530,14 @@ fn task_table(t: &TaskResult) -> String {
             seed: 0,
             report: r.clone(),
             train_seconds: 0.0,
+            steps: 0,
             parameters: 0,
             nfe: 0,
         })
         .collect();
-    let [w2, mmd, energy, frechet] = metric_columns(&floor.iter().collect::<Vec<_>>());
+    let [w2, mmd, energy, frechet, trace] = metric_columns(&floor.iter().collect::<Vec<_>>());
     md.push_str(&format!(
-        "| noise floor (second target sample) | {w2} | {mmd} | {energy} | {frechet} | | | |\n"
+        "| noise floor (second target sample) | {w2} | {mmd} | {energy} | {frechet} | {trace} | | | | |\n"
     ));
     if let Some(p) = &t.plot {
         md.push_str(&format!("\n![{}]({p})\n", t.task));
@@ -514,8 +571,10 @@ fn compare(task: &Task, budget: &Budget, knobs: CalmKnobs, out: &Output) -> Task
             evaluate(second.view(), target.view(), &eval_options(task.dim)).expect("metrics"),
         );
         let (calm, calm_samples) = run_calmflow(task, budget, knobs, seed, &x0, &target);
-        let (icfm, icfm_samples) = run_cfm(task, budget, CfmVariant::ICfm, seed, &x0, &target);
-        let (otcfm, ot_samples) = run_cfm(task, budget, CfmVariant::OtCfm, seed, &x0, &target);
+        let (icfm, icfm_samples) =
+            run_cfm(task, budget, CfmVariant::ICfm, seed, &x0, &target, None);
+        let (otcfm, ot_samples) =
+            run_cfm(task, budget, CfmVariant::OtCfm, seed, &x0, &target, None);
         eprintln!(
             "quality: {} seed {seed}: W2 CaLMFlow {:.3}, I-CFM {:.3}, OT-CFM {:.3} ({:.0} s CaLMFlow)",
             task.name,
@@ -568,12 +627,158 @@ fn compare(task: &Task, budget: &Budget, knobs: CalmKnobs, out: &Output) -> Task
     }
 }
 
+/// The heads table of one task: every CaLMFlow head in `heads` (the first is the default
+/// whose training time sets the equal-wall-clock budget), I-CFM and OT-CFM at equal steps,
+/// and both again trained for as long as the default head took.
+fn heads_table(
+    task: &Task,
+    budget: &Budget,
+    heads: &[(String, CalmKnobs)],
+    out: &Output,
+) -> TaskResult {
+    let mut runs: Vec<RunResult> = Vec::new();
+    let mut floor = Vec::new();
+    let mut plot_path = None;
+    for &seed in &budget.seeds {
+        let (x0, target, second) = eval_sets(task, budget.n_eval, seed);
+        floor.push(
+            evaluate(second.view(), target.view(), &eval_options(task.dim)).expect("metrics"),
+        );
+        let mut samples: Vec<(String, Array2<f32>)> = Vec::new();
+        let mut default_seconds = None;
+        for (label, knobs) in heads {
+            let (mut r, x) = run_calmflow(task, budget, *knobs, seed, &x0, &target);
+            r.method = label.clone();
+            default_seconds.get_or_insert(r.train_seconds);
+            eprintln!(
+                "quality: heads, {} seed {seed}, {label}: Fréchet {:.3}, MMD² {:.4}, trace ratio {:.3} ({:.0} s)",
+                task.name,
+                r.report.frechet.unwrap_or(f64::NAN),
+                r.report.mmd2_median,
+                r.report
+                    .dispersion
+                    .as_ref()
+                    .map_or(f64::NAN, |d| d.trace_ratio),
+                r.train_seconds
+            );
+            runs.push(r);
+            samples.push((label.clone(), x));
+        }
+        for variant in [CfmVariant::ICfm, CfmVariant::OtCfm] {
+            let (r, x) = run_cfm(task, budget, variant, seed, &x0, &target, None);
+            let per_step = r.train_seconds / budget.steps as f64;
+            samples.push((r.method.clone(), x));
+            runs.push(r);
+            // As many steps as fit in the default head's training time.
+            let equal = default_seconds.map_or(budget.steps, |t| {
+                ((t / per_step.max(1e-9)).round() as usize).clamp(budget.steps, 100 * budget.steps)
+            });
+            let (r, _) = run_cfm(task, budget, variant, seed, &x0, &target, Some(equal));
+            runs.push(r);
+        }
+        if plot_path.is_none() {
+            plot_path = plot_heads(task, seed, &target, &samples, &runs, out);
+        }
+    }
+    TaskResult {
+        task: format!("heads: {}", task.name),
+        dim: task.dim,
+        runs,
+        floor,
+        plot: plot_path,
+    }
+}
+
+/// One panel per method (2-D tasks) or the variance ratios along the target's principal
+/// directions (higher dimensions), for the first seed.
+fn plot_heads(
+    task: &Task,
+    seed: u64,
+    target: &Array2<f32>,
+    samples: &[(String, Array2<f32>)],
+    runs: &[RunResult],
+    out: &Output,
+) -> Option<String> {
+    let name = out.image(&format!("heads {}", task.name));
+    let title = format!("{} (seed {seed})", task.name);
+    let result = if task.dim == 2 {
+        let series: Vec<Series<'_>> = samples
+            .iter()
+            .map(|(label, points)| Series {
+                label,
+                points,
+                color: if label.starts_with("CaLMFlow") {
+                    plot::CALMFLOW
+                } else {
+                    plot::BASELINE
+                },
+            })
+            .collect();
+        plot::panels(&out.dir.join(&name), &title, target, &series)
+    } else {
+        let groups: Vec<(&str, Vec<(&str, f64)>)> = runs
+            .iter()
+            .filter(|r| r.seed == seed)
+            .filter_map(|r| {
+                let d = r.report.dispersion.as_ref()?;
+                let mut bars = vec![("trace", d.trace_ratio)];
+                for (k, v) in d.leading.iter().enumerate() {
+                    bars.push((["PC1", "PC2", "PC3"][k.min(2)], *v));
+                }
+                if let Some(rest) = d.rest {
+                    bars.push(("rest", rest));
+                }
+                Some((r.method.as_str(), bars))
+            })
+            .collect();
+        plot::dispersion_bars(
+            &out.dir.join(&name),
+            &format!("variance ratios to the target, {title}"),
+            &groups,
+        )
+    };
+    match result {
+        Ok(()) => Some(name),
+        Err(e) => {
+            eprintln!("quality: plot skipped: {e}");
+            None
+        }
+    }
+}
+
 #[derive(Debug, Clone, Serialize)]
 struct AblationPoint {
     setting: String,
     w2: Vec<f64>,
     mmd2_median: Vec<f64>,
+    energy: Vec<f64>,
+    frechet: Vec<f64>,
+    trace_ratio: Vec<f64>,
     train_seconds: Vec<f64>,
+}
+
+impl AblationPoint {
+    fn new(setting: String) -> Self {
+        Self {
+            setting,
+            w2: Vec::new(),
+            mmd2_median: Vec::new(),
+            energy: Vec::new(),
+            frechet: Vec::new(),
+            trace_ratio: Vec::new(),
+            train_seconds: Vec::new(),
+        }
+    }
+
+    fn push(&mut self, r: &MetricsReport, seconds: f64) {
+        self.w2.push(r.w2.unwrap_or(f64::NAN));
+        self.mmd2_median.push(r.mmd2_median);
+        self.energy.push(r.energy);
+        self.frechet.push(r.frechet.unwrap_or(f64::NAN));
+        self.trace_ratio
+            .push(r.dispersion.as_ref().map_or(f64::NAN, |d| d.trace_ratio));
+        self.train_seconds.push(seconds);
+    }
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -615,18 +820,11 @@ fn ablation(
 ) -> Ablation {
     let mut points = Vec::new();
     for (label, knobs) in settings {
-        let mut p = AblationPoint {
-            setting: label.clone(),
-            w2: Vec::new(),
-            mmd2_median: Vec::new(),
-            train_seconds: Vec::new(),
-        };
+        let mut p = AblationPoint::new(label.clone());
         for &seed in &budget.seeds {
             let (x0, target, _) = eval_sets(task, budget.n_eval_ablation, seed);
             let (r, _) = run_calmflow(task, budget, knobs, seed, &x0, &target);
-            p.w2.push(r.report.w2.unwrap_or(f64::NAN));
-            p.mmd2_median.push(r.report.mmd2_median);
-            p.train_seconds.push(r.train_seconds);
+            p.push(&r.report, r.train_seconds);
         }
         eprintln!("quality: ablation {name}, {label}: W2 {}", cell(&p.w2));
         points.push(p);
@@ -643,12 +841,7 @@ fn ablation(
 fn temperature_sweep(task: &Task, budget: &Budget, knobs: CalmKnobs, temps: &[f64]) -> Ablation {
     let mut points: Vec<AblationPoint> = temps
         .iter()
-        .map(|t| AblationPoint {
-            setting: format!("τ = {t}"),
-            w2: Vec::new(),
-            mmd2_median: Vec::new(),
-            train_seconds: Vec::new(),
-        })
+        .map(|t| AblationPoint::new(format!("τ = {t}")))
         .collect();
     for &seed in &budget.seeds {
         let (model, secs, _) = train_calmflow(task, budget, knobs, seed);
@@ -659,9 +852,7 @@ fn temperature_sweep(task: &Task, budget: &Budget, knobs: CalmKnobs, temps: &[f6
                 ..knobs
             };
             let (r, _) = score_calmflow(&model, knobs, seed, &x0, &target);
-            p.w2.push(r.w2.unwrap_or(f64::NAN));
-            p.mmd2_median.push(r.mmd2_median);
-            p.train_seconds.push(secs);
+            p.push(&r, secs);
         }
     }
     Ablation {
@@ -674,15 +865,18 @@ fn temperature_sweep(task: &Task, budget: &Budget, knobs: CalmKnobs, temps: &[f6
 
 fn ablation_table(a: &Ablation) -> String {
     let mut md = format!(
-        "\n### Ablation: {} ({})\n\n| setting | W2 | MMD² (median) | train s |\n| --- | ---: | ---: | ---: |\n",
+        "\n### Ablation: {} ({})\n\n| setting | W2 | MMD² (median) | energy | Fréchet | trace ratio | train s |\n| --- | ---: | ---: | ---: | ---: | ---: | ---: |\n",
         a.name, a.task
     );
     for p in &a.points {
         md.push_str(&format!(
-            "| {} | {} | {} | {:.1} |\n",
+            "| {} | {} | {} | {} | {} | {} | {:.1} |\n",
             p.setting,
             cell(&p.w2),
             cell(&p.mmd2_median),
+            cell(&p.energy),
+            cell(&p.frechet),
+            cell(&p.trace_ratio),
             mean_std(&p.train_seconds).0
         ));
     }
@@ -690,6 +884,96 @@ fn ablation_table(a: &Ablation) -> String {
         md.push_str(&format!("\n![{}]({p})\n", a.name));
     }
     md
+}
+
+/// `quality --probe TASK [--head H] [--predict P] [--sigma S] [--beta B] [--tau T] [--steps N]
+/// [--seeds 0,1] [--cfm]`: one CaLMFlow configuration (default: the repaired head) on the
+/// task whose name contains `TASK`, printed, nothing saved: for tuning the heads.
+fn probe(args: &[String], tasks: &[Task], pair: &Task, budget: &Budget, best: CalmKnobs) {
+    let value = |flag: &str| {
+        args.iter()
+            .position(|a| a == flag)
+            .and_then(|i| args.get(i + 1))
+            .cloned()
+    };
+    let Some(needle) = args.first() else {
+        eprintln!("quality --probe: name a task (a part of its title)");
+        std::process::exit(2);
+    };
+    let Some(task) = tasks
+        .iter()
+        .chain(std::iter::once(pair))
+        .find(|t| t.name.contains(needle.as_str()))
+    else {
+        eprintln!("quality --probe: no task matches {needle:?}");
+        std::process::exit(2);
+    };
+    let fail = |m: String| -> ! {
+        eprintln!("quality --probe: {m}");
+        std::process::exit(2)
+    };
+    let mut knobs = best;
+    if let Some(h) = value("--head") {
+        knobs.head = h.parse().unwrap_or_else(|e: String| fail(e));
+    }
+    if let Some(p) = value("--predict") {
+        knobs.predict = serde_json::from_value(serde_json::Value::String(p.clone()))
+            .unwrap_or_else(|_| fail(format!("unknown predict {p:?}")));
+    }
+    let number = |flag: &str, default: f64| {
+        value(flag).map_or(default, |v| {
+            v.parse().unwrap_or_else(|_| fail(format!("{flag} {v:?}")))
+        })
+    };
+    knobs.sigma = number("--sigma", knobs.sigma);
+    knobs.beta = number("--beta", knobs.beta);
+    knobs.temperature = number("--tau", knobs.temperature);
+    if knobs.head == HeadKind::Variational && value("--predict").is_none() {
+        knobs.predict = Predict::State;
+    }
+    let budget = Budget {
+        steps: number("--steps", budget.steps as f64) as usize,
+        seeds: value("--seeds").map_or(vec![0], |v| {
+            v.split(',')
+                .map(|s| s.parse().unwrap_or_else(|_| fail(format!("seed {s:?}"))))
+                .collect()
+        }),
+        ..budget.clone()
+    };
+    for &seed in &budget.seeds {
+        let (x0, target, _) = eval_sets(task, budget.n_eval, seed);
+        let mut rows = vec![run_calmflow(task, &budget, knobs, seed, &x0, &target).0];
+        if args.iter().any(|a| a == "--cfm") {
+            rows.push(run_cfm(task, &budget, CfmVariant::OtCfm, seed, &x0, &target, None).0);
+        }
+        for r in rows {
+            let d = r.report.dispersion.clone();
+            println!(
+                "{} | {} | seed {seed} | {} | W2 {:.3} MMD² {:.5} energy {:.4} Fréchet {:.3} trace {:.3} leading {:?} rest {:?} | {:.0} s",
+                task.name,
+                if r.method == "CaLMFlow" {
+                    format!("CaLMFlow {} τ {}", describe(&knobs), knobs.temperature)
+                } else {
+                    r.method.clone()
+                },
+                budget.steps,
+                r.report.w2.unwrap_or(f64::NAN),
+                r.report.mmd2_median,
+                r.report.energy,
+                r.report.frechet.unwrap_or(f64::NAN),
+                d.as_ref().map_or(f64::NAN, |d| d.trace_ratio),
+                d.as_ref().map(|d| d
+                    .leading
+                    .iter()
+                    .map(|v| (v * 1000.0).round() / 1000.0)
+                    .collect::<Vec<_>>()),
+                d.as_ref()
+                    .and_then(|d| d.rest)
+                    .map(|v| (v * 1000.0).round() / 1000.0),
+                r.train_seconds
+            );
+        }
+    }
 }
 
 /// Where a run writes: `DIR/{prefix}.md`, `DIR/{prefix}.json`, plots `DIR/img/{prefix}-*.png`
@@ -756,8 +1040,19 @@ fn main() {
         n_space: 1,
         n_times: budget.n_times,
         variational: true,
+        head: HeadKind::Variational,
+        predict: Predict::State,
+        sigma: 0.0,
+        beta: 0.01,
         temperature: 1.0,
         anchored: None,
+    };
+    // The repaired model (the program's defaults): see `docs/quality.md`, "heads".
+    let best = CalmKnobs {
+        head: DEFAULT_HEAD,
+        predict: DEFAULT_PREDICT,
+        sigma: DEFAULT_SIGMA,
+        ..knobs
     };
     let mut progress = StageProgress::load(
         out.path("progress.json"),
@@ -825,6 +1120,10 @@ fn main() {
         let _ = ((t.source)().sample(1, &mut rng), t.target_points(1, 0));
     }
     let digits = digits_task();
+    if let Some(i) = args.iter().position(|a| a == "--probe") {
+        probe(&args[i + 1..], &tasks, &pair_task, &budget, best);
+        return;
+    }
 
     let mut md_parts = Vec::new();
     let mut task_results = Vec::new();
@@ -839,6 +1138,50 @@ fn main() {
         eprintln!("quality: {}{saved}", t.name);
         let stage = progress.stage(&t.name, || {
             let r = compare(t, &budget, knobs, &out);
+            (task_table(&r), serde_json::to_value(&r).unwrap_or_default())
+        });
+        md_parts.push(stage.markdown);
+        task_results.push(stage.result);
+        seconds += stage.seconds;
+    }
+
+    // Every head on the tasks of DISTRIBUTION-HEADS, against CFM at equal steps and equal
+    // training time.
+    // The default first (its training time sets the equal-time CFM budget), then the
+    // other forms that the probes (docs/heads.md) found competitive somewhere.
+    let mut heads: Vec<(String, CalmKnobs)> = vec![(format!("CaLMFlow {}", describe(&best)), best)];
+    for (head, predict) in [
+        (HeadKind::Mixture, Predict::Increment),
+        (HeadKind::Cvae, Predict::Increment),
+        (HeadKind::Flow, Predict::Endpoint),
+    ] {
+        let k = CalmKnobs {
+            head,
+            predict,
+            ..best
+        };
+        if (head, predict) != (best.head, best.predict) {
+            heads.push((format!("CaLMFlow {}", describe(&k)), k));
+        }
+    }
+    heads.push((format!("CaLMFlow {} (paper)", describe(&knobs)), knobs));
+    let heads_tasks: Vec<&Task> = tasks
+        .iter()
+        .filter(|t| {
+            t.name == "8-Gaussians → moons"
+                || t.name == "N(0, I) → checkerboard"
+                || t.name.starts_with("N(0, I) → 8 Gaussians")
+                || t.name == "2 Gaussians → 4 Gaussians, D = 100"
+        })
+        .collect();
+    for t in heads_tasks {
+        let key = format!("heads: {}", t.name);
+        if !wanted(&key) && !wanted("heads") {
+            continue;
+        }
+        eprintln!("quality: {key}");
+        let stage = progress.stage(&key, || {
+            let r = heads_table(t, &budget, &heads, &out);
             (task_table(&r), serde_json::to_value(&r).unwrap_or_default())
         });
         md_parts.push(stage.markdown);
@@ -935,6 +1278,39 @@ fn main() {
                             CalmKnobs {
                                 anchored: Some(true),
                                 ..knobs
+                            },
+                        ),
+                    ],
+                )
+            }),
+        ),
+        (
+            "context, repaired head",
+            Box::new(|| {
+                let noisy = CalmKnobs {
+                    sigma: if best.sigma > 0.0 { best.sigma } else { 0.1 },
+                    ..best
+                };
+                ablation(
+                    &format!(
+                        "context with the repaired head ({}): Volterra vs Markov",
+                        describe(&noisy)
+                    ),
+                    &pair_task,
+                    &budget,
+                    vec![
+                        (
+                            "Volterra, anchor prompt".into(),
+                            CalmKnobs {
+                                anchored: Some(false),
+                                ..noisy
+                            },
+                        ),
+                        (
+                            "Markov, anchor prompt".into(),
+                            CalmKnobs {
+                                anchored: Some(true),
+                                ..noisy
                             },
                         ),
                     ],

@@ -5,7 +5,9 @@
 //! [`linear_sum_assignment`]), entropic transport ([`sinkhorn_divergence`] and the
 //! authors' [`normalized_sinkhorn_cost`]), MMD ([`mmd2_biased`], [`mmd2_unbiased_median`],
 //! [`mmd2_rbf_gamma`]), [`energy_distance`], [`frechet_distance`] with the Gaussian oracle
-//! [`bures_w2`], and [`r2_means`]. [`evaluate`] computes them all into a serialisable
+//! [`bures_w2`], [`r2_means`], and the [`dispersion()`] ratios (generated over target
+//! variance, in total and along the target's principal directions) that expose
+//! under-dispersed samples. [`evaluate`] computes them all into a serialisable
 //! [`MetricsReport`].
 //!
 //! Sets are `n × d` `f32` arrays (one point a row); sums accumulate in `f64`. Empty sets,
@@ -20,6 +22,7 @@
 //! ```
 
 mod assignment;
+mod dispersion;
 mod energy;
 mod error;
 mod frechet;
@@ -30,6 +33,7 @@ mod sinkhorn;
 mod wasserstein;
 
 pub use assignment::linear_sum_assignment;
+pub use dispersion::{DISPERSION_DIRECTIONS, DispersionReport, dispersion};
 pub use energy::energy_distance;
 pub use error::{MetricsError, Result};
 pub use frechet::{bures_w2, frechet_distance, gaussian_w2_squared};

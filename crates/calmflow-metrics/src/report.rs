@@ -5,9 +5,9 @@ use serde::Serialize;
 
 use crate::error::{MetricsError, Result, check_pair};
 use crate::{
-    SinkhornOptions, SinkhornResult, TORCHCFM_SIGMAS, energy_distance, frechet_distance,
-    mmd2_biased, mmd2_rbf_gamma, mmd2_unbiased_median, normalized_sinkhorn_cost, r2_means,
-    sinkhorn_divergence, w1_exact, w2_exact,
+    DispersionReport, SinkhornOptions, SinkhornResult, TORCHCFM_SIGMAS, dispersion,
+    energy_distance, frechet_distance, mmd2_biased, mmd2_rbf_gamma, mmd2_unbiased_median,
+    normalized_sinkhorn_cost, r2_means, sinkhorn_divergence, w1_exact, w2_exact,
 };
 
 /// Which metrics [`evaluate`] computes and with which parameters.
@@ -75,6 +75,10 @@ pub struct MetricsReport {
     pub frechet: Option<f64>,
     /// R² between per-feature means; absent when undefined (one feature, constant means).
     pub r2_means: Option<f64>,
+    /// Variance ratios, generated over target, in total and along the target's principal
+    /// directions (near 1 when the spread matches, below 1 for under-dispersed samples);
+    /// absent for sets of fewer than two points or a target without variance.
+    pub dispersion: Option<DispersionReport>,
 }
 
 impl MetricsReport {
@@ -83,7 +87,9 @@ impl MetricsReport {
         serde_json::to_string_pretty(self).unwrap_or_else(|e| format!("{{\"error\": \"{e}\"}}"))
     }
 
-    /// `(name, value)` rows of the scalar metrics that were computed, for tables.
+    /// `(name, value)` rows of the scalar metrics that were computed, for tables. The
+    /// dispersion ratios are `dispersion_trace`, `dispersion_pc1` … `dispersion_pc3` (the
+    /// target's leading principal directions) and `dispersion_rest`.
     pub fn rows(&self) -> Vec<(&'static str, f64)> {
         let mut rows = Vec::new();
         let mut push = |name, v: Option<f64>| {
@@ -104,9 +110,20 @@ impl MetricsReport {
         push("energy", Some(self.energy));
         push("frechet", self.frechet);
         push("r2_means", self.r2_means);
+        if let Some(d) = &self.dispersion {
+            push("dispersion_trace", Some(d.trace_ratio));
+            for (name, v) in DISPERSION_ROWS.iter().zip(&d.leading) {
+                push(name, Some(*v));
+            }
+            push("dispersion_rest", d.rest);
+        }
         rows
     }
 }
+
+/// Row names of the per-direction dispersion ratios.
+const DISPERSION_ROWS: [&str; crate::DISPERSION_DIRECTIONS] =
+    ["dispersion_pc1", "dispersion_pc2", "dispersion_pc3"];
 
 /// Keeps a value, or turns an "undefined for this input" error into `None`.
 fn optional(r: Result<f64>) -> Result<Option<f64>> {
@@ -130,6 +147,10 @@ fn optional(r: Result<f64>) -> Result<Option<f64>> {
 /// let options = EvalOptions { exact_w1: false, ..EvalOptions::default() };
 /// let r = evaluate(x.view(), y.view(), &options).unwrap();
 /// assert!((r.w2.unwrap() - 18f64.sqrt()).abs() < 1e-5 && r.w1.is_none());
+/// // A shift leaves the spread alone: every dispersion ratio is 1.
+/// let d = r.dispersion.as_ref().unwrap();
+/// assert!((d.trace_ratio - 1.0).abs() < 1e-5 && d.leading.iter().all(|v| (v - 1.0).abs() < 1e-5));
+/// assert!(r.rows().iter().any(|(name, _)| *name == "dispersion_pc2"));
 /// ```
 pub fn evaluate(
     samples: ArrayView2<'_, f32>,
@@ -183,5 +204,58 @@ pub fn evaluate(
         energy: energy_distance(samples, target)?,
         frechet: optional(frechet_distance(samples, target))?,
         r2_means: optional(r2_means(samples, target))?,
+        dispersion: match dispersion(samples, target) {
+            Ok(d) => Some(d),
+            Err(MetricsError::Undefined(_) | MetricsError::TooFewPoints { .. }) => None,
+            Err(e) => return Err(e),
+        },
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_report_carries_the_dispersion_ratios() {
+        // Target ±2 on axis 0, ±1 on axes 1..4 (D = 5, so a "rest" exists); samples halved.
+        let y = ndarray::Array2::from_shape_fn((10, 5), |(i, j)| {
+            let a = if j == 0 { 2.0 } else { 1.0 + j as f32 * 0.1 };
+            if i / 2 == j {
+                if i % 2 == 0 { a } else { -a }
+            } else {
+                0.0
+            }
+        });
+        let x = y.mapv(|v| 0.5 * v);
+        let options = EvalOptions {
+            exact_ot: false,
+            sinkhorn: false,
+            ..EvalOptions::default()
+        };
+        let r = evaluate(x.view(), y.view(), &options).unwrap();
+        let d = r.dispersion.clone().unwrap();
+        assert!((d.trace_ratio - 0.25).abs() < 1e-12);
+        assert_eq!(d.leading.len(), 3);
+        assert!((d.rest.unwrap() - 0.25).abs() < 1e-12);
+        let names: Vec<&str> = r.rows().iter().map(|r| r.0).collect();
+        for name in [
+            "dispersion_trace",
+            "dispersion_pc1",
+            "dispersion_pc2",
+            "dispersion_pc3",
+            "dispersion_rest",
+        ] {
+            assert!(names.contains(&name), "{name} missing from {names:?}");
+        }
+        let json: serde_json::Value = serde_json::from_str(&r.to_json()).unwrap();
+        assert_eq!(json["dispersion"]["leading"].as_array().unwrap().len(), 3);
+        assert!((json["dispersion"]["rest"].as_f64().unwrap() - 0.25).abs() < 1e-12);
+
+        // One generated point: no covariance, so no ratios, and the other metrics stand.
+        let r = evaluate(x.slice(ndarray::s![..1, ..]), y.view(), &options).unwrap();
+        assert_eq!(r.dispersion, None);
+        assert!(!r.rows().iter().any(|r| r.0.starts_with("dispersion")));
+        assert!(r.to_json().contains("\"dispersion\": null"));
+    }
 }

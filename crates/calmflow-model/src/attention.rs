@@ -6,7 +6,7 @@ use burn::nn::{Dropout, DropoutConfig, Linear, LinearConfig};
 use burn::tensor::activation::softmax;
 use burn::tensor::{Bool, Tensor, TensorData, backend::Backend};
 
-use crate::rotary::RotaryEmbedding;
+use crate::rotary::{RotaryEmbedding, RotaryTables};
 
 /// Cached keys and values of one layer: `(B, heads, L_cached, head_dim)` each.
 pub type LayerCache<B> = Option<(Tensor<B, 4>, Tensor<B, 4>)>;
@@ -37,6 +37,58 @@ impl TimeWindow {
             }
         }
         mask
+    }
+}
+
+/// What every layer of one forward pass shares: the positions, the rotary tables and the
+/// attention mask, built once per pass instead of once per layer.
+#[derive(Debug, Clone)]
+pub(crate) struct AttentionContext<B: Backend> {
+    tables: RotaryTables<B>,
+    /// `(1 or B, 1, L, L_total)`, `true` where a query may not see a key; `None` when every
+    /// query sees every key.
+    mask: Option<Tensor<B, 4, Bool>>,
+}
+
+impl<B: Backend> AttentionContext<B> {
+    /// The context of `l` queries at positions `start .. start + l` of a batch of `b`,
+    /// attending to `total` keys (the cached ones, then their own). `key_padding`
+    /// `(B, total)` marks keys to ignore; `window`, when given, hides flow tokens of other
+    /// time points.
+    pub(crate) fn new(
+        rotary: &RotaryEmbedding,
+        head_dim: usize,
+        [b, l, start, total]: [usize; 4],
+        key_padding: Option<Tensor<B, 2, Bool>>,
+        window: Option<TimeWindow>,
+        device: &B::Device,
+    ) -> Self {
+        let tables = rotary.tables(start, l, head_dim, 1.0 / (head_dim as f64).sqrt(), device);
+        // Query i (absolute start + i) sees keys j ≤ start + i: nothing to hide when the
+        // first query already sees the last key (one new token after the cached ones).
+        let mut mask = (start + 1 < total).then(|| {
+            Tensor::<B, 2, Bool>::tril_mask([l, total], start as i64, device)
+                .reshape([1, 1, l, total])
+        });
+        if let Some(w) = window {
+            let other = Tensor::<B, 2, Bool>::from_data(
+                TensorData::new(w.other_times(start, l, total), [l, total]),
+                device,
+            )
+            .reshape([1, 1, l, total]);
+            mask = Some(match mask {
+                Some(m) => m.bool_or(other),
+                None => other,
+            });
+        }
+        if let Some(pad) = key_padding {
+            let pad = pad.reshape([b, 1, 1, total]).expand([b, 1, l, total]);
+            mask = Some(match mask {
+                Some(m) => m.expand([b, 1, l, total]).bool_or(pad),
+                None => pad,
+            });
+        }
+        Self { tables, mask }
     }
 }
 
@@ -83,6 +135,33 @@ impl<B: Backend> CausalSelfAttention<B> {
         self
     }
 
+    /// The rotary embedding and the head width (for the shared [`AttentionContext`]).
+    pub(crate) fn rotary(&self) -> (&RotaryEmbedding, usize) {
+        (&self.rotary, self.head_dim)
+    }
+
+    /// The query (`part` 0), key (1) or value (2) projection `(H, H)` and bias `(H)` cut
+    /// out of the fused `[heads, 3, head_dim]` weight: slicing the small weight instead of
+    /// the `(B·L, 3H)` activation keeps the backward pass from zero-filling and summing
+    /// activation-sized gradients.
+    fn part(&self, part: usize) -> (Tensor<B, 2>, Option<Tensor<B, 1>>) {
+        let (nh, hd) = (self.n_heads, self.head_dim);
+        let h = nh * hd;
+        let w = self
+            .qkv
+            .weight
+            .val()
+            .reshape([h, nh, 3, hd])
+            .narrow(2, part, 1)
+            .reshape([h, h]);
+        let b = self
+            .qkv
+            .bias
+            .as_ref()
+            .map(|b| b.val().reshape([nh, 3, hd]).narrow(1, part, 1).reshape([h]));
+        (w, b)
+    }
+
     /// Attends `x` `(B, L, H)` at absolute positions `start .. start + L` to itself and to
     /// the cached keys/values (appending its own to `cache` when one is given).
     /// `key_padding` `(B, L_total)` marks keys to ignore (left padding of prompts);
@@ -96,12 +175,41 @@ impl<B: Backend> CausalSelfAttention<B> {
         window: Option<TimeWindow>,
     ) -> Tensor<B, 3> {
         let [b, l, h] = x.dims();
+        let cached = cache
+            .as_ref()
+            .map_or(0, |c| c.as_ref().map_or(0, |(k, _)| k.dims()[2]));
+        let context = AttentionContext::new(
+            &self.rotary,
+            self.head_dim,
+            [b, l, start, cached + l],
+            key_padding,
+            window,
+            &x.device(),
+        );
+        self.forward_rows(x.reshape([b * l, h]), b, &context, cache)
+            .reshape([b, l, h])
+    }
+
+    /// [`forward`](Self::forward) on the rows `(B·L, H)` of a batch of `b` sequences, with
+    /// the pass's shared context.
+    pub(crate) fn forward_rows(
+        &self,
+        x: Tensor<B, 2>,
+        b: usize,
+        context: &AttentionContext<B>,
+        cache: Option<&mut LayerCache<B>>,
+    ) -> Tensor<B, 2> {
+        let [rows, h] = x.dims();
+        let l = rows / b;
         let (nh, hd) = (self.n_heads, self.head_dim);
-        let qkv = self.qkv.forward(x).reshape([b, l, nh, 3 * hd]);
-        let heads = |offset: usize| qkv.clone().narrow(3, offset, hd).swap_dims(1, 2);
-        let q = self.rotary.apply(heads(0), start);
-        let mut k = self.rotary.apply(heads(hd), start);
-        let mut v = heads(2 * hd);
+        let project = |part: usize| {
+            let (w, bias) = self.part(part);
+            burn::tensor::module::linear(x.clone(), w, bias).reshape([b, l, nh, hd])
+        };
+        // (B, L, heads, hd) → (B, heads, L, hd); q carries the 1/√hd scale.
+        let q = context.tables.queries(project(0)).swap_dims(1, 2);
+        let mut k = context.tables.keys(project(1)).swap_dims(1, 2);
+        let mut v = project(2).swap_dims(1, 2);
         if let Some(cache) = cache {
             if let Some((k_old, v_old)) = cache.take() {
                 k = Tensor::cat(vec![k_old, k], 2);
@@ -110,25 +218,12 @@ impl<B: Backend> CausalSelfAttention<B> {
             *cache = Some((k.clone(), v.clone()));
         }
         let total = k.dims()[2];
-        let scores = q.matmul(k.swap_dims(2, 3)) / (hd as f64).sqrt();
-        // Query i (absolute start + i) sees keys j ≤ start + i.
-        let mut mask = Tensor::<B, 2, Bool>::tril_mask([l, total], start as i64, &scores.device())
-            .reshape([1, 1, l, total])
-            .expand([b, nh, l, total]);
-        if let Some(w) = window {
-            let other = Tensor::<B, 2, Bool>::from_data(
-                TensorData::new(w.other_times(start, l, total), [l, total]),
-                &scores.device(),
-            );
-            mask = mask.bool_or(other.reshape([1, 1, l, total]).expand([b, nh, l, total]));
+        let mut scores = q.matmul(k.swap_dims(2, 3));
+        if let Some(mask) = &context.mask {
+            scores = scores.mask_fill(mask.clone().expand([b, nh, l, total]), -1.0e9);
         }
-        if let Some(pad) = key_padding {
-            mask = mask.bool_or(pad.reshape([b, 1, 1, total]).expand([b, nh, l, total]));
-        }
-        let probs = self
-            .dropout
-            .forward(softmax(scores.mask_fill(mask, -1.0e9), 3));
-        let out = probs.matmul(v).swap_dims(1, 2).reshape([b, l, h]);
+        let probs = self.dropout.forward(softmax(scores, 3));
+        let out = probs.matmul(v).swap_dims(1, 2).reshape([rows, h]);
         self.dense.forward(out)
     }
 }

@@ -5,11 +5,11 @@ use burn::nn::{
     Dropout, DropoutConfig, Embedding, EmbeddingConfig, LayerNorm, LayerNormConfig, Linear,
     LinearConfig,
 };
-use burn::tensor::activation::gelu;
 use burn::tensor::{Bool, Int, Tensor, TensorData, backend::Backend};
 
-use crate::attention::{CausalSelfAttention, LayerCache, TimeWindow};
+use crate::attention::{AttentionContext, CausalSelfAttention, LayerCache, TimeWindow};
 use crate::neox::{Slot, replace};
+use crate::norm::gelu_exact;
 use crate::rotary::RotaryEmbedding;
 
 /// Keys and values of every layer for the tokens processed so far, plus their padding.
@@ -90,25 +90,25 @@ impl<B: Backend> TransformerBlock<B> {
         }
     }
 
-    fn mlp(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
+    /// The MLP on rows `(N, H)`.
+    fn mlp(&self, x: Tensor<B, 2>) -> Tensor<B, 2> {
         self.dropout
-            .forward(self.mlp_out.forward(gelu(self.mlp_in.forward(x))))
+            .forward(self.mlp_out.forward(gelu_exact(self.mlp_in.forward(x))))
     }
 
+    /// The block on the rows `(B·L, H)` of a batch of `b` sequences.
     fn forward(
         &self,
-        x: Tensor<B, 3>,
-        start: usize,
+        x: Tensor<B, 2>,
+        b: usize,
+        context: &AttentionContext<B>,
         cache: Option<&mut LayerCache<B>>,
-        padding: Option<Tensor<B, 2, Bool>>,
-        window: Option<TimeWindow>,
-    ) -> Tensor<B, 3> {
-        let attn = self.dropout.forward(self.attention.forward(
+    ) -> Tensor<B, 2> {
+        let attn = self.dropout.forward(self.attention.forward_rows(
             self.ln_attn.forward(x.clone()),
-            start,
+            b,
+            context,
             cache,
-            padding,
-            window,
         ));
         if self.parallel {
             let mlp = self.mlp(self.ln_mlp.forward(x.clone()));
@@ -216,20 +216,14 @@ impl<B: Backend> CausalBackbone<B> {
         padding: Option<Tensor<B, 2, Bool>>,
         window: Option<TimeWindow>,
     ) -> Tensor<B, 3> {
-        let [b, l, _] = x.dims();
-        match cache {
-            None => {
-                let mut h = x;
-                for block in &self.blocks {
-                    h = block.forward(h, 0, None, padding.clone(), window);
-                }
-                self.final_norm.forward(h)
-            }
+        let [b, l, h] = x.dims();
+        let device = x.device();
+        let (start, pad) = match &cache {
+            None => (0, padding),
             Some(cache) => {
                 let start = cache.len;
-                let device = x.device();
                 let none_padded = |n: usize| Tensor::<B, 2, Int>::zeros([b, n], &device).bool();
-                let pad = match (cache.padding.take(), padding) {
+                let pad = match (cache.padding.clone(), padding) {
                     (None, None) => None,
                     (old, new) => {
                         let new = new.unwrap_or_else(|| none_padded(l));
@@ -240,15 +234,43 @@ impl<B: Backend> CausalBackbone<B> {
                         })
                     }
                 };
-                cache.padding = pad.clone();
-                let mut h = x;
-                for (block, layer) in self.blocks.iter().zip(cache.layers.iter_mut()) {
-                    h = block.forward(h, start, Some(layer), pad.clone(), window);
+                (start, pad)
+            }
+        };
+        // One set of rotary tables and one mask for every layer of this pass.
+        let context = self.blocks.first().map(|block| {
+            let (rotary, head_dim) = block.attention.rotary();
+            AttentionContext::new(
+                rotary,
+                head_dim,
+                [b, l, start, start + l],
+                pad.clone(),
+                window,
+                &device,
+            )
+        });
+        // The blocks run on rows (B·L, H): every Linear is one 2-D matrix product.
+        let mut rows = x.reshape([b * l, h]);
+        match cache {
+            None => {
+                for (block, context) in self.blocks.iter().zip(context.iter().cycle()) {
+                    rows = block.forward(rows, b, context, None);
+                }
+            }
+            Some(cache) => {
+                cache.padding = pad;
+                for ((block, layer), context) in self
+                    .blocks
+                    .iter()
+                    .zip(cache.layers.iter_mut())
+                    .zip(context.iter().cycle())
+                {
+                    rows = block.forward(rows, b, context, Some(layer));
                 }
                 cache.len += l;
-                self.final_norm.forward(h)
             }
         }
+        self.final_norm.forward(rows).reshape([b, l, h])
     }
 }
 

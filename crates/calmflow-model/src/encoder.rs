@@ -5,7 +5,7 @@ use burn::nn::{Dropout, DropoutConfig, Linear, LinearConfig};
 use burn::tensor::activation::relu;
 use burn::tensor::{Tensor, backend::Backend};
 
-use crate::norm::layer_norm_plain;
+use crate::norm::{layer_norm_plain, linear_flat};
 
 /// `D → K·H` by a two-layer MLP (Linear → LayerNorm without affine → ReLU → Dropout →
 /// Linear) or a single Linear, reshaped row-major into `K` tokens of width `H` (token `k` is
@@ -44,9 +44,12 @@ impl<B: Backend> SpatialEncoder<B> {
     /// `(B, S, D)` slots → `(B, S·K, H)` tokens.
     pub fn forward(&self, slots: Tensor<B, 3>) -> Tensor<B, 3> {
         let [b, s, _] = slots.dims();
-        let mut x = self.first.forward(slots);
+        let mut x = linear_flat(&self.first, slots);
         if let Some(second) = &self.second {
-            x = second.forward(self.dropout.forward(relu(layer_norm_plain(x, self.eps))));
+            x = linear_flat(
+                second,
+                self.dropout.forward(relu(layer_norm_plain(x, self.eps))),
+            );
         }
         x.reshape([b, s * self.n_space, self.hidden])
     }

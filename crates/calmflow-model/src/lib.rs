@@ -9,8 +9,11 @@
 //!   embedding on a fraction of each head ([`RotaryEmbedding`]), GELU MLP, causal mask
 //!   combined with a key padding mask, a [`KvCache`], and an optional frozen token-embedding
 //!   table for prompts.
-//! - [`VariationalDecoder`]: per-token Gaussian latents `σ² = exp(s) + 1e-4`, sampled at
-//!   temperature `τ`, the `K` latents of a slot decoded to `R^D`.
+//! - Distribution heads behind [`DistributionHead`] ([`head`]): the paper's
+//!   [`VariationalDecoder`] (per-token Gaussian latents `σ² = exp(s) + 1e-4`, sampled at
+//!   temperature `τ`, the `K` latents of a slot decoded to `R^D`), and [`CvaeHead`],
+//!   [`MixtureHead`] and [`FlowHead`], which learn the law of the next state; [`Predict`]
+//!   chooses whether they model the next state, the increment or the path's endpoint.
 //! - [`CalmFlowModel`] / [`CalmFlowConfig`]: teacher-forced forward, incremental decoding,
 //!   roll-out with or without the cache, weights saved and loaded atomically.
 //!
@@ -28,9 +31,9 @@
 
 mod attention;
 mod backbone;
-mod decoder;
 mod encoder;
 mod error;
+pub mod head;
 mod model;
 pub mod neox;
 mod norm;
@@ -39,9 +42,13 @@ mod rotary;
 
 pub use attention::{CausalSelfAttention, LayerCache, TimeWindow};
 pub use backbone::{BackboneSettings, CausalBackbone, KvCache, TransformerBlock};
-pub use decoder::{DecoderOutput, LatentHead, VARIANCE_FLOOR, VariationalDecoder};
 pub use encoder::SpatialEncoder;
 pub use error::{ModelError, Result};
+pub use head::{
+    CvaeHead, DecoderOutput, DistributionHead, FlowHead, HeadKind, HeadLoss, LatentHead,
+    MixtureHead, OutputHead, Predict, RECOMMENDED_HEAD, RECOMMENDED_PREDICT, VARIANCE_FLOOR,
+    VariationalDecoder,
+};
 pub use model::{CalmFlowConfig, CalmFlowModel, Prompt};
 pub use norm::layer_norm_plain;
 pub use record_file::{load_module, load_record, materialize, save_module, save_record};

@@ -9,9 +9,12 @@ use burn::tensor::{Bool, Int, Tensor, backend::Backend};
 
 use crate::attention::TimeWindow;
 use crate::backbone::{BackboneSettings, CausalBackbone, KvCache};
-use crate::decoder::{DecoderOutput, VariationalDecoder};
 use crate::encoder::SpatialEncoder;
 use crate::error::{ModelError, shape_error};
+use crate::head::{
+    CvaeHead, DecoderOutput, DistributionHead, FlowHead, HeadKind, HeadLoss, HeadShape,
+    MixtureHead, OutputHead, Predict, VariationalDecoder,
+};
 
 // `Result` stays unimported here: the `Config` derive expands to code that names it.
 type ModelResult<T> = crate::error::Result<T>;
@@ -54,9 +57,42 @@ pub struct CalmFlowConfig {
     /// Two-layer MLP encoder (true) or a single Linear (false).
     #[config(default = true)]
     pub mlp_encoder: bool,
-    /// Variational decoder (true) or deterministic regression (false, the paper's ablation).
+    /// The distribution head that outputs the next state (`variational`: the paper's;
+    /// `cvae`, `mixture`, `flow`: heads that learn the conditional law, see
+    /// `DISTRIBUTION-HEADS.md`).
+    #[config(default = "HeadKind::Variational")]
+    pub head: HeadKind,
+    /// What the head predicts: the next `state` (the paper), the `increment` per unit time
+    /// or the path's `endpoint`.
+    #[config(default = "Predict::State")]
+    pub predict: Predict,
+    /// Inner width of the head's MLPs. 0: automatic — `max(K·H, D)` for the `variational`
+    /// head (the paper's decoder) and `K·H` for the others.
+    #[config(default = 0)]
+    pub decoder_width: usize,
+    /// Variational decoder (true) or deterministic regression (false, the paper's
+    /// ablation). Applies to the `variational` head only.
     #[config(default = true)]
     pub variational: bool,
+    /// Components `M` of the `mixture` head.
+    #[config(default = 8)]
+    pub mixture_components: usize,
+    /// Floor of the `mixture` head's standard deviations, in units of its target.
+    #[config(default = 1e-3)]
+    pub mixture_min_std: f64,
+    /// Latent width of the `cvae` head. 0: `H`.
+    #[config(default = 0)]
+    pub latent_dim: usize,
+    /// Noise draws per slot in the `flow` head's training loss.
+    #[config(default = 4)]
+    pub flow_draws: usize,
+    /// Midpoint steps with which the `flow` head is integrated when sampling.
+    #[config(default = 8)]
+    pub flow_steps: usize,
+    /// Brownian-bridge noise scale `σ` of the training paths, added by `endpoint`
+    /// predictions when stepping toward the sampled endpoint (0: straight paths).
+    #[config(default = 0.0)]
+    pub bridge_sigma: f64,
     /// Size of the prompt token-embedding table (0: no prompts).
     #[config(default = 0)]
     pub vocab_size: usize,
@@ -116,7 +152,67 @@ impl CalmFlowConfig {
                 self.layer_norm_eps
             ));
         }
+        if self.mixture_components == 0 || self.flow_draws == 0 || self.flow_steps == 0 {
+            return bad(format!(
+                "mixture_components, flow_draws and flow_steps must be ≥ 1 (got {}, {}, {})",
+                self.mixture_components, self.flow_draws, self.flow_steps
+            ));
+        }
+        if !(self.mixture_min_std > 0.0 && self.mixture_min_std.is_finite()) {
+            return bad(format!(
+                "mixture_min_std = {} must be finite and > 0",
+                self.mixture_min_std
+            ));
+        }
+        if !(self.bridge_sigma >= 0.0 && self.bridge_sigma.is_finite()) {
+            return bad(format!(
+                "bridge_sigma = {} must be finite and ≥ 0",
+                self.bridge_sigma
+            ));
+        }
         Ok(())
+    }
+
+    /// The inner width of the head's MLPs (resolving `decoder_width = 0`).
+    pub fn head_width(&self) -> usize {
+        match (self.decoder_width, self.head) {
+            (0, HeadKind::Variational) => (self.n_space * self.hidden).max(self.dim),
+            (0, _) => self.n_space * self.hidden,
+            (w, _) => w,
+        }
+    }
+
+    fn output_head<B: Backend>(&self, device: &B::Device) -> OutputHead<B> {
+        let shape = HeadShape {
+            dim: self.dim,
+            n_space: self.n_space,
+            hidden: self.hidden,
+            width: self.head_width(),
+        };
+        let latent = if self.latent_dim == 0 {
+            self.hidden
+        } else {
+            self.latent_dim
+        };
+        OutputHead {
+            variational: (self.head == HeadKind::Variational).then(|| {
+                VariationalDecoder::new(
+                    self.dim,
+                    self.n_space,
+                    self.hidden,
+                    shape.width,
+                    self.variational,
+                    self.dropout,
+                    device,
+                )
+            }),
+            cvae: (self.head == HeadKind::Cvae).then(|| CvaeHead::new(shape, latent, device)),
+            mixture: (self.head == HeadKind::Mixture).then(|| {
+                MixtureHead::new(shape, self.mixture_components, self.mixture_min_std, device)
+            }),
+            flow: (self.head == HeadKind::Flow)
+                .then(|| FlowHead::new(shape, self.flow_draws, self.flow_steps, device)),
+        }
     }
 
     /// Builds the model on `device` after validating the configuration.
@@ -145,15 +241,10 @@ impl CalmFlowConfig {
                 device,
             ),
             backbone: CausalBackbone::new(&settings, device),
-            decoder: VariationalDecoder::new(
-                self.dim,
-                self.n_space,
-                self.hidden,
-                self.variational,
-                self.dropout,
-                device,
-            ),
+            head: self.output_head(device),
             dim: self.dim,
+            predict: self.predict,
+            bridge_sigma: self.bridge_sigma,
             n_space: self.n_space,
             hidden: self.hidden,
             markov_slots: self.markov_slots,
@@ -169,8 +260,10 @@ impl CalmFlowConfig {
 pub struct CalmFlowModel<B: Backend> {
     pub(crate) encoder: SpatialEncoder<B>,
     pub(crate) backbone: CausalBackbone<B>,
-    decoder: VariationalDecoder<B>,
+    head: OutputHead<B>,
     dim: usize,
+    predict: Predict,
+    bridge_sigma: f64,
     n_space: usize,
     hidden: usize,
     markov_slots: usize,
@@ -207,9 +300,43 @@ impl<B: Backend> CalmFlowModel<B> {
         &self.backbone
     }
 
-    /// The decoder.
-    pub fn decoder(&self) -> &VariationalDecoder<B> {
-        &self.decoder
+    /// The paper's variational decoder, when that is the model's head.
+    pub fn decoder(&self) -> Option<&VariationalDecoder<B>> {
+        self.head.variational.as_ref()
+    }
+
+    /// The model's distribution head.
+    pub fn head(&self) -> &OutputHead<B> {
+        &self.head
+    }
+
+    /// Which distribution head the model has.
+    pub fn head_kind(&self) -> HeadKind {
+        self.head.kind()
+    }
+
+    /// What the head predicts.
+    pub fn predict(&self) -> Predict {
+        self.predict
+    }
+
+    /// The Brownian-bridge noise scale that `endpoint` predictions add when stepping.
+    pub fn bridge_sigma(&self) -> f64 {
+        self.bridge_sigma
+    }
+
+    /// Slot contexts `(B·S, K·H)` from flow-token outputs `(B, S·K, H)`.
+    fn contexts(&self, hidden: Tensor<B, 3>) -> Tensor<B, 2> {
+        let [b, sk, h] = hidden.dims();
+        hidden.reshape([b * sk / self.n_space, self.n_space * h])
+    }
+
+    /// Draws of the head's target for flow-token outputs `(B, S·K, H)`: `(B, S, D)`.
+    fn sample_head(&self, hidden: Tensor<B, 3>, temperature: f64) -> Tensor<B, 3> {
+        let [b, sk, _] = hidden.dims();
+        self.head
+            .sample(self.contexts(hidden), temperature)
+            .reshape([b, sk / self.n_space, self.dim])
     }
 
     /// Slots per time point of the Markov control (0: full, Volterra context).
@@ -284,6 +411,89 @@ impl<B: Backend> CalmFlowModel<B> {
         prompt: Option<&Prompt<B>>,
         temperature: f64,
     ) -> ModelResult<DecoderOutput<B>> {
+        let hidden = self.hidden_states(slots, prompt)?;
+        Ok(match &self.head.variational {
+            Some(decoder) => decoder.forward(hidden, temperature),
+            None => DecoderOutput {
+                decoded: self.sample_head(hidden, temperature),
+                mu: None,
+                log_var: None,
+            },
+        })
+    }
+
+    /// The training loss terms of the model's head on packed slots `(B, N·P, D)` laid out
+    /// as `layout` (after an optional prompt): every slot but those of the last time point
+    /// is scored against its target ([`Predict`]); the last time point is not decoded.
+    pub fn head_loss(
+        &self,
+        slots: Tensor<B, 3>,
+        prompt: Option<&Prompt<B>>,
+        layout: &calmflow_tokenize::SpaceTimeLayout,
+    ) -> ModelResult<HeadLoss<B>> {
+        let [b, s, d] = slots.dims();
+        if s != layout.n_slots() || layout.n_space != self.n_space {
+            return Err(shape_error(
+                "slots",
+                format!(
+                    "(B, {}, {}) with K = {}",
+                    layout.n_slots(),
+                    self.dim,
+                    self.n_space
+                ),
+                [b, s, d],
+            ));
+        }
+        let (p, n) = (layout.n_traj, layout.n_times);
+        let kept = s - p;
+        let hidden = self
+            .hidden_states(slots.clone(), prompt)?
+            .narrow(1, 0, kept * self.n_space);
+        let current = slots.clone().narrow(1, 0, kept);
+        let next = slots.clone().narrow(1, p, kept);
+        let end = slots
+            .clone()
+            .narrow(1, kept, p)
+            .reshape([b, 1, p, d])
+            .expand([b, n - 1, p, d])
+            .reshape([b, kept, d]);
+        let origin = slots
+            .clone()
+            .narrow(1, 0, p)
+            .reshape([b, 1, p, d])
+            .expand([b, n - 1, p, d])
+            .reshape([b, kept, d]);
+        // ẑ1 per slot: z_0 + (z_i − z_0)·(N − 1)/i, and z_0 at i = 0.
+        let factors: Vec<f32> = (0..n - 1)
+            .flat_map(|i| {
+                let f = if i == 0 {
+                    0.0
+                } else {
+                    (n - 1) as f32 / i as f32
+                };
+                std::iter::repeat_n(f, p)
+            })
+            .collect();
+        let factors = Tensor::<B, 1>::from_data(
+            burn::tensor::TensorData::new(factors, [kept]),
+            &origin.device(),
+        )
+        .reshape([1, kept, 1]);
+        let extrapolated = origin.clone() + (current.clone() - origin) * factors;
+        let target = self
+            .predict
+            .target_tensor(current, next, end, extrapolated, n)
+            .reshape([b * kept, d]);
+        Ok(self.head.loss(self.contexts(hidden), target))
+    }
+
+    /// The backbone's outputs `(B, S·K, H)` at the flow positions of packed slots
+    /// `(B, S, D)` after an optional prompt.
+    pub fn hidden_states(
+        &self,
+        slots: Tensor<B, 3>,
+        prompt: Option<&Prompt<B>>,
+    ) -> ModelResult<Tensor<B, 3>> {
         self.check_slots(&slots, "slots")?;
         let [b, s, _] = slots.dims();
         let tokens = self.encoder.forward(slots);
@@ -303,7 +513,7 @@ impl<B: Backend> CalmFlowModel<B> {
                     .narrow(1, lp, flow_len)
             }
         };
-        Ok(self.decoder.forward(hidden, temperature))
+        Ok(hidden)
     }
 
     /// Runs a prompt through the backbone, filling `cache` (call before the first
@@ -321,8 +531,10 @@ impl<B: Backend> CalmFlowModel<B> {
     }
 
     /// Incremental decoding: appends the tokens of `slots` `(B, m, D)` to `cache` and
-    /// returns their decoded predictions `(B, m, D)`. Equal (up to rounding) to the
-    /// corresponding rows of [`CalmFlowModel::forward`] on the whole sequence.
+    /// returns the head's draws for them `(B, m, D)` (for `predict = "state"`, the next
+    /// states; otherwise see [`Predict::advance_tensor`]). Equal (up to rounding, with the
+    /// same noise) to the corresponding rows of [`CalmFlowModel::forward`] on the whole
+    /// sequence.
     pub fn step(
         &self,
         slots: Tensor<B, 3>,
@@ -333,7 +545,7 @@ impl<B: Backend> CalmFlowModel<B> {
         let tokens = self.encoder.forward(slots);
         let window = self.window(cache.prompt_len());
         let hidden = self.backbone.forward(tokens, Some(cache), None, window);
-        Ok(self.decoder.forward(hidden, temperature).decoded)
+        Ok(self.sample_head(hidden, temperature))
     }
 
     /// Autoregressive roll-out from `x0` `(B, P, D)` over `n_times` time points (METHOD
@@ -370,22 +582,46 @@ impl<B: Backend> CalmFlowModel<B> {
                 self.check_prompt(prompt, b)?;
                 self.prefill(prompt, &mut cache)?;
             }
-            let mut current = x0;
-            for _ in 1..n_times {
-                current = self.step(current, &mut cache, temperature)?;
+            let mut current = x0.clone();
+            for i in 0..n_times - 1 {
+                let y = self.step(current.clone(), &mut cache, temperature)?;
+                current = self.advance(x0.clone(), current, y, i, n_times);
                 states.push(current.clone());
             }
         } else {
-            let mut sequence = x0;
-            for _ in 1..n_times {
+            let mut sequence = x0.clone();
+            let mut current = x0.clone();
+            for i in 0..n_times - 1 {
                 let s = sequence.dims()[1];
-                let decoded = self.forward(sequence.clone(), prompt, temperature)?.decoded;
-                let next = decoded.narrow(1, s - p, p);
-                states.push(next.clone());
-                sequence = Tensor::cat(vec![sequence, next], 1);
+                // Only the last P slots are decoded: the head draws the same noise as the
+                // cached step does.
+                let hidden = self.hidden_states(sequence.clone(), prompt)?.narrow(
+                    1,
+                    (s - p) * self.n_space,
+                    p * self.n_space,
+                );
+                let y = self.sample_head(hidden, temperature);
+                current = self.advance(x0.clone(), current, y, i, n_times);
+                states.push(current.clone());
+                sequence = Tensor::cat(vec![sequence, current.clone()], 1);
             }
         }
         Ok(Tensor::stack::<4>(states, 1).reshape([b, n_times, p, d]))
+    }
+
+    /// The next states `(B, P, D)` of paths that started at `origin` from the current
+    /// ones and the head's draws `y` at time index `i` of an `n_times`-point grid.
+    pub fn advance(
+        &self,
+        origin: Tensor<B, 3>,
+        current: Tensor<B, 3>,
+        y: Tensor<B, 3>,
+        i: usize,
+        n_times: usize,
+    ) -> Tensor<B, 3> {
+        let extrapolated = Predict::extrapolate(origin, current.clone(), i, n_times);
+        self.predict
+            .advance_tensor(current, y, extrapolated, i, n_times, self.bridge_sigma)
     }
 
     /// Saves the weights to `path` (burn's named MessagePack format), atomically: the

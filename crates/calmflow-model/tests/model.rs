@@ -180,7 +180,7 @@ fn zero_temperature_is_deterministic_and_decodes_the_mean() {
     assert_eq!(max_abs_diff(a.decoded.clone(), b.decoded), 0.0);
     let mu = a.mu.clone().unwrap();
     assert_eq!(
-        max_abs_diff(m.decoder().decode_latents(mu), a.decoded.clone()),
+        max_abs_diff(m.decoder().unwrap().decode_latents(mu), a.decoded.clone()),
         0.0
     );
     // Positive temperature samples around the mean.

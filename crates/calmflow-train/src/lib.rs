@@ -35,7 +35,8 @@ pub use coupling::Coupling;
 pub use data::{ConditionData, FlowData, PointSource};
 pub use error::{Result, TrainError};
 pub use generate::{
-    Generated, GenerationOptions, TEMPERATURE_GRID, TemperatureSweep, choose_temperature, generate,
+    Generated, GenerationOptions, TEMPERATURE_GRID, TemperatureScore, TemperatureSweep,
+    choose_temperature, generate,
 };
 pub use loss::{LossTerms, VolterraFlowLoss};
 pub use objective::{CalmFlowSettings, FlowObjective};

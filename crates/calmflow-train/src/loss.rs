@@ -8,7 +8,7 @@
 //! model returns flow positions only).
 
 use burn::tensor::{Tensor, backend::Backend};
-use calmflow_model::DecoderOutput;
+use calmflow_model::{DecoderOutput, HeadLoss};
 use calmflow_tokenize::SpaceTimeLayout;
 
 use crate::error::{Result, invalid, shape_error};
@@ -38,13 +38,33 @@ impl Default for VolterraFlowLoss {
 }
 
 impl VolterraFlowLoss {
-    /// The loss of a teacher-forced forward pass: `output` of the model on `slots`
+    /// `rec + β·kl` from a distribution head's loss terms
+    /// ([`CalmFlowModel::head_loss`](calmflow_model::CalmFlowModel::head_loss)): what
+    /// training minimises for every head.
+    pub fn combine<B: Backend>(&self, terms: HeadLoss<B>) -> Result<LossTerms<B>> {
+        if !(self.beta >= 0.0 && self.beta.is_finite()) {
+            return Err(invalid(format!(
+                "beta = {} must be finite and ≥ 0",
+                self.beta
+            )));
+        }
+        let HeadLoss { rec, kl } = terms;
+        let total = match &kl {
+            Some(kl) => rec.clone() + kl.clone() * self.beta,
+            None => rec.clone(),
+        };
+        Ok(LossTerms { total, rec, kl })
+    }
+
+    /// The paper's loss written out on a teacher-forced forward pass of the `variational`
+    /// head (the reference that the head's own loss is tested against): `output` of the
+    /// model on `slots`
     /// `(B, N·P, D)` laid out as `layout`.
     ///
     /// ```
     /// use burn::backend::NdArray;
     /// use burn::tensor::{Tensor, TensorData};
-    /// use calmflow_model::DecoderOutput;
+    /// use calmflow_model::{DecoderOutput, HeadLoss};
     /// use calmflow_tokenize::SpaceTimeLayout;
     /// use calmflow_train::VolterraFlowLoss;
     /// type B = NdArray<f32>;

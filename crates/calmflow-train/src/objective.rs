@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize, de::DeserializeOwned};
 use crate::condition::{ConditionBatch, ConditionTable};
 use crate::error::{Result, invalid, shape_error};
 use crate::loss::{LossTerms, VolterraFlowLoss};
-use crate::path::ConditionalPath;
+use crate::path::{ConditionalPath, Interpolant, NoiseSchedule};
 
 /// A model trainable by flow matching on coupled `(x0, x1)` pairs.
 pub trait FlowObjective<B: Backend>: Module<B> {
@@ -119,6 +119,27 @@ impl<B: Backend> FlowObjective<B> for CalmFlowModel<B> {
                 settings.n_traj
             )));
         }
+        if self.predict().steps_to_endpoint() {
+            if settings.path.interpolant != Interpolant::Straight {
+                return Err(invalid(format!(
+                    "predict = \"{}\" steps along straight paths: use the straight \
+                     interpolant",
+                    self.predict()
+                )));
+            }
+            let sigma = match settings.path.noise {
+                NoiseSchedule::Bridge => settings.path.sigma,
+                NoiseSchedule::Constant => 0.0,
+            };
+            if (sigma - self.bridge_sigma()).abs() > 1e-12 {
+                return Err(invalid(format!(
+                    "predict = \"{}\" adds the paths' Brownian-bridge noise when \
+                     sampling: the model has bridge_sigma = {}, the paths have {sigma}",
+                    self.predict(),
+                    self.bridge_sigma()
+                )));
+            }
+        }
         if !(settings.beta >= 0.0 && settings.beta.is_finite()) {
             return Err(invalid(format!(
                 "beta = {} must be finite and ≥ 0",
@@ -167,10 +188,10 @@ impl<B: Backend> FlowObjective<B> for CalmFlowModel<B> {
                 Some(c.table.embed(self, c.conditions, device)?)
             }
         };
-        let output = self.forward(slots.clone(), prompt.as_ref(), 1.0)?;
+        let terms = self.head_loss(slots, prompt.as_ref(), &layout)?;
         VolterraFlowLoss {
             beta: settings.beta,
         }
-        .forward(&output, slots, &layout)
+        .combine(terms)
     }
 }

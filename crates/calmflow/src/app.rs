@@ -8,18 +8,18 @@ use burn::module::{AutodiffModule, Module};
 use burn::tensor::backend::AutodiffBackend;
 use calmflow_data::{DataError, seeded_rng};
 use calmflow_metrics::{EvalOptions, MetricsError, MetricsReport, evaluate};
-use calmflow_model::CalmFlowConfig;
 use calmflow_model::neox::{NeoxConfig, NeoxDir};
+use calmflow_model::{CalmFlowConfig, HeadKind, Predict};
 use calmflow_train::{
-    CalmFlowSettings, CfmSettings, Checkpoint, Coupling, FlowData, FlowObjective,
-    GenerationOptions, OdeSolver, TEMPERATURE_GRID, TrainConfig, TrainError, TrainSummary, Trainer,
-    VelocityMlpConfig, cfm_sample, choose_temperature, generate,
+    CalmFlowSettings, CfmSettings, Checkpoint, ConditionalPath, Coupling, FlowData, FlowObjective,
+    GenerationOptions, NoiseSchedule, OdeSolver, TEMPERATURE_GRID, TemperatureSweep, TrainConfig,
+    TrainError, TrainSummary, Trainer, VelocityMlpConfig, cfm_sample, choose_temperature, generate,
 };
 use ndarray::{Array2, Array3};
 use serde::{Deserialize, Serialize};
 
 use crate::backend::BackendTask;
-use crate::config::{ConfigError, DataSection, RunConfig};
+use crate::config::{ConfigError, DataSection, RunConfig, TemperatureSection};
 use crate::plot::{self, PlotError, Series};
 use crate::progress::ProgressBar;
 
@@ -97,6 +97,70 @@ pub struct TrainOutcome {
     pub summary: TrainSummary,
     /// Parameters of the model.
     pub parameters: usize,
+    /// The temperature sweep on validation data (CaLMFlow, `[temperature] sweep = true`).
+    pub temperature: Option<TemperatureSweep>,
+}
+
+/// Sweeps the sampling temperature of a trained CaLMFlow model on (at most
+/// `section.max_points`) validation pairs and records the choice in the newest checkpoint
+/// under `checkpoints`, where `calmflow sample` finds it.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn sweep_temperature<B: burn::tensor::backend::Backend>(
+    model: &calmflow_model::CalmFlowModel<B>,
+    validation: &(Array2<f32>, Array2<f32>),
+    settings: &CalmFlowSettings,
+    section: &TemperatureSection,
+    seed: u64,
+    checkpoints: &Path,
+    device: &B::Device,
+    quiet: bool,
+) -> AppResult<TemperatureSweep> {
+    let (v0, v1) = validation;
+    let n = v0.nrows().min(v1.nrows()).min(section.max_points);
+    if n < 2 {
+        return Err(AppError::Other(format!(
+            "the temperature sweep needs at least 2 validation points, the data have {n} \
+             (raise [data] validation_fraction or n_validation, or set [temperature] sweep = false)"
+        )));
+    }
+    let rows = ndarray::s![..n, ..];
+    let options = GenerationOptions {
+        n_times: settings.n_times,
+        n_traj: settings.n_traj,
+        seed,
+        ..GenerationOptions::default()
+    };
+    let sweep = choose_temperature(
+        model,
+        &v0.slice(rows).to_owned(),
+        &v1.slice(rows).to_owned(),
+        &section.candidates,
+        &options,
+        section.score,
+        device,
+    )?;
+    if !quiet {
+        eprintln!(
+            "temperature sweep on {n} validation points ({}): {}; chosen τ = {}",
+            sweep.score,
+            sweep
+                .scores
+                .iter()
+                .map(|(t, w)| format!("τ {t}: {w:.4}"))
+                .collect::<Vec<_>>()
+                .join(", "),
+            sweep.best
+        );
+    }
+    let checkpoint = Checkpoint::open(checkpoints)?;
+    let mut config_json = checkpoint.config.clone();
+    config_json["extra"]["temperature"] = serde_json::json!(sweep.best);
+    config_json["extra"]["temperature_sweep"] = serde_json::json!(sweep);
+    let text = serde_json::to_string_pretty(&config_json).unwrap_or_default();
+    calmflow_data::write_atomically(&checkpoint.dir().join("config.json"), |w| {
+        std::io::Write::write_all(w, text.as_bytes())
+    })?;
+    Ok(sweep)
 }
 
 fn train_any<B, M>(
@@ -234,6 +298,7 @@ where
         TrainOutcome {
             summary,
             parameters,
+            temperature: None,
         },
     ))
 }
@@ -258,7 +323,7 @@ impl BackendTask for TrainJob {
         let dim = data.dim();
         match self.kind {
             ModelKind::CalmFlow => {
-                let mut config = self.config.model.build(dim)?;
+                let mut config = self.config.calmflow_model(dim)?;
                 let pretrained = pretrained_shape(self.init_from.as_deref(), &mut config)?;
                 let mut model = config.init::<B>(&device).map_err(TrainError::from)?;
                 if let Some(dir) = pretrained {
@@ -266,7 +331,30 @@ impl BackendTask for TrainJob {
                 }
                 let json = serde_json::to_value(&config).unwrap_or_default();
                 let settings = self.config.flow;
-                Ok(train_any(model, json, settings, &self, data, device, "calmflow")?.1)
+                let validation = data.validation.clone();
+                let (model, mut outcome) = train_any(
+                    model,
+                    json,
+                    settings,
+                    &self,
+                    data,
+                    device.clone(),
+                    "calmflow",
+                )?;
+                let section = &self.config.temperature;
+                if section.sweep {
+                    outcome.temperature = Some(sweep_temperature(
+                        &model.valid(),
+                        &validation,
+                        &settings,
+                        section,
+                        self.config.train.seed,
+                        &self.out.join("checkpoints"),
+                        &device,
+                        self.quiet,
+                    )?);
+                }
+                Ok(outcome)
             }
             ModelKind::Cfm => {
                 if self.init_from.is_some() {
@@ -298,6 +386,9 @@ pub struct SampleJob {
     pub temperature: Option<f64>,
     /// Push these `t = 0` points through the model instead of drawing them.
     pub source: Option<PathBuf>,
+    /// Draws per source point (≥ 1): each source point goes through the model `repeat`
+    /// times, and output row `i·repeat + r` is draw `r` from source point `i`.
+    pub repeat: usize,
     /// Sequences (CaLMFlow) per forward pass.
     pub batch_size: usize,
     /// Seed of the source draws and the latent noise.
@@ -313,9 +404,9 @@ pub struct SampleJob {
 /// Generated points.
 #[derive(Debug, Clone)]
 pub struct SampleOutcome {
-    /// The `t = 1` samples.
+    /// The `t = 1` samples (`n · repeat` rows, the draws of one source point together).
     pub samples: Array2<f32>,
-    /// `(n, steps, D)` trajectories, when asked for.
+    /// `(n · repeat, steps, D)` trajectories, when asked for.
     pub trajectories: Option<Array3<f32>>,
     /// The temperature used (CaLMFlow).
     pub temperature: Option<f64>,
@@ -323,16 +414,54 @@ pub struct SampleOutcome {
     pub nfe: Option<usize>,
 }
 
+/// The source points, `repeat` copies of the whole set one after another (row `r·n + i` is
+/// point `i`): a sequence of `P` trajectories then holds distinct points, as it does
+/// without `--repeat` and in training, not `P` copies of one. [`draws_together`] puts the
+/// outputs in the order of [`SampleJob::repeat`].
 fn source_points(job: &SampleJob, checkpoint: &Checkpoint) -> AppResult<Array2<f32>> {
-    if let Some(path) = &job.source {
-        return Ok(crate::io::read_points(path)?);
+    if job.repeat == 0 {
+        return Err(AppError::Other(
+            "--repeat must be ≥ 1 (draws per source point)".into(),
+        ));
     }
-    if job.n == 0 {
-        return Err(AppError::Other("--n must be ≥ 1".into()));
+    let x0 = if let Some(path) = &job.source {
+        crate::io::read_points(path)?
+    } else {
+        if job.n == 0 {
+            return Err(AppError::Other("--n must be ≥ 1".into()));
+        }
+        let extra: RunExtra = checkpoint.config_field("extra")?;
+        let side = extra.data.side("source", &extra.base)?;
+        side.draw(job.n, &mut seeded_rng(job.seed))
+    };
+    Ok(tile_rows(x0, job.repeat))
+}
+
+/// `repeat` copies of the rows of `x`, one whole copy after another.
+fn tile_rows(x: Array2<f32>, repeat: usize) -> Array2<f32> {
+    if repeat == 1 {
+        return x;
     }
-    let extra: RunExtra = checkpoint.config_field("extra")?;
-    let side = extra.data.side("source", &extra.base)?;
-    Ok(side.draw(job.n, &mut seeded_rng(job.seed)))
+    let n = x.nrows();
+    let rows: Vec<usize> = (0..n * repeat).map(|k| k % n).collect();
+    x.select(ndarray::Axis(0), &rows)
+}
+
+/// Reorders outputs (samples or trajectories, rows along axis 0) generated from
+/// [`tile_rows`] (row `r·n + i`) so that the draws from one source point come together:
+/// row `i·repeat + r` is draw `r` from point `i`.
+fn draws_together<D: ndarray::RemoveAxis>(
+    x: ndarray::Array<f32, D>,
+    repeat: usize,
+) -> ndarray::Array<f32, D> {
+    if repeat <= 1 {
+        return x;
+    }
+    let n = x.len_of(ndarray::Axis(0)) / repeat;
+    let rows: Vec<usize> = (0..n * repeat)
+        .map(|k| (k % repeat) * n + k / repeat)
+        .collect();
+    x.select(ndarray::Axis(0), &rows)
 }
 
 impl BackendTask for SampleJob {
@@ -365,8 +494,8 @@ impl BackendTask for SampleJob {
                 };
                 let g = generate(&model, &x0, &options, None, self.trajectories, &device)?;
                 Ok(SampleOutcome {
-                    samples: g.samples,
-                    trajectories: g.trajectories,
+                    samples: draws_together(g.samples, self.repeat),
+                    trajectories: g.trajectories.map(|t| draws_together(t, self.repeat)),
                     temperature: Some(temperature),
                     nfe: None,
                 })
@@ -378,8 +507,8 @@ impl BackendTask for SampleJob {
                 let model = model.load_weights(&checkpoint.model_path(), &device)?;
                 let s = cfm_sample(&model, &x0, None, &self.solver, self.trajectories, &device)?;
                 Ok(SampleOutcome {
-                    samples: s.samples,
-                    trajectories: s.trajectories.map(|(_, t)| t),
+                    samples: draws_together(s.samples, self.repeat),
+                    trajectories: s.trajectories.map(|(_, t)| draws_together(t, self.repeat)),
                     temperature: None,
                     nfe: Some(s.stats.nfe),
                 })
@@ -413,6 +542,12 @@ pub struct DemoJob {
     pub dropout: f64,
     /// CaLMFlow's minibatch coupling.
     pub coupling: Coupling,
+    /// CaLMFlow's distribution head.
+    pub head: HeadKind,
+    /// What the head predicts.
+    pub predict: Predict,
+    /// Brownian-bridge noise `σ` of CaLMFlow's training paths (0: straight paths).
+    pub path_sigma: f64,
     /// Temperatures tried on the validation set.
     pub temperatures: Vec<f64>,
     /// Seed.
@@ -438,6 +573,11 @@ impl Default for DemoJob {
             beta: 0.01,
             dropout: 0.0,
             coupling: Coupling::ExactOt,
+            // The best measured settings on this task (docs/quality.md, "heads"): the
+            // mixture head over increments, straight paths.
+            head: HeadKind::Mixture,
+            predict: Predict::Increment,
+            path_sigma: 0.0,
             temperatures: TEMPERATURE_GRID.to_vec(),
             seed: 0,
             quiet: false,
@@ -476,6 +616,15 @@ impl DemoJob {
         c.model.layers = Some(self.layers);
         c.model.dropout = Some(self.dropout);
         c.flow.beta = self.beta;
+        c.model.head = Some(self.head);
+        c.model.predict = Some(self.predict);
+        if self.path_sigma > 0.0 {
+            c.flow.path = ConditionalPath {
+                noise: NoiseSchedule::Bridge,
+                sigma: self.path_sigma,
+                ..ConditionalPath::straight()
+            };
+        }
         c.train = TrainConfig {
             steps: if kind == ModelKind::CalmFlow {
                 self.steps
@@ -530,13 +679,21 @@ impl BackendTask for DemoJob {
         let data = calm_job.prepare()?;
         let (v0, v1) = data.validation.clone();
         B::seed(&device, self.seed);
-        let config = calm_job.config.model.build(2)?;
+        let config = calm_job.config.calmflow_model(2)?;
         let model = config.init::<B>(&device).map_err(TrainError::from)?;
         say(format!(
-            "demo: CaLMFlow ({} parameters, H = {}, {} layers) on 8gaussians → moons, {} steps",
+            "demo: CaLMFlow ({} parameters, H = {}, {} layers, {} head over the {}{}) on \
+             8gaussians → moons, {} steps",
             model.num_params(),
             self.hidden,
             self.layers,
+            self.head,
+            self.predict,
+            if self.path_sigma > 0.0 {
+                format!(", bridge paths σ = {}", self.path_sigma)
+            } else {
+                String::new()
+            },
             self.steps
         ));
         let json = serde_json::to_value(&config).unwrap_or_default();
@@ -557,26 +714,21 @@ impl BackendTask for DemoJob {
             seed: self.seed,
             ..GenerationOptions::default()
         };
-        let sweep = choose_temperature(&model, &v0, &v1, &self.temperatures, &options, &device)?;
-        say(format!(
-            "demo: temperature sweep on {} validation points (exact W2): {}; chosen τ = {}",
-            v0.nrows(),
-            sweep
-                .scores
-                .iter()
-                .map(|(t, w)| format!("τ {t}: {w:.3}"))
-                .collect::<Vec<_>>()
-                .join(", "),
-            sweep.best
-        ));
-        // Record the chosen temperature with the checkpoint, for `calmflow sample`.
-        let checkpoint = Checkpoint::open(&calm_job.out.join("checkpoints"))?;
-        let mut config_json = checkpoint.config.clone();
-        config_json["extra"]["temperature"] = serde_json::json!(sweep.best);
-        let text = serde_json::to_string_pretty(&config_json).unwrap_or_default();
-        calmflow_data::write_atomically(&checkpoint.dir().join("config.json"), |w| {
-            std::io::Write::write_all(w, text.as_bytes())
-        })?;
+        let section = TemperatureSection {
+            candidates: self.temperatures.clone(),
+            max_points: v0.nrows().max(2),
+            ..TemperatureSection::default()
+        };
+        let sweep = sweep_temperature(
+            &model,
+            &(v0, v1),
+            &settings,
+            &section,
+            self.seed,
+            &calm_job.out.join("checkpoints"),
+            &device,
+            self.quiet,
+        )?;
 
         // I-CFM.
         let cfm_job = TrainJob {
@@ -649,18 +801,14 @@ impl BackendTask for DemoJob {
         write_points(&self.out.join("target.npy"), &target, &mut files)?;
         for ext in ["png", "svg"] {
             let path = self.out.join(format!("samples.{ext}"));
-            plot::scatter(
+            plot::panels(
                 &path,
                 &format!(
                     "8-Gaussians → moons: CaLMFlow (τ = {}) and I-CFM",
                     sweep.best
                 ),
+                &target,
                 &[
-                    Series {
-                        label: "target",
-                        points: &target,
-                        color: plot::TARGET,
-                    },
                     Series {
                         label: "CaLMFlow",
                         points: &generated.samples,
@@ -697,5 +845,34 @@ impl BackendTask for DemoJob {
         let mut outcome = outcome;
         outcome.files.push(path);
         Ok(outcome)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn repeated_rows_keep_the_draws_of_one_source_point_together() {
+        let x = ndarray::array![[1.0f32, 2.0], [3.0, 4.0]];
+        assert_eq!(tile_rows(x.clone(), 1), x);
+        // Generation order: whole copies of the set; output order: the draws of a point
+        // together.
+        let tiled = tile_rows(x.clone(), 3);
+        assert_eq!(tiled.column(0).to_vec(), [1.0, 3.0, 1.0, 3.0, 1.0, 3.0]);
+        // Tag each generated row with its index to follow the permutation.
+        let generated = ndarray::Array2::from_shape_fn((6, 2), |(i, j)| {
+            tiled[[i, 0]] * 100.0 + i as f32 + j as f32 * 0.5
+        });
+        let out = draws_together(generated, 3);
+        assert_eq!(
+            out.column(0).to_vec(),
+            [100.0, 102.0, 104.0, 301.0, 303.0, 305.0]
+        );
+        let traj = ndarray::Array3::from_shape_fn((6, 2, 1), |(i, t, _)| (10 * i + t) as f32);
+        let traj = draws_together(traj, 3);
+        assert_eq!(traj[[1, 1, 0]], 21.0);
+        assert_eq!(traj[[3, 0, 0]], 10.0);
+        assert_eq!(draws_together(x.clone(), 1), x);
     }
 }

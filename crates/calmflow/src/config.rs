@@ -5,9 +5,10 @@
 use std::path::{Path, PathBuf};
 
 use calmflow_data::sampler_by_name;
-use calmflow_model::CalmFlowConfig;
+use calmflow_model::{CalmFlowConfig, HeadKind, Predict, RECOMMENDED_HEAD};
 use calmflow_train::{
-    CalmFlowSettings, CfmVariant, FlowData, PointSource, TrainConfig, VelocityMlpConfig,
+    CalmFlowSettings, CfmVariant, FlowData, NoiseSchedule, PointSource, TEMPERATURE_GRID,
+    TemperatureScore, TrainConfig, VelocityMlpConfig,
 };
 use serde::{Deserialize, Serialize};
 
@@ -138,17 +139,39 @@ pub struct ModelSection {
     pub parallel_residual: Option<bool>,
     /// Two-layer MLP encoder (default true).
     pub mlp_encoder: Option<bool>,
-    /// Variational decoder (default true).
+    /// Distribution head: `variational` (the paper's), `cvae`, `mixture` or `flow`.
+    pub head: Option<HeadKind>,
+    /// What the head predicts: `state` (the paper's), `increment` or `endpoint`.
+    pub predict: Option<Predict>,
+    /// Inner width of the head's MLPs (0: `max(K·H, D)` for `variational`, `K·H` else).
+    pub decoder_width: Option<usize>,
+    /// Variational layer of the `variational` head (default true).
     pub variational: Option<bool>,
+    /// Components of the `mixture` head (default 8).
+    pub mixture_components: Option<usize>,
+    /// Standard-deviation floor of the `mixture` head (default 1e-3).
+    pub mixture_min_std: Option<f64>,
+    /// Latent width of the `cvae` head (0: `H`).
+    pub latent_dim: Option<usize>,
+    /// Noise draws per slot in the `flow` head's loss (default 4).
+    pub flow_draws: Option<usize>,
+    /// Midpoint steps of the `flow` head's sampler (default 8).
+    pub flow_steps: Option<usize>,
+    /// Brownian-bridge σ added by `predict = "endpoint"` when sampling (default: `[flow.path]
+    /// sigma` with bridge noise, else 0).
+    pub bridge_sigma: Option<f64>,
     /// 0: full (Volterra) context; `P`: the Markov control, each token sees its own time
     /// point only (default 0).
     pub markov_slots: Option<usize>,
 }
 
 impl ModelSection {
-    /// Every field set to [`CalmFlowConfig`]'s default (what `calmflow config` prints).
+    /// Every field set to its default (what `calmflow config` prints): [`CalmFlowConfig`]'s,
+    /// except the head, which is the recommended one ([`RECOMMENDED_HEAD`]).
     pub fn defaults() -> Self {
-        let c = CalmFlowConfig::new(1);
+        let c = CalmFlowConfig::new(1)
+            .with_head(RECOMMENDED_HEAD)
+            .with_predict(RECOMMENDED_HEAD.default_predict());
         Self {
             n_space: Some(c.n_space),
             hidden: Some(c.hidden),
@@ -160,14 +183,29 @@ impl ModelSection {
             dropout: Some(c.dropout),
             parallel_residual: Some(c.parallel_residual),
             mlp_encoder: Some(c.mlp_encoder),
+            head: Some(c.head),
+            predict: Some(c.predict),
+            decoder_width: Some(c.decoder_width),
             variational: Some(c.variational),
+            mixture_components: Some(c.mixture_components),
+            mixture_min_std: Some(c.mixture_min_std),
+            latent_dim: Some(c.latent_dim),
+            flow_draws: Some(c.flow_draws),
+            flow_steps: Some(c.flow_steps),
+            bridge_sigma: Some(c.bridge_sigma),
             markov_slots: Some(c.markov_slots),
         }
     }
 
-    /// The model configuration for data of dimension `dim`, validated.
+    /// The model configuration for data of dimension `dim`, validated. Unset fields take
+    /// [`CalmFlowConfig`]'s defaults, except `head` ([`RECOMMENDED_HEAD`]) and `predict`
+    /// (the head's [`HeadKind::default_predict`]: `head = "variational"` alone reproduces
+    /// the paper).
     pub fn build(&self, dim: usize) -> Result<CalmFlowConfig, ConfigError> {
-        let mut c = CalmFlowConfig::new(dim);
+        let head = self.head.unwrap_or(RECOMMENDED_HEAD);
+        let mut c = CalmFlowConfig::new(dim)
+            .with_head(head)
+            .with_predict(head.default_predict());
         macro_rules! set {
             ($($field:ident),*) => { $( if let Some(v) = self.$field { c.$field = v; } )* };
         }
@@ -182,7 +220,16 @@ impl ModelSection {
             dropout,
             parallel_residual,
             mlp_encoder,
+            head,
+            predict,
+            decoder_width,
             variational,
+            mixture_components,
+            mixture_min_std,
+            latent_dim,
+            flow_draws,
+            flow_steps,
+            bridge_sigma,
             markov_slots
         );
         c.validate()
@@ -225,6 +272,60 @@ impl CfmSection {
     }
 }
 
+/// `[temperature]`: how `calmflow train` chooses the sampling temperature `τ` of a
+/// CaLMFlow model after training (recorded in the checkpoint; `calmflow sample` uses it
+/// unless given `--temperature`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TemperatureSection {
+    /// Sweep the candidates on validation data after training (default true).
+    pub sweep: bool,
+    /// The score minimised: `energy` (default), `mmd` (median bandwidth) or `w2`.
+    pub score: TemperatureScore,
+    /// Candidate temperatures.
+    pub candidates: Vec<f64>,
+    /// Validation points scored per candidate (at most; default 1000).
+    pub max_points: usize,
+}
+
+impl Default for TemperatureSection {
+    fn default() -> Self {
+        Self {
+            sweep: true,
+            score: TemperatureScore::Energy,
+            candidates: TEMPERATURE_GRID.to_vec(),
+            max_points: 1000,
+        }
+    }
+}
+
+impl TemperatureSection {
+    /// Checks the candidates and the point budget.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.sweep && self.candidates.is_empty() {
+            return Err(ConfigError::Invalid(
+                "[temperature] candidates is empty (give at least one, or sweep = false)".into(),
+            ));
+        }
+        if let Some(bad) = self
+            .candidates
+            .iter()
+            .find(|t| !(t.is_finite() && **t >= 0.0))
+        {
+            return Err(ConfigError::Invalid(format!(
+                "[temperature] candidate {bad} must be finite and ≥ 0"
+            )));
+        }
+        if self.max_points < 2 {
+            return Err(ConfigError::Invalid(format!(
+                "[temperature] max_points = {} must be ≥ 2",
+                self.max_points
+            )));
+        }
+        Ok(())
+    }
+}
+
 /// A whole run: `calmflow train --config run.toml`.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -241,6 +342,8 @@ pub struct RunConfig {
     pub cfm: CfmSection,
     /// Optimisation.
     pub train: TrainConfig,
+    /// The temperature sweep after training (CaLMFlow).
+    pub temperature: TemperatureSection,
 }
 
 impl RunConfig {
@@ -254,7 +357,26 @@ impl RunConfig {
             .train
             .validate()
             .map_err(|e| ConfigError::Invalid(format!("{origin}: {e}")))?;
+        config
+            .temperature
+            .validate()
+            .map_err(|e| ConfigError::Invalid(format!("{origin}: {e}")))?;
         Ok(config)
+    }
+
+    /// CaLMFlow's model configuration for data of dimension `dim`: the `[model]` section
+    /// ([`ModelSection::build`]), with `bridge_sigma` taken from `[flow.path]` (its `σ` with
+    /// bridge noise, else 0) unless `[model]` sets it, so that `predict = "endpoint"`
+    /// adds the noise the paths were trained with.
+    pub fn calmflow_model(&self, dim: usize) -> Result<CalmFlowConfig, ConfigError> {
+        let mut c = self.model.build(dim)?;
+        if self.model.bridge_sigma.is_none() {
+            c.bridge_sigma = match self.flow.path.noise {
+                NoiseSchedule::Bridge => self.flow.path.sigma,
+                NoiseSchedule::Constant => 0.0,
+            };
+        }
+        Ok(c)
     }
 
     /// Reads and parses a TOML file.
@@ -293,7 +415,15 @@ mod tests {
         assert_eq!(c.train.weight_decay, 0.01);
         assert_eq!(c.train.grad_clip, 1.0);
         let model = c.model.build(2).unwrap();
-        assert_eq!(model, CalmFlowConfig::new(2));
+        assert_eq!(
+            model,
+            CalmFlowConfig::new(2)
+                .with_head(RECOMMENDED_HEAD)
+                .with_predict(RECOMMENDED_HEAD.default_predict())
+        );
+        // The paper's model is one field away.
+        let paper = RunConfig::parse("[model]\nhead = \"variational\"\n", "run.toml").unwrap();
+        assert_eq!(paper.model.build(2).unwrap(), CalmFlowConfig::new(2));
         let shown = RunConfig::parse(&RunConfig::documented_defaults().to_toml(), "x").unwrap();
         assert_eq!(shown.model.build(2).unwrap(), model);
     }

@@ -1,7 +1,8 @@
-//! Scatter plots of samples against a target, trajectories over time and parameter sweeps
-//! (a metric's mean ± std over seeds), as PNG or SVG
-//! (by the file extension), written atomically. Points of more than two dimensions are
-//! drawn by their first two coordinates.
+//! Scatter plots of samples against a target, side-by-side panels of several methods
+//! against one target, trajectories over time, parameter sweeps (a metric's mean ± std over
+//! seeds) and grouped bars of dispersion ratios, as PNG or SVG (by the file extension),
+//! written atomically. Scatter plots and trajectories draw points of more than two
+//! dimensions by their first two coordinates; panels take 2-D points only.
 
 use std::path::{Path, PathBuf};
 use std::sync::Once;
@@ -9,6 +10,7 @@ use std::sync::Once;
 use ndarray::{Array2, Array3};
 use plotters::coord::Shift;
 use plotters::prelude::*;
+use plotters::style::text_anchor::{HPos, Pos, VPos};
 
 /// Why a plot could not be written.
 #[derive(Debug, thiserror::Error)]
@@ -123,26 +125,41 @@ fn render(
     }
 }
 
-fn bounds<'a>(sets: impl Iterator<Item = &'a Array2<f32>>) -> ((f32, f32), (f32, f32)) {
-    let (mut x0, mut x1, mut y0, mut y1) = (f32::MAX, f32::MIN, f32::MAX, f32::MIN);
-    for set in sets {
+/// How far beyond the quantiles of [`bounds`] (as a fraction of their span) a coordinate
+/// still counts as the distribution's tail rather than an outlier.
+const OUTLIER_GAP: f32 = 0.25;
+
+/// Axis ranges `((x0, x1), (y0, y1))` over the first two coordinates of every set, with a
+/// 5 % margin. `tail` is the fraction of coordinates that may fall outside at each end of
+/// each axis: 0 covers every point; 0.005 covers the 0.5–99.5 % quantiles, widened to take
+/// in every coordinate less than [`OUTLIER_GAP`] × their span beyond them, so that a
+/// distribution's tails stay in view and only far outliers are left out. Non-finite
+/// coordinates are ignored.
+fn bounds<'a>(sets: impl Iterator<Item = &'a Array2<f32>>, tail: f64) -> ((f32, f32), (f32, f32)) {
+    let (mut xs, mut ys) = (Vec::new(), Vec::new());
+    for set in sets.filter(|s| s.ncols() >= 2) {
         for row in set.rows() {
-            if row.len() >= 2 && row[0].is_finite() && row[1].is_finite() {
-                x0 = x0.min(row[0]);
-                x1 = x1.max(row[0]);
-                y0 = y0.min(row[1]);
-                y1 = y1.max(row[1]);
+            if row[0].is_finite() && row[1].is_finite() {
+                xs.push(row[0]);
+                ys.push(row[1]);
             }
         }
     }
-    if x0 > x1 {
+    if xs.is_empty() {
         return ((-1.0, 1.0), (-1.0, 1.0));
     }
-    let pad = |a: f32, b: f32| {
+    let range = |v: &mut Vec<f32>| {
+        let n = v.len();
+        let k = ((tail.clamp(0.0, 0.5) * n as f64) as usize).min((n - 1) / 2);
+        let a = *v.select_nth_unstable_by(k, f32::total_cmp).1;
+        let b = *v.select_nth_unstable_by(n - 1 - k, f32::total_cmp).1;
+        let gap = OUTLIER_GAP * (b - a);
+        let near = v.iter().filter(|&&x| x >= a - gap && x <= b + gap);
+        let (a, b) = near.fold((a, b), |(a, b), &x| (a.min(x), b.max(x)));
         let m = 0.05 * (b - a).max(1e-3);
         (a - m, b + m)
     };
-    (pad(x0, x1), pad(y0, y1))
+    (range(&mut xs), range(&mut ys))
 }
 
 fn check_2d(path: &Path, sets: &[&Array2<f32>]) -> Result<(), PlotError> {
@@ -161,34 +178,57 @@ type Chart<'a, DB> = ChartContext<
     Cartesian2d<plotters::coord::types::RangedCoordf32, plotters::coord::types::RangedCoordf32>,
 >;
 
-/// A white canvas with a title, axes and a grid over `((x0, x1), (y0, y1))`.
+/// Grid lines at labelled ticks.
+const BOLD_GRID: RGBAColor = RGBAColor(0, 0, 0, 0.15);
+/// Grid lines between labelled ticks: faint, so that they do not compete with the data.
+const LIGHT_GRID: RGBAColor = RGBAColor(0, 0, 0, 0.04);
+/// Tick labels, in pixels.
+const TICK_FONT: u32 = 14;
+
+/// A white canvas with a title (`title_size` pixels), axes and a grid over
+/// `((x0, x1), (y0, y1))`.
 fn frame<'a, DB: DrawingBackend>(
     area: &'a DrawingArea<DB, Shift>,
     title: &str,
+    title_size: u32,
     ((xa, xb), (ya, yb)): ((f32, f32), (f32, f32)),
 ) -> Result<Chart<'a, DB>, String> {
     area.fill(&WHITE).map_err(|e| e.to_string())?;
     let mut chart = ChartBuilder::on(area)
-        .caption(title, ("sans-serif", 22))
+        .caption(title, ("sans-serif", title_size))
         .margin(12)
         .x_label_area_size(30)
         .y_label_area_size(40)
         .build_cartesian_2d(xa..xb, ya..yb)
         .map_err(|e| e.to_string())?;
-    chart.configure_mesh().draw().map_err(|e| e.to_string())?;
+    chart
+        .configure_mesh()
+        .bold_line_style(BOLD_GRID)
+        .light_line_style(LIGHT_GRID)
+        .label_style(("sans-serif", TICK_FONT))
+        .draw()
+        .map_err(|e| e.to_string())?;
     Ok(chart)
 }
 
 fn draw_legend<'a, DB: DrawingBackend + 'a>(chart: &mut Chart<'a, DB>) -> Result<(), String> {
     chart
         .configure_series_labels()
+        .position(SeriesLabelPosition::UpperRight)
+        .label_font(("sans-serif", TICK_FONT))
         .background_style(WHITE.mix(0.8))
         .border_style(BLACK)
         .draw()
         .map_err(|e| e.to_string())
 }
 
-/// A labelled point cloud (first two coordinates) at opacity `alpha`.
+/// Whether `(x, y)` lies inside the axis ranges `((x0, x1), (y0, y1))` (never for NaN).
+fn within(((xa, xb), (ya, yb)): ((f32, f32), (f32, f32)), x: f32, y: f32) -> bool {
+    (xa..=xb).contains(&x) && (ya..=yb).contains(&y)
+}
+
+/// A labelled point cloud (first two coordinates) at opacity `alpha`; points outside the
+/// axes (or not finite) are left out rather than drawn over the margins.
 fn draw_cloud<'a, DB: DrawingBackend + 'a>(
     chart: &mut Chart<'a, DB>,
     points: &Array2<f32>,
@@ -197,12 +237,19 @@ fn draw_cloud<'a, DB: DrawingBackend + 'a>(
     alpha: f64,
 ) -> Result<(), String> {
     let color = RGBColor(color.0, color.1, color.2);
+    let (xs, ys) = (chart.x_range(), chart.y_range());
+    let axes = ((xs.start, xs.end), (ys.start, ys.end));
+    let shown: Vec<(f32, f32)> = points
+        .rows()
+        .into_iter()
+        .map(|r| (r[0], r[1]))
+        .filter(|&(x, y)| within(axes, x, y))
+        .collect();
     chart
         .draw_series(
-            points
-                .rows()
+            shown
                 .into_iter()
-                .map(|r| Circle::new((r[0], r[1]), 2, color.mix(alpha).filled())),
+                .map(|p| Circle::new(p, 2, color.mix(alpha).filled())),
         )
         .map_err(|e| e.to_string())?
         .label(label)
@@ -215,7 +262,12 @@ fn draw_scatter<DB: DrawingBackend>(
     title: &str,
     series: &[Series<'_>],
 ) -> Result<(), String> {
-    let mut chart = frame(area, title, bounds(series.iter().map(|s| s.points)))?;
+    let mut chart = frame(
+        area,
+        title,
+        22,
+        bounds(series.iter().map(|s| s.points), 0.0),
+    )?;
     for s in series {
         draw_cloud(&mut chart, s.points, s.label, s.color, 0.6)?;
     }
@@ -245,7 +297,12 @@ fn draw_trajectories<DB: DrawingBackend>(
         .to_shape((n * steps, paths.dim().2))
         .map_err(|e| e.to_string())?
         .to_owned();
-    let mut chart = frame(area, title, bounds([&flat].into_iter().chain(target)))?;
+    let mut chart = frame(
+        area,
+        title,
+        22,
+        bounds([&flat].into_iter().chain(target), 0.0),
+    )?;
     if let Some(t) = target {
         draw_cloud(&mut chart, t, "target", TARGET, 0.4)?;
     }
@@ -341,6 +398,26 @@ pub fn mean_std(values: &[f64]) -> Option<(f64, f64)> {
     Some((mean, var.sqrt()))
 }
 
+/// Categorical x axes put category `i` at `x = i` over `-0.5..n − 0.5`; asking for this
+/// many ticks puts one on every integer (and on the half-integers between, which
+/// [`category_label`] leaves blank).
+fn category_ticks(n: usize) -> usize {
+    n.max(1) * 2 + 1
+}
+
+/// The name of the category at tick `x`; blank between categories.
+fn category_label(names: &[&str], x: f32) -> String {
+    let i = x.round();
+    if (x - i).abs() < 1e-3 && i >= 0.0 {
+        names
+            .get(i as usize)
+            .map(|s| s.to_string())
+            .unwrap_or_default()
+    } else {
+        String::new()
+    }
+}
+
 fn draw_sweep<DB: DrawingBackend>(
     area: &DrawingArea<DB, Shift>,
     title: &str,
@@ -364,20 +441,14 @@ fn draw_sweep<DB: DrawingBackend>(
         .y_label_area_size(60)
         .build_cartesian_2d(x_range.0..x_range.1, y_range.0..y_range.1)
         .map_err(|e| e.to_string())?;
-    let label_of = |x: &f32| {
-        let i = x.round();
-        if (x - i).abs() < 1e-3 && i >= 0.0 {
-            points
-                .get(i as usize)
-                .map(|p| p.setting.to_string())
-                .unwrap_or_default()
-        } else {
-            String::new()
-        }
-    };
+    let settings: Vec<&str> = points.iter().map(|p| p.setting).collect();
+    let label_of = |x: &f32| category_label(&settings, *x);
     chart
         .configure_mesh()
-        .x_labels(points.len().max(1) * 2 + 1)
+        .bold_line_style(BOLD_GRID)
+        .light_line_style(LIGHT_GRID)
+        .label_style(("sans-serif", TICK_FONT))
+        .x_labels(category_ticks(settings.len()))
         .x_label_formatter(&label_of)
         .y_desc(y_label)
         .draw()
@@ -438,6 +509,332 @@ pub fn sweep(
         (720, 480),
         |a| draw_sweep(a, title, y_label, points),
         |a| draw_sweep(a, title, y_label, points),
+    )
+}
+
+/// The tail fraction of [`bounds`] for the shared axes of [`panels`].
+const PANEL_TAIL: f64 = 0.005;
+/// Pixel size of one panel of [`panels`].
+const PANEL_SIZE: (u32, u32) = (440, 420);
+/// Panels per row at most.
+const PANEL_COLUMNS: usize = 3;
+
+/// `(rows, columns)` of a grid of `n` panels, at most [`PANEL_COLUMNS`] wide.
+fn panel_grid(n: usize) -> (usize, usize) {
+    let cols = n.clamp(1, PANEL_COLUMNS);
+    (n.div_ceil(cols), cols)
+}
+
+fn check_panel_set(path: &Path, what: &str, points: &Array2<f32>) -> Result<(), PlotError> {
+    let (n, d) = points.dim();
+    if n == 0 || d != 2 {
+        return Err(error(
+            path,
+            format!("{what}: panels need a non-empty set of 2-D points, got ({n}, {d})"),
+        ));
+    }
+    Ok(())
+}
+
+fn draw_panels<DB: DrawingBackend>(
+    area: &DrawingArea<DB, Shift>,
+    title: &str,
+    target: &Array2<f32>,
+    methods: &[Series<'_>],
+) -> Result<(), String> {
+    area.fill(&WHITE).map_err(|e| e.to_string())?;
+    // One key for every panel, under the title: a legend inside a panel would cover points.
+    let key = ("sans-serif", 15).into_font().color(&RGBColor(90, 90, 90));
+    let body = area
+        .titled(title, ("sans-serif", 24))
+        .and_then(|a| a.titled("grey: the target", key))
+        .map_err(|e| e.to_string())?;
+    let axes = bounds(
+        std::iter::once(target).chain(methods.iter().map(|m| m.points)),
+        PANEL_TAIL,
+    );
+    for (cell, method) in body
+        .split_evenly(panel_grid(methods.len()))
+        .iter()
+        .zip(methods)
+    {
+        let outside = method
+            .points
+            .rows()
+            .into_iter()
+            .filter(|r| !within(axes, r[0], r[1]))
+            .count();
+        let caption = match outside {
+            0 => method.label.to_string(),
+            n => format!("{} ({n} outside)", method.label),
+        };
+        let mut chart = frame(cell, &caption, 18, axes)?;
+        draw_cloud(&mut chart, target, "target", TARGET, 0.3)?;
+        draw_cloud(&mut chart, method.points, method.label, method.color, 0.45)?;
+    }
+    Ok(())
+}
+
+/// One panel per method, side by side (up to three to a row), each drawing the method's
+/// points over the target's (grey) and titled with the method's label, under an overall
+/// `title`.
+///
+/// Every panel has the same axes: the 0.5–99.5 % quantiles of the target and all methods
+/// together, widened to take in the tails that lie within a quarter of that span beyond
+/// them, plus a 5 % margin, so a few far outliers do not squeeze the rest into a corner.
+/// Points beyond the axes (or not finite) are left out, and a panel's title counts its
+/// method's (`"CFM (5 outside)"`).
+///
+/// Errors: an empty `methods`, or a target or method that is empty or not 2-D points
+/// `(n, 2)`; a file name that is neither `.png` nor `.svg`.
+pub fn panels(
+    path: &Path,
+    title: &str,
+    target: &Array2<f32>,
+    methods: &[Series<'_>],
+) -> Result<(), PlotError> {
+    if methods.is_empty() {
+        return Err(error(path, "panels need at least one method"));
+    }
+    check_panel_set(path, "target", target)?;
+    for m in methods {
+        check_panel_set(path, m.label, m.points)?;
+    }
+    let (rows, cols) = panel_grid(methods.len());
+    let size = (
+        (cols as u32 * PANEL_SIZE.0).max(640),
+        rows as u32 * PANEL_SIZE.1 + 70,
+    );
+    render(
+        path,
+        size,
+        |a| draw_panels(a, title, target, methods),
+        |a| draw_panels(a, title, target, methods),
+    )
+}
+
+/// Colours of the bar labels of [`dispersion_bars`], in order of first appearance
+/// (matplotlib's "tab10" cycle).
+const PALETTE: [(u8, u8, u8); 10] = [
+    (31, 119, 180),
+    (255, 127, 14),
+    (44, 160, 44),
+    (214, 39, 40),
+    (148, 103, 189),
+    (140, 86, 75),
+    (227, 119, 194),
+    (127, 127, 127),
+    (188, 189, 34),
+    (23, 190, 207),
+];
+/// Width of the key beside the bars, in pixels.
+const KEY_WIDTH: u32 = 180;
+/// Group names under the bars, in pixels.
+const GROUP_FONT: u32 = 16;
+/// Share of a group's slot that its bars fill.
+const GROUP_WIDTH: f32 = 0.8;
+
+type Groups<'s, 'a> = &'s [(&'a str, Vec<(&'a str, f64)>)];
+
+/// The distinct bar labels in order of first appearance, after checking every value.
+fn bar_labels<'a>(path: &Path, groups: Groups<'_, 'a>) -> Result<Vec<&'a str>, PlotError> {
+    if groups.is_empty() {
+        return Err(error(path, "a bar chart needs at least one group"));
+    }
+    let mut labels: Vec<&str> = Vec::new();
+    for (group, bars) in groups {
+        if bars.is_empty() {
+            return Err(error(path, format!("group {group:?} has no bars")));
+        }
+        for (k, &(label, value)) in bars.iter().enumerate() {
+            if !value.is_finite() || value < 0.0 {
+                return Err(error(
+                    path,
+                    format!("{group:?} {label:?}: ratios must be finite and ≥ 0, got {value}"),
+                ));
+            }
+            if bars[..k].iter().any(|&(l, _)| l == label) {
+                return Err(error(
+                    path,
+                    format!("group {group:?} has two bars labelled {label:?}"),
+                ));
+            }
+            if !labels.contains(&label) {
+                labels.push(label);
+            }
+        }
+    }
+    Ok(labels)
+}
+
+fn draw_bars<DB: DrawingBackend>(
+    area: &DrawingArea<DB, Shift>,
+    title: &str,
+    groups: Groups<'_, '_>,
+    labels: &[&str],
+) -> Result<(), String> {
+    area.fill(&WHITE).map_err(|e| e.to_string())?;
+    let (plot_area, key_area) = area.split_horizontally(area.dim_in_pixel().0 - KEY_WIDTH);
+    let top = groups
+        .iter()
+        .flat_map(|(_, bars)| bars.iter().map(|&(_, v)| v))
+        .fold(0.0, f64::max);
+    let y_max = (top * 1.1).max(1.5) as f32;
+    let g = groups.len();
+    let mut chart = ChartBuilder::on(&plot_area)
+        .caption(title, ("sans-serif", 22))
+        .margin(12)
+        .x_label_area_size(34)
+        .y_label_area_size(60)
+        .build_cartesian_2d(-0.5f32..g as f32 - 0.5, 0f32..y_max)
+        .map_err(|e| e.to_string())?;
+    let names: Vec<&str> = groups.iter().map(|(name, _)| *name).collect();
+    let label_of = |x: &f32| category_label(&names, *x);
+    chart
+        .configure_mesh()
+        .disable_x_mesh()
+        .bold_line_style(BOLD_GRID)
+        .light_line_style(LIGHT_GRID)
+        .label_style(("sans-serif", TICK_FONT))
+        .x_labels(category_ticks(g))
+        .x_label_formatter(&label_of)
+        .x_label_style(("sans-serif", GROUP_FONT))
+        .y_desc("variance ratio (samples / target)")
+        .draw()
+        .map_err(|e| e.to_string())?;
+    let slot = GROUP_WIDTH / labels.len() as f32;
+    let color_of = |label: &str| {
+        let k = labels.iter().position(|&l| l == label).unwrap_or(0);
+        let (r, g, b) = PALETTE[k % PALETTE.len()];
+        RGBColor(r, g, b)
+    };
+    // (left edge, value, label) of every bar; a group without some label leaves its slot
+    // empty, so a label sits at the same offset in every group.
+    let bars: Vec<(f32, f32, &str)> = groups
+        .iter()
+        .enumerate()
+        .flat_map(|(i, (_, bars))| {
+            bars.iter().map(move |&(label, v)| {
+                let j = labels.iter().position(|&l| l == label).unwrap_or(0);
+                (
+                    i as f32 - GROUP_WIDTH / 2.0 + j as f32 * slot,
+                    v as f32,
+                    label,
+                )
+            })
+        })
+        .collect();
+    chart
+        .draw_series(bars.iter().map(|&(x, v, label)| {
+            Rectangle::new(
+                [(x + 0.08 * slot, 0.0), (x + 0.92 * slot, v)],
+                color_of(label).filled(),
+            )
+        }))
+        .map_err(|e| e.to_string())?;
+    chart
+        .draw_series(DashedLineSeries::new(
+            [(-0.5, 1.0), (g as f32 - 0.5, 1.0)],
+            8,
+            5,
+            BLACK.stroke_width(2),
+        ))
+        .map_err(|e| e.to_string())?;
+    // Values above the bars when every bar is wide enough to hold its value, on white
+    // boxes that interrupt the reference line rather than cross it.
+    let font = ("sans-serif", 12).into_font().color(&BLACK);
+    let mut values = Vec::with_capacity(bars.len());
+    for &(x, v, _) in &bars {
+        let text = format!("{v:.2}");
+        let (w, h) = plot_area
+            .estimate_text_size(&text, &font)
+            .map_err(|e| e.to_string())?;
+        values.push((x, v, text, w as i32, h as i32));
+    }
+    let bar_px = chart.backend_coord(&(slot, 0.0)).0 - chart.backend_coord(&(0.0, 0.0)).0;
+    if values.iter().all(|&(.., w, _)| bar_px >= w + 4) {
+        let base = plot_area.get_base_pixel();
+        for (x, v, text, w, h) in values {
+            let (cx, top) = chart.backend_coord(&(x + slot / 2.0, v));
+            let (cx, top) = (cx - base.0, top - base.1);
+            plot_area
+                .draw(&Rectangle::new(
+                    [(cx - w / 2 - 3, top - h - 8), (cx + w / 2 + 3, top - 1)],
+                    WHITE.filled(),
+                ))
+                .map_err(|e| e.to_string())?;
+            plot_area
+                .draw(&Text::new(text, (cx - w / 2, top - h - 5), font.clone()))
+                .map_err(|e| e.to_string())?;
+        }
+    }
+    // The key: a swatch per label, then the reference line, each with its text centred on
+    // it.
+    let font = ("sans-serif", 15)
+        .into_font()
+        .color(&BLACK)
+        .pos(Pos::new(HPos::Left, VPos::Center));
+    let middle = |k: usize| 58 + 26 * k as i32;
+    for (k, &label) in labels.iter().enumerate() {
+        let y = middle(k);
+        key_area
+            .draw(&Rectangle::new(
+                [(8, y - 8), (24, y + 8)],
+                color_of(label).filled(),
+            ))
+            .map_err(|e| e.to_string())?;
+        key_area
+            .draw(&Text::new(label.to_string(), (32, y), font.clone()))
+            .map_err(|e| e.to_string())?;
+    }
+    let y = middle(labels.len());
+    for x in [6, 13, 20] {
+        key_area
+            .draw(&PathElement::new(
+                vec![(x, y), (x + 5, y)],
+                BLACK.stroke_width(2),
+            ))
+            .map_err(|e| e.to_string())?;
+    }
+    key_area
+        .draw(&Text::new("1 = target's spread", (32, y), font))
+        .map_err(|e| e.to_string())?;
+    Ok(())
+}
+
+/// A grouped bar chart of variance ratios (samples / target; see
+/// `calmflow_metrics::dispersion`): one group of bars per method (`(method, [(label,
+/// ratio)])`), one colour per ratio label (`"trace"`, `"PC1"`, …, `"rest"`) with a key
+/// beside the chart, and a dashed line at 1 (the target's spread). The y axis runs from 0
+/// to the larger of 1.5 and 1.1 × the largest ratio. A label missing from a group leaves
+/// its place empty.
+///
+/// Errors: no groups, a group without bars or with a label twice, a ratio that is not
+/// finite or is negative; a file name that is neither `.png` nor `.svg`.
+pub fn dispersion_bars(
+    path: &Path,
+    title: &str,
+    groups: &[(&str, Vec<(&str, f64)>)],
+) -> Result<(), PlotError> {
+    let labels = bar_labels(path, groups)?;
+    // Each group is wide enough for its bars (34 px each) and for its name.
+    register_font();
+    let font = ("sans-serif", GROUP_FONT).into_font();
+    let name_px = groups
+        .iter()
+        .map(|(name, _)| font.box_size(name).map_or(0, |(w, _)| w) + 24)
+        .max()
+        .unwrap_or(0);
+    let group_px = ((labels.len() as f32 * 34.0 / GROUP_WIDTH) as u32).max(name_px);
+    let size = (
+        (groups.len() as u32 * group_px + 84 + KEY_WIDTH).max(760),
+        480,
+    );
+    render(
+        path,
+        size,
+        |a| draw_bars(a, title, groups, &labels),
+        |a| draw_bars(a, title, groups, &labels),
     )
 }
 
@@ -502,5 +899,224 @@ mod tests {
         assert!(sweep(&sweep_png, "empty", "W2", &[]).is_err());
         // Only the finished files and t.png remain: no staging leftovers.
         assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 5);
+    }
+
+    /// Two moons (2000 points) and three methods: a fresh draw, a copy shrunk towards the
+    /// mean, and a noisier draw with a few far outliers.
+    fn moons_and_methods() -> (Array2<f32>, Vec<Array2<f32>>) {
+        use calmflow_data::{Moons, Sampler, StandardNormal, seeded_rng};
+        let moons = Moons::default();
+        let target = moons.sample(2000, &mut seeded_rng(1));
+        let good = moons.sample(2000, &mut seeded_rng(2));
+        let mean = good.mean_axis(ndarray::Axis(0)).unwrap();
+        let shrunk = (&good - &mean) * 0.6 + &mean;
+        let noise = StandardNormal { dim: 2 }.sample(2000, &mut seeded_rng(3));
+        let mut noisy = moons.sample(2000, &mut seeded_rng(4)) + noise * 0.4;
+        for (i, mut row) in noisy.rows_mut().into_iter().take(5).enumerate() {
+            row[0] = 40.0 + i as f32;
+            row[1] = -30.0;
+        }
+        (target, vec![good, shrunk, noisy])
+    }
+
+    fn methods(sets: &[Array2<f32>]) -> Vec<Series<'_>> {
+        ["CaLMFlow", "CaLMFlow (mean head)", "CFM"]
+            .into_iter()
+            .zip(sets)
+            .zip([CALMFLOW, SOURCE, BASELINE])
+            .map(|((label, points), color)| Series {
+                label,
+                points,
+                color,
+            })
+            .collect()
+    }
+
+    fn dispersion_groups() -> Vec<(&'static str, Vec<(&'static str, f64)>)> {
+        let labels = ["trace", "PC1", "PC2", "PC3", "rest"];
+        [
+            ("CaLMFlow", [0.98, 1.02, 0.95, 0.91, 1.04]),
+            ("mean head", [0.71, 0.83, 0.74, 0.69, 0.7]),
+            ("CFM", [1.12, 1.05, 1.18, 1.2, 1.1]),
+        ]
+        .into_iter()
+        .map(|(name, values)| (name, labels.into_iter().zip(values).collect()))
+        .collect()
+    }
+
+    fn non_empty(path: &Path) -> bool {
+        std::fs::metadata(path).is_ok_and(|m| m.len() > 0)
+    }
+
+    #[test]
+    fn panels_are_written_as_png_and_svg_with_one_panel_per_method() {
+        let dir = tempfile::tempdir().unwrap();
+        let (target, sets) = moons_and_methods();
+        let methods = methods(&sets);
+        let png = dir.path().join("panels.png");
+        panels(&png, "samples against the target", &target, &methods).unwrap();
+        assert!(non_empty(&png));
+        assert_eq!(&std::fs::read(&png).unwrap()[1..4], b"PNG");
+        let svg = dir.path().join("panels.svg");
+        panels(&svg, "samples", &target, &methods[..2]).unwrap();
+        let text = std::fs::read_to_string(&svg).unwrap();
+        assert!(text.contains("<svg") && text.contains("CaLMFlow (mean head)"));
+        // Four methods wrap onto a second row.
+        assert_eq!(panel_grid(4), (2, 3));
+        assert_eq!(panel_grid(1), (1, 1));
+        let four = [methods.clone(), methods[..1].to_vec()].concat();
+        panels(&png, "four", &target, &four).unwrap();
+        assert!(non_empty(&png));
+        // The far outliers of the third method are outside the shared axes.
+        let axes = bounds(std::iter::once(&target).chain(&sets), PANEL_TAIL);
+        assert!(axes.0.1 < 20.0 && axes.1.0 > -20.0, "{axes:?}");
+        assert_eq!(
+            sets[2]
+                .rows()
+                .into_iter()
+                .filter(|r| !within(axes, r[0], r[1]))
+                .count(),
+            5
+        );
+    }
+
+    #[test]
+    fn panels_refuse_empty_and_non_2d_sets() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("p.png");
+        let (target, sets) = moons_and_methods();
+        let methods = methods(&sets);
+        assert!(panels(&path, "none", &target, &[]).is_err());
+        let empty = Array2::<f32>::zeros((0, 2));
+        assert!(panels(&path, "x", &empty, &methods).is_err());
+        let three_d = Array2::<f32>::zeros((10, 3));
+        let one_d = Array2::<f32>::zeros((10, 1));
+        for bad in [&empty, &three_d, &one_d] {
+            let with_bad = [
+                methods[0],
+                Series {
+                    label: "bad",
+                    points: bad,
+                    color: BASELINE,
+                },
+            ];
+            let err = panels(&path, "x", &target, &with_bad).unwrap_err();
+            assert!(err.message.contains("bad"), "{err}");
+        }
+        assert!(panels(&path, "x", &three_d, &methods).is_err());
+        assert!(panels(&dir.path().join("p.jpg"), "x", &target, &methods).is_err());
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+    }
+
+    #[test]
+    fn dispersion_bars_are_written_as_png_and_svg() {
+        let dir = tempfile::tempdir().unwrap();
+        let groups = dispersion_groups();
+        let png = dir.path().join("bars.png");
+        dispersion_bars(&png, "dispersion", &groups).unwrap();
+        assert!(non_empty(&png));
+        assert_eq!(&std::fs::read(&png).unwrap()[1..4], b"PNG");
+        let svg = dir.path().join("bars.svg");
+        // Groups may lack a label (`rest` needs D > 3); large ratios stretch the axis.
+        let uneven = vec![
+            ("low D", vec![("trace", 0.9), ("PC1", 0.8)]),
+            ("high D", vec![("trace", 3.5), ("PC1", 1.0), ("rest", 2.0)]),
+        ];
+        dispersion_bars(&svg, "dispersion", &uneven).unwrap();
+        let text = std::fs::read_to_string(&svg).unwrap();
+        assert!(text.contains("high D") && text.contains("rest") && text.contains("3.50"));
+        assert_eq!(
+            bar_labels(&svg, &uneven).unwrap(),
+            vec!["trace", "PC1", "rest"]
+        );
+    }
+
+    #[test]
+    fn dispersion_bars_refuse_empty_and_non_finite_input() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("b.png");
+        assert!(dispersion_bars(&path, "x", &[]).is_err());
+        assert!(dispersion_bars(&path, "x", &[("m", vec![])]).is_err());
+        for bad in [f64::NAN, f64::INFINITY, -0.5] {
+            let err = dispersion_bars(&path, "x", &[("m", vec![("trace", 1.0), ("PC1", bad)])])
+                .unwrap_err();
+            assert!(err.message.contains("PC1"), "{err}");
+        }
+        let twice = [("m", vec![("PC1", 1.0), ("PC1", 0.9)])];
+        assert!(dispersion_bars(&path, "x", &twice).is_err());
+        assert!(dispersion_bars(&dir.path().join("b.pdf"), "x", &dispersion_groups()).is_err());
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+    }
+
+    /// Renders the examples into `$TMPDIR/plots/` for a person to look at:
+    /// `cargo test -p calmflow --lib plot::tests::examples -- --ignored`.
+    #[test]
+    #[ignore = "writes example plots for inspection"]
+    fn examples() {
+        let dir = std::env::temp_dir().join("plots");
+        std::fs::create_dir_all(&dir).unwrap();
+        let (target, sets) = moons_and_methods();
+        let methods = methods(&sets);
+        for ext in ["png", "svg"] {
+            let title = "two moons: three methods' samples";
+            panels(&dir.join(format!("panels.{ext}")), title, &target, &methods).unwrap();
+            let title = "dispersion: variance ratios, samples / target";
+            dispersion_bars(
+                &dir.join(format!("bars.{ext}")),
+                title,
+                &dispersion_groups(),
+            )
+            .unwrap();
+        }
+        // Layouts at the edges: one panel, a second row, bars missing a label, long names.
+        panels(
+            &dir.join("panels-1.png"),
+            "one method",
+            &target,
+            &methods[..1],
+        )
+        .unwrap();
+        let four = [methods.clone(), methods[..1].to_vec()].concat();
+        panels(&dir.join("panels-4.png"), "four methods", &target, &four).unwrap();
+        let uneven = vec![
+            (
+                "CaLMFlow, Gaussian head",
+                vec![("trace", 0.4), ("PC1", 0.3)],
+            ),
+            (
+                "CaLMFlow, flow head",
+                vec![("trace", 3.5), ("PC1", 1.0), ("rest", 2.0)],
+            ),
+            (
+                "CFM (exact OT)",
+                vec![("trace", 1.1), ("PC1", 0.05), ("rest", 1.3)],
+            ),
+            (
+                "mixture head",
+                vec![("trace", 0.9), ("PC1", 0.95), ("rest", 0.8)],
+            ),
+        ];
+        dispersion_bars(&dir.join("bars-uneven.png"), "uneven", &uneven).unwrap();
+        // The other plots share the frame and grid styles.
+        let over_target = [
+            Series {
+                label: "target",
+                points: &target,
+                color: TARGET,
+            },
+            methods[0],
+        ];
+        scatter(&dir.join("scatter.png"), "scatter", &over_target).unwrap();
+        let points = [
+            SweepPoint {
+                setting: "P = 1",
+                values: &[0.5, 0.6, 0.55],
+            },
+            SweepPoint {
+                setting: "P = 2",
+                values: &[0.4, 0.45, 0.5],
+            },
+        ];
+        sweep(&dir.join("sweep.png"), "sweep", "W2", &points).unwrap();
     }
 }

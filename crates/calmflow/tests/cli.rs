@@ -76,6 +76,23 @@ fn data_then_eval_scores_a_set_against_itself_as_zero() {
         serde_json::from_str(&std::fs::read_to_string(d.join("r.json")).unwrap()).unwrap();
     assert!(report["energy"].as_f64().unwrap().abs() < 1e-6);
     assert!(report["sinkhorn_divergence"].is_null());
+    // The same set twice: every dispersion ratio is 1, in the table and in the JSON.
+    for row in [
+        "| dispersion_trace |",
+        "| dispersion_pc1 |",
+        "| dispersion_pc2 |",
+    ] {
+        let line = out.lines().find(|l| l.starts_with(row)).expect(row);
+        assert!(line.contains("1.000000"), "{line}");
+    }
+    assert!(!out.contains("dispersion_rest"), "D = 2 has no rest: {out}");
+    let d = &report["dispersion"];
+    assert!(
+        (d["trace_ratio"].as_f64().unwrap() - 1.0).abs() < 1e-9,
+        "{d}"
+    );
+    assert_eq!(d["leading"].as_array().unwrap().len(), 2);
+    assert!(d["rest"].is_null());
 }
 
 #[test]
@@ -294,6 +311,93 @@ fn train_resume_sample_and_plot() {
         "{}",
         stdout(&o)
     );
+}
+
+/// `sample --repeat R`: R draws per source point, the draws of one point together
+/// (rows `i·R .. (i + 1)·R`), distinct at a positive temperature; `--repeat 0` is refused.
+#[test]
+fn sample_repeat_draws_several_points_from_each_source_point() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    write(d, "run.toml", TINY);
+    let o = calmflow(
+        &["train", "--config", "run.toml", "--out", "r", "--quiet"],
+        d,
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let (n, repeat) = (5, 4);
+    let o = calmflow(
+        &[
+            "sample",
+            "--checkpoint",
+            "r/checkpoints",
+            "--n",
+            "5",
+            "--repeat",
+            "4",
+            "--temperature",
+            "1.0",
+            "--out",
+            "s.csv",
+            "--trajectories",
+            "t.npy",
+        ],
+        d,
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stdout(&o).contains("wrote 20 samples"), "{}", stdout(&o));
+    let rows: Vec<Vec<f32>> = std::fs::read_to_string(d.join("s.csv"))
+        .unwrap()
+        .lines()
+        .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
+        .map(|l| l.split(',').map(|v| v.trim().parse().unwrap()).collect())
+        .collect();
+    assert_eq!(rows.len(), n * repeat);
+    // The trajectories start at the source points: equal within a group, not across.
+    let t = calmflow::data::npy::read_npy(d.join("t.npy")).unwrap();
+    assert_eq!(t.shape()[0], n * repeat);
+    let start = |row: usize| t.slice(ndarray::s![row, 0, ..]).to_owned();
+    for i in 0..n {
+        for r in 1..repeat {
+            assert_eq!(
+                start(i * repeat + r),
+                start(i * repeat),
+                "source {i}, draw {r}"
+            );
+        }
+        if i > 0 {
+            assert_ne!(
+                start(i * repeat),
+                start((i - 1) * repeat),
+                "sources {i} and {}",
+                i - 1
+            );
+        }
+        // Draws from one source point differ at τ = 1.
+        let group = &rows[i * repeat..(i + 1) * repeat];
+        for a in 0..repeat {
+            for b in a + 1..repeat {
+                assert_ne!(group[a], group[b], "source {i}: draws {a} and {b} coincide");
+            }
+        }
+    }
+    let o = calmflow(
+        &[
+            "sample",
+            "--checkpoint",
+            "r/checkpoints",
+            "--repeat",
+            "0",
+            "--out",
+            "z.csv",
+        ],
+        d,
+    );
+    assert_eq!(o.status.code(), Some(2));
+    let e = stderr(&o);
+    assert_eq!(e.trim().lines().count(), 1, "{e}");
+    assert!(e.contains("--repeat must be ≥ 1"), "{e}");
+    assert!(!d.join("z.csv").exists());
 }
 
 /// A missing file, a bad configuration field and a checkpoint of another shape: one line

@@ -246,10 +246,15 @@ struct SampleArgs {
     /// Push these t = 0 points (.npy, .csv) through the model instead of drawing them.
     #[arg(long)]
     source: Option<PathBuf>,
+    /// Draws per source point (≥ 1): each source point is pushed through the model R times,
+    /// and output row i·R + r is draw r from source point i (n·R rows in all), to look at the
+    /// spread of the samples from one fixed x0.
+    #[arg(long, value_name = "R", default_value_t = 1)]
+    repeat: usize,
     /// Output file (.npy or .csv).
     #[arg(long)]
     out: PathBuf,
-    /// Also write the trajectories (n, steps, D) to this .npy file.
+    /// Also write the trajectories (n·R, steps, D) to this .npy file.
     #[arg(long)]
     trajectories: Option<PathBuf>,
     /// Sequences per forward pass.
@@ -345,6 +350,15 @@ fn train(args: TrainArgs, kind: ModelKind) -> Result<(), String> {
          validation loss {:.4}",
         outcome.parameters, s.steps, s.seconds, s.steps_per_second, s.final_loss, s.final_val_loss
     );
+    if let Some(sweep) = &outcome.temperature {
+        println!(
+            "sampling temperature τ = {} (lowest validation {} of {} candidates; recorded \
+             in the checkpoint for `calmflow sample`)",
+            sweep.best,
+            sweep.score,
+            sweep.scores.len()
+        );
+    }
     if let Some(dir) = &s.checkpoint {
         println!("checkpoint: {}", dir.display());
     }
@@ -370,6 +384,7 @@ fn sample(args: SampleArgs, kind: ModelKind) -> Result<(), String> {
         n: args.n,
         temperature: args.temperature,
         source: args.source,
+        repeat: args.repeat,
         batch_size: args.batch_size,
         seed: args.seed,
         solver,
@@ -383,8 +398,13 @@ fn sample(args: SampleArgs, kind: ModelKind) -> Result<(), String> {
         (_, Some(nfe)) => format!(" ({nfe} function evaluations)"),
         _ => String::new(),
     };
+    let per_source = if args.repeat > 1 {
+        format!(" ({} draws per source point)", args.repeat)
+    } else {
+        String::new()
+    };
     println!(
-        "wrote {} samples{detail} to {}",
+        "wrote {} samples{detail}{per_source} to {}",
         outcome.samples.nrows(),
         args.out.display()
     );
