@@ -457,32 +457,9 @@ impl<B: Backend> CalmFlowModel<B> {
             .reshape([b, 1, p, d])
             .expand([b, n - 1, p, d])
             .reshape([b, kept, d]);
-        let origin = slots
-            .clone()
-            .narrow(1, 0, p)
-            .reshape([b, 1, p, d])
-            .expand([b, n - 1, p, d])
-            .reshape([b, kept, d]);
-        // ẑ1 per slot: z_0 + (z_i − z_0)·(N − 1)/i, and z_0 at i = 0.
-        let factors: Vec<f32> = (0..n - 1)
-            .flat_map(|i| {
-                let f = if i == 0 {
-                    0.0
-                } else {
-                    (n - 1) as f32 / i as f32
-                };
-                std::iter::repeat_n(f, p)
-            })
-            .collect();
-        let factors = Tensor::<B, 1>::from_data(
-            burn::tensor::TensorData::new(factors, [kept]),
-            &origin.device(),
-        )
-        .reshape([1, kept, 1]);
-        let extrapolated = origin.clone() + (current.clone() - origin) * factors;
         let target = self
             .predict
-            .target_tensor(current, next, end, extrapolated, n)
+            .target_tensor(current, next, end, n)
             .reshape([b * kept, d]);
         Ok(self.head.loss(self.contexts(hidden), target))
     }
@@ -582,15 +559,15 @@ impl<B: Backend> CalmFlowModel<B> {
                 self.check_prompt(prompt, b)?;
                 self.prefill(prompt, &mut cache)?;
             }
-            let mut current = x0.clone();
+            let mut current = x0;
             for i in 0..n_times - 1 {
                 let y = self.step(current.clone(), &mut cache, temperature)?;
-                current = self.advance(x0.clone(), current, y, i, n_times);
+                current = self.advance(current, y, i, n_times);
                 states.push(current.clone());
             }
         } else {
             let mut sequence = x0.clone();
-            let mut current = x0.clone();
+            let mut current = x0;
             for i in 0..n_times - 1 {
                 let s = sequence.dims()[1];
                 // Only the last P slots are decoded: the head draws the same noise as the
@@ -601,7 +578,7 @@ impl<B: Backend> CalmFlowModel<B> {
                     p * self.n_space,
                 );
                 let y = self.sample_head(hidden, temperature);
-                current = self.advance(x0.clone(), current, y, i, n_times);
+                current = self.advance(current, y, i, n_times);
                 states.push(current.clone());
                 sequence = Tensor::cat(vec![sequence, current.clone()], 1);
             }
@@ -609,19 +586,17 @@ impl<B: Backend> CalmFlowModel<B> {
         Ok(Tensor::stack::<4>(states, 1).reshape([b, n_times, p, d]))
     }
 
-    /// The next states `(B, P, D)` of paths that started at `origin` from the current
-    /// ones and the head's draws `y` at time index `i` of an `n_times`-point grid.
+    /// The next states `(B, P, D)` from the current ones and the head's draws `y` at time
+    /// index `i` of an `n_times`-point grid.
     pub fn advance(
         &self,
-        origin: Tensor<B, 3>,
         current: Tensor<B, 3>,
         y: Tensor<B, 3>,
         i: usize,
         n_times: usize,
     ) -> Tensor<B, 3> {
-        let extrapolated = Predict::extrapolate(origin, current.clone(), i, n_times);
         self.predict
-            .advance_tensor(current, y, extrapolated, i, n_times, self.bridge_sigma)
+            .advance_tensor(current, y, i, n_times, self.bridge_sigma)
     }
 
     /// Saves the weights to `path` (burn's named MessagePack format), atomically: the

@@ -56,12 +56,7 @@ fn random<const D: usize>(shape: [usize; D], seed: u64) -> Tensor<B, D> {
     Tensor::random(shape, Distribution::Normal(0.0, 1.0), &device)
 }
 
-const PREDICTS: [Predict; 4] = [
-    Predict::State,
-    Predict::Increment,
-    Predict::Endpoint,
-    Predict::Residual,
-];
+const PREDICTS: [Predict; 3] = [Predict::State, Predict::Increment, Predict::Endpoint];
 
 #[test]
 fn cached_rollout_equals_re_encoding_with_the_same_noise_for_every_head() {

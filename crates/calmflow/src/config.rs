@@ -5,10 +5,12 @@
 use std::path::{Path, PathBuf};
 
 use calmflow_data::sampler_by_name;
-use calmflow_model::{CalmFlowConfig, HeadKind, Predict, RECOMMENDED_HEAD};
+use calmflow_model::{
+    CalmFlowConfig, HeadKind, Predict, RECOMMENDED_BRIDGE_SIGMA, RECOMMENDED_HEAD,
+};
 use calmflow_train::{
-    CalmFlowSettings, CfmVariant, FlowData, NoiseSchedule, PointSource, TEMPERATURE_GRID,
-    TemperatureScore, TrainConfig, VelocityMlpConfig,
+    CalmFlowSettings, CfmVariant, ConditionalPath, Coupling, FlowData, NoiseSchedule, PointSource,
+    TEMPERATURE_GRID, TemperatureScore, TrainConfig, VelocityMlpConfig,
 };
 use serde::{Deserialize, Serialize};
 
@@ -192,7 +194,8 @@ impl ModelSection {
             latent_dim: Some(c.latent_dim),
             flow_draws: Some(c.flow_draws),
             flow_steps: Some(c.flow_steps),
-            bridge_sigma: Some(c.bridge_sigma),
+            // Taken from `[flow.path]` unless set (see `RunConfig::calmflow_model`).
+            bridge_sigma: None,
             markov_slots: Some(c.markov_slots),
         }
     }
@@ -361,7 +364,41 @@ impl RunConfig {
             .temperature
             .validate()
             .map_err(|e| ConfigError::Invalid(format!("{origin}: {e}")))?;
+        let path_given = toml::from_str::<toml::Value>(text)
+            .ok()
+            .and_then(|v| v.get("flow")?.get("path").cloned())
+            .is_some();
+        let coupling_given = toml::from_str::<toml::Value>(text)
+            .ok()
+            .and_then(|v| v.get("train")?.get("coupling").cloned())
+            .is_some();
+        let mut config = config;
+        if !path_given {
+            config.flow.path = config.recommended_path();
+        }
+        if !coupling_given {
+            // CaLMFlow's heads were measured with exact minibatch-OT pairs (docs/heads.md);
+            // `calmflow cfm train` sets the coupling from its variant anyway.
+            config.train.coupling = Coupling::ExactOt;
+        }
         Ok(config)
+    }
+
+    /// The paths `calmflow train` uses when `[flow.path]` is not given: Brownian-bridge noise
+    /// of [`RECOMMENDED_BRIDGE_SIGMA`] for a head that steps toward sampled endpoints
+    /// (`docs/heads.md`), the paper's straight paths otherwise.
+    pub fn recommended_path(&self) -> ConditionalPath {
+        let head = self.model.head.unwrap_or(RECOMMENDED_HEAD);
+        let predict = self.model.predict.unwrap_or(head.default_predict());
+        if head != HeadKind::Variational && predict.steps_to_endpoint() {
+            ConditionalPath {
+                noise: NoiseSchedule::Bridge,
+                sigma: RECOMMENDED_BRIDGE_SIGMA,
+                ..ConditionalPath::straight()
+            }
+        } else {
+            ConditionalPath::straight()
+        }
     }
 
     /// CaLMFlow's model configuration for data of dimension `dim`: the `[model]` section
@@ -390,10 +427,13 @@ impl RunConfig {
 
     /// The defaults with every model field written out.
     pub fn documented_defaults() -> Self {
-        Self {
+        let mut c = Self {
             model: ModelSection::defaults(),
             ..Self::default()
-        }
+        };
+        c.flow.path = c.recommended_path();
+        c.train.coupling = Coupling::ExactOt;
+        c
     }
 
     /// The configuration as TOML (every field, defaults included).
@@ -413,6 +453,7 @@ mod tests {
         assert_eq!(c.flow.beta, 0.3);
         assert_eq!(c.train.learning_rate, 1e-3);
         assert_eq!(c.train.weight_decay, 0.01);
+        assert_eq!(c.train.coupling, Coupling::ExactOt);
         assert_eq!(c.train.grad_clip, 1.0);
         let model = c.model.build(2).unwrap();
         assert_eq!(
@@ -421,9 +462,24 @@ mod tests {
                 .with_head(RECOMMENDED_HEAD)
                 .with_predict(RECOMMENDED_HEAD.default_predict())
         );
-        // The paper's model is one field away.
+        // The recommended head trains on bridge paths; the paper's model is one field away,
+        // and keeps the paper's straight paths.
+        assert_eq!(c.flow.path.noise, NoiseSchedule::Bridge);
+        assert_eq!(c.flow.path.sigma, RECOMMENDED_BRIDGE_SIGMA);
+        assert_eq!(
+            c.calmflow_model(2).unwrap().bridge_sigma,
+            RECOMMENDED_BRIDGE_SIGMA
+        );
         let paper = RunConfig::parse("[model]\nhead = \"variational\"\n", "run.toml").unwrap();
         assert_eq!(paper.model.build(2).unwrap(), CalmFlowConfig::new(2));
+        assert_eq!(paper.flow.path, ConditionalPath::straight());
+        // A path given explicitly is kept.
+        let straight = RunConfig::parse(
+            "[flow.path]\ninterpolant = \"straight\"\nnoise = \"constant\"\nsigma = 0.0\n",
+            "run.toml",
+        )
+        .unwrap();
+        assert_eq!(straight.flow.path, ConditionalPath::straight());
         let shown = RunConfig::parse(&RunConfig::documented_defaults().to_toml(), "x").unwrap();
         assert_eq!(shown.model.build(2).unwrap(), model);
     }

@@ -12,15 +12,11 @@
 //! ```
 //! use calmflow_model::Predict;
 //! // N = 5 time points, slot at time i = 1: z = 1, next state 2, endpoint 4.
-//! let y = Predict::Increment.target(1.0, 2.0, 4.0, 4.0, 5);
+//! let y = Predict::Increment.target(1.0, 2.0, 4.0, 5);
 //! assert_eq!(y, 4.0); // (2 − 1)·(N − 1)
-//! assert_eq!(Predict::Increment.advance(1.0, y, 4.0, 1, 5), 2.0);
-//! let y = Predict::Endpoint.target(1.0, 2.0, 4.0, 4.0, 5);
-//! assert_eq!(Predict::Endpoint.advance(1.0, y, 4.0, 1, 5), 2.0); // 1 + (4 − 1)·(1/4)/(3/4)
-//! // Residual: the endpoint minus the straight extrapolation of the path (here exact).
-//! let y = Predict::Residual.target(1.0, 2.0, 4.0, 4.0, 5);
-//! assert_eq!(y, 0.0);
-//! assert_eq!(Predict::Residual.advance(1.0, y, 4.0, 1, 5), 2.0);
+//! assert_eq!(Predict::Increment.advance(1.0, y, 1, 5), 2.0);
+//! let y = Predict::Endpoint.target(1.0, 2.0, 4.0, 5);
+//! assert_eq!(Predict::Endpoint.advance(1.0, y, 1, 5), 2.0); // 1 + (4 − 1)·(1/4)/(3/4)
 //! ```
 
 mod cvae;
@@ -82,11 +78,16 @@ impl HeadKind {
 }
 
 /// The head that `calmflow train` and `calmflow demo` use unless told otherwise: the best
-/// measured one (`docs/quality.md`, "heads"). `CalmFlowConfig::new` keeps the paper's.
+/// measured one (`docs/heads.md`). `CalmFlowConfig::new` keeps the paper's.
 pub const RECOMMENDED_HEAD: HeadKind = HeadKind::Mixture;
 
-/// What the non-paper heads predict unless told otherwise (`docs/quality.md`, "heads").
+/// What the non-paper heads predict unless told otherwise (`docs/heads.md`).
 pub const RECOMMENDED_PREDICT: Predict = Predict::Endpoint;
+
+/// The Brownian-bridge path noise `σ` that `calmflow train` gives endpoint predictions
+/// unless `[flow.path]` says otherwise (`docs/heads.md`): it spreads the randomness over
+/// every step instead of loading it onto the first.
+pub const RECOMMENDED_BRIDGE_SIGMA: f64 = 0.3;
 
 impl std::fmt::Display for HeadKind {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -122,12 +123,6 @@ pub enum Predict {
     /// toward it, `z_{i+1} = z_i + (y − z_i)·(t_{i+1} − t_i)/(1 − t_i)`, plus the
     /// Brownian-bridge noise of scale `bridge_sigma` when the paths are noisy.
     Endpoint,
-    /// The endpoint's deviation from the straight extrapolation of the path so far,
-    /// `y = x1 − ẑ1` with `ẑ1 = z_0 + (z_i − z_0)/t_i` (`ẑ1 = z_0` at `i = 0`); the step
-    /// is the `endpoint` step toward `ẑ1 + y`. On straight paths `y = 0` after the first
-    /// step, so the head need not rebuild the endpoint from the history: the first step
-    /// carries the whole randomness, later steps only what the path noise adds.
-    Residual,
 }
 
 impl Predict {
@@ -137,37 +132,32 @@ impl Predict {
             Self::State => "state",
             Self::Increment => "increment",
             Self::Endpoint => "endpoint",
-            Self::Residual => "residual",
         }
     }
 
-    /// Whether the step moves toward a sampled endpoint (`endpoint`, `residual`), which
-    /// assumes straight paths and adds the paths' bridge noise.
+    /// Whether the step moves toward a sampled endpoint, which assumes straight paths
+    /// and adds the paths' bridge noise.
     pub fn steps_to_endpoint(self) -> bool {
-        matches!(self, Self::Endpoint | Self::Residual)
+        self == Self::Endpoint
     }
 
     /// The head's target for one coordinate: current state `z`, next state `next`, path
-    /// endpoint `end`, straight extrapolation `extrapolated` of the path so far (`ẑ1`), on
-    /// an `n_times`-point grid.
-    pub fn target(self, z: f64, next: f64, end: f64, extrapolated: f64, n_times: usize) -> f64 {
+    /// endpoint `end`, on an `n_times`-point grid.
+    pub fn target(self, z: f64, next: f64, end: f64, n_times: usize) -> f64 {
         match self {
             Self::State => next,
             Self::Increment => (next - z) * (n_times - 1) as f64,
             Self::Endpoint => end,
-            Self::Residual => end - extrapolated,
         }
     }
 
     /// The next state from the head's output `y` (without bridge noise), for one
     /// coordinate at time index `i < n_times − 1`.
-    pub fn advance(self, z: f64, y: f64, extrapolated: f64, i: usize, n_times: usize) -> f64 {
-        let toward = |end: f64| z + (end - z) / (n_times - 1 - i) as f64;
+    pub fn advance(self, z: f64, y: f64, i: usize, n_times: usize) -> f64 {
         match self {
             Self::State => y,
             Self::Increment => z + y / (n_times - 1) as f64,
-            Self::Endpoint => toward(y),
-            Self::Residual => toward(extrapolated + y),
+            Self::Endpoint => z + (y - z) / (n_times - 1 - i) as f64,
         }
     }
 
@@ -177,14 +167,12 @@ impl Predict {
         current: Tensor<B, D>,
         next: Tensor<B, D>,
         end: Tensor<B, D>,
-        extrapolated: Tensor<B, D>,
         n_times: usize,
     ) -> Tensor<B, D> {
         match self {
             Self::State => next,
             Self::Increment => (next - current) * (n_times - 1) as f64,
             Self::Endpoint => end,
-            Self::Residual => end - extrapolated,
         }
     }
 
@@ -194,7 +182,6 @@ impl Predict {
         self,
         current: Tensor<B, D>,
         y: Tensor<B, D>,
-        extrapolated: Tensor<B, D>,
         i: usize,
         n_times: usize,
         bridge_sigma: f64,
@@ -203,7 +190,6 @@ impl Predict {
             Self::State => return y,
             Self::Increment => return current + y / (n_times - 1) as f64,
             Self::Endpoint => y,
-            Self::Residual => extrapolated + y,
         };
         let remaining = (n_times - 1 - i) as f64;
         let next = current.clone() + (end - current) / remaining;
@@ -216,21 +202,6 @@ impl Predict {
             next + noise * var.sqrt()
         } else {
             next
-        }
-    }
-
-    /// The straight extrapolation `ẑ1 = z_0 + (z_i − z_0)/t_i` of paths from `origin`
-    /// through `current` at time index `i` of an `n_times`-point grid (`z_0` at `i = 0`).
-    pub fn extrapolate<B: Backend, const D: usize>(
-        origin: Tensor<B, D>,
-        current: Tensor<B, D>,
-        i: usize,
-        n_times: usize,
-    ) -> Tensor<B, D> {
-        if i == 0 {
-            origin
-        } else {
-            origin.clone() + (current - origin) * ((n_times - 1) as f64 / i as f64)
         }
     }
 }
