@@ -456,6 +456,14 @@ fn eval_sets(task: &Task, n: usize, seed: u64) -> (Array2<f32>, Array2<f32>, Arr
     }
 }
 
+/// A seed's sources and target set, and the noise floor: a second target sample scored
+/// against the target.
+fn seed_sets(task: &Task, budget: &Budget, seed: u64) -> (Array2<f32>, Array2<f32>, MetricsReport) {
+    let (x0, target, second) = eval_sets(task, budget.n_eval, seed);
+    let floor = evaluate(second.view(), target.view(), &eval_options(task.dim)).expect("metrics");
+    (x0, target, floor)
+}
+
 /// `mean ± std` over seeds (sample std; 0 for one seed), of the finite values.
 fn mean_std(v: &[f64]) -> (f64, f64) {
     plot::mean_std(v).unwrap_or((f64::NAN, f64::NAN))
@@ -569,10 +577,8 @@ fn compare(task: &Task, budget: &Budget, knobs: CalmKnobs, out: &Output) -> Task
     let mut floor = Vec::new();
     let mut plot_path = None;
     for &seed in &budget.seeds {
-        let (x0, target, second) = eval_sets(task, budget.n_eval, seed);
-        floor.push(
-            evaluate(second.view(), target.view(), &eval_options(task.dim)).expect("metrics"),
-        );
+        let (x0, target, noise_floor) = seed_sets(task, budget, seed);
+        floor.push(noise_floor);
         let (calm, calm_samples) = run_calmflow(task, budget, knobs, seed, &x0, &target);
         let (icfm, icfm_samples) =
             run_cfm(task, budget, CfmVariant::ICfm, seed, &x0, &target, None);
@@ -643,10 +649,8 @@ fn heads_table(
     let mut floor = Vec::new();
     let mut plot_path = None;
     for &seed in &budget.seeds {
-        let (x0, target, second) = eval_sets(task, budget.n_eval, seed);
-        floor.push(
-            evaluate(second.view(), target.view(), &eval_options(task.dim)).expect("metrics"),
-        );
+        let (x0, target, noise_floor) = seed_sets(task, budget, seed);
+        floor.push(noise_floor);
         let mut samples: Vec<(String, Array2<f32>)> = Vec::new();
         let mut default_seconds = None;
         for (label, knobs) in heads {

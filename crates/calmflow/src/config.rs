@@ -352,10 +352,16 @@ pub struct RunConfig {
 impl RunConfig {
     /// Parses TOML text; `origin` names the file in messages.
     pub fn parse(text: &str, origin: &str) -> Result<Self, ConfigError> {
-        let config: Self = toml::from_str(text).map_err(|e| ConfigError::Parse {
+        let parse_error = |e: toml::de::Error| ConfigError::Parse {
             path: origin.to_string(),
             message: e.to_string().trim().replace('\n', " "),
-        })?;
+        };
+        // One parse: the typed configuration, and which tables the file sets.
+        let document: toml::Table = toml::from_str(text).map_err(parse_error)?;
+        let given =
+            |section: &str, field: &str| document.get(section).and_then(|s| s.get(field)).is_some();
+        let (path_given, coupling_given) = (given("flow", "path"), given("train", "coupling"));
+        let config: Self = document.try_into().map_err(parse_error)?;
         config
             .train
             .validate()
@@ -364,14 +370,6 @@ impl RunConfig {
             .temperature
             .validate()
             .map_err(|e| ConfigError::Invalid(format!("{origin}: {e}")))?;
-        let path_given = toml::from_str::<toml::Value>(text)
-            .ok()
-            .and_then(|v| v.get("flow")?.get("path").cloned())
-            .is_some();
-        let coupling_given = toml::from_str::<toml::Value>(text)
-            .ok()
-            .and_then(|v| v.get("train")?.get("coupling").cloned())
-            .is_some();
         let mut config = config;
         if !path_given {
             config.flow.path = config.recommended_path();
