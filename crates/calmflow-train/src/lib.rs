@@ -32,7 +32,7 @@ pub use checkpoint::{CHECKPOINT_FORMAT, Checkpoint, TrainState};
 pub use clip::{clip_global_norm, global_grad_norm};
 pub use condition::{ConditionBatch, ConditionTable};
 pub use coupling::Coupling;
-pub use data::{ConditionData, FlowData, PointSource};
+pub use data::{ConditionData, FlowData, PointSource, STANDARDIZE_FIT_DRAWS, Standardization};
 pub use error::{Result, TrainError};
 pub use generate::{
     Generated, GenerationOptions, TEMPERATURE_GRID, TemperatureScore, TemperatureSweep,

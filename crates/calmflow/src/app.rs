@@ -12,8 +12,9 @@ use calmflow_model::neox::{NeoxConfig, NeoxDir};
 use calmflow_model::{CalmFlowConfig, HeadKind, Predict};
 use calmflow_train::{
     CalmFlowSettings, CfmSettings, Checkpoint, ConditionalPath, Coupling, FlowData, FlowObjective,
-    GenerationOptions, NoiseSchedule, OdeSolver, TEMPERATURE_GRID, TemperatureSweep, TrainConfig,
-    TrainError, TrainSummary, Trainer, VelocityMlpConfig, cfm_sample, choose_temperature, generate,
+    GenerationOptions, NoiseSchedule, OdeSolver, Standardization, TEMPERATURE_GRID,
+    TemperatureSweep, TrainConfig, TrainError, TrainSummary, Trainer, VelocityMlpConfig,
+    cfm_sample, choose_temperature, generate,
 };
 use ndarray::{Array2, Array3};
 use serde::{Deserialize, Serialize};
@@ -58,6 +59,10 @@ pub struct RunExtra {
     pub base: PathBuf,
     /// The temperature chosen on validation data, when one was (`calmflow demo`).
     pub temperature: Option<f64>,
+    /// The standardisation the model was trained in (`[data] standardize`), inverted on
+    /// generated points.
+    #[serde(default)]
+    pub standardization: Option<Standardization>,
 }
 
 /// Which model a training job trains.
@@ -168,7 +173,7 @@ fn train_any<B, M>(
     model_config: serde_json::Value,
     settings: M::Settings,
     job: &TrainJob,
-    data: FlowData,
+    (data, standardization): (FlowData, Option<Standardization>),
     device: B::Device,
     label: &str,
 ) -> AppResult<(M, TrainOutcome)>
@@ -181,6 +186,7 @@ where
         data: job.config.data.clone(),
         base: job.base.clone(),
         temperature: None,
+        standardization,
     };
     let run = FitRun {
         train: job.config.train.clone(),
@@ -304,13 +310,26 @@ where
 }
 
 impl TrainJob {
-    fn prepare(&self) -> AppResult<FlowData> {
+    fn prepare(&self) -> AppResult<(FlowData, Option<Standardization>)> {
         create_out_dir(&self.out)?;
         let text = self.config.to_toml();
         calmflow_data::write_atomically(&self.out.join("config.toml"), |w| {
             std::io::Write::write_all(w, text.as_bytes())
         })?;
-        Ok(self.config.data.load(&self.base, self.config.train.seed)?)
+        let (data, map) = self.config.data.load(&self.base, self.config.train.seed)?;
+        if let (Some(map), false) = (&map, self.quiet) {
+            eprintln!(
+                "calmflow: training in standardised coordinates (per-coordinate mean and \
+                 standard deviation of the training targets; the source {}); samples are \
+                 written in the data's coordinates",
+                if map.source {
+                    "too, as it is a data file"
+                } else {
+                    "is a built-in distribution and stays as it is"
+                }
+            );
+        }
+        Ok((data, map))
     }
 }
 
@@ -320,7 +339,7 @@ impl BackendTask for TrainJob {
     fn run<B: AutodiffBackend>(self, device: B::Device) -> Self::Output {
         let data = self.prepare()?;
         B::seed(&device, self.config.train.seed);
-        let dim = data.dim();
+        let dim = data.0.dim();
         match self.kind {
             ModelKind::CalmFlow => {
                 let mut config = self.config.calmflow_model(dim)?;
@@ -331,7 +350,7 @@ impl BackendTask for TrainJob {
                 }
                 let json = serde_json::to_value(&config).unwrap_or_default();
                 let settings = self.config.flow;
-                let validation = data.validation.clone();
+                let validation = data.0.validation.clone();
                 let (model, mut outcome) = train_any(
                     model,
                     json,
@@ -437,6 +456,34 @@ fn source_points(job: &SampleJob, checkpoint: &Checkpoint) -> AppResult<Array2<f
     Ok(tile_rows(x0, job.repeat))
 }
 
+/// Generated samples `(n, D)` and trajectories `(n, steps, D)` in the model's coordinates
+/// → the data's, through the inverse of the run's standardisation (if it had one).
+fn to_data_coordinates(
+    map: Option<&Standardization>,
+    samples: Array2<f32>,
+    trajectories: Option<Array3<f32>>,
+) -> AppResult<(Array2<f32>, Option<Array3<f32>>)> {
+    let Some(map) = map else {
+        return Ok((samples, trajectories));
+    };
+    let samples = map.to_data(&samples)?;
+    let trajectories = match trajectories {
+        Some(t) => {
+            let (n, steps, d) = t.dim();
+            let flat = t
+                .into_shape_with_order((n * steps, d))
+                .map_err(|e| AppError::Other(format!("trajectories: {e}")))?;
+            let back = map.to_data(&flat)?;
+            Some(
+                back.into_shape_with_order((n, steps, d))
+                    .map_err(|e| AppError::Other(format!("trajectories: {e}")))?,
+            )
+        }
+        None => None,
+    };
+    Ok((samples, trajectories))
+}
+
 /// `repeat` copies of the rows of `x`, one whole copy after another.
 fn tile_rows(x: Array2<f32>, repeat: usize) -> Array2<f32> {
     if repeat == 1 {
@@ -470,7 +517,12 @@ impl BackendTask for SampleJob {
     fn run<B: AutodiffBackend>(self, device: B::Device) -> Self::Output {
         type I<B> = <B as AutodiffBackend>::InnerBackend;
         let checkpoint = Checkpoint::open(&self.checkpoint)?;
-        let x0 = source_points(&self, &checkpoint)?;
+        let extra: Option<RunExtra> = checkpoint.config_field("extra").ok();
+        let map = extra.as_ref().and_then(|e| e.standardization.clone());
+        let mut x0 = source_points(&self, &checkpoint)?;
+        if let Some(map) = &map {
+            x0 = map.source_to_model(x0)?;
+        }
         match self.kind {
             ModelKind::CalmFlow => {
                 checkpoint.expect_kind("calmflow")?;
@@ -479,7 +531,6 @@ impl BackendTask for SampleJob {
                 let model = config.init::<I<B>>(&device).map_err(TrainError::from)?;
                 let model = calmflow_model::load_module(model, &checkpoint.model_path(), &device)
                     .map_err(TrainError::from)?;
-                let extra: Option<RunExtra> = checkpoint.config_field("extra").ok();
                 let temperature = self
                     .temperature
                     .or(extra.and_then(|e| e.temperature))
@@ -493,9 +544,11 @@ impl BackendTask for SampleJob {
                     seed: self.seed,
                 };
                 let g = generate(&model, &x0, &options, None, self.trajectories, &device)?;
+                let (samples, trajectories) =
+                    to_data_coordinates(map.as_ref(), g.samples, g.trajectories)?;
                 Ok(SampleOutcome {
-                    samples: draws_together(g.samples, self.repeat),
-                    trajectories: g.trajectories.map(|t| draws_together(t, self.repeat)),
+                    samples: draws_together(samples, self.repeat),
+                    trajectories: trajectories.map(|t| draws_together(t, self.repeat)),
                     temperature: Some(temperature),
                     nfe: None,
                 })
@@ -506,9 +559,11 @@ impl BackendTask for SampleJob {
                 let model = config.init::<I<B>>(&device)?;
                 let model = model.load_weights(&checkpoint.model_path(), &device)?;
                 let s = cfm_sample(&model, &x0, None, &self.solver, self.trajectories, &device)?;
+                let (samples, trajectories) =
+                    to_data_coordinates(map.as_ref(), s.samples, s.trajectories.map(|(_, t)| t))?;
                 Ok(SampleOutcome {
-                    samples: draws_together(s.samples, self.repeat),
-                    trajectories: s.trajectories.map(|(_, t)| draws_together(t, self.repeat)),
+                    samples: draws_together(samples, self.repeat),
+                    trajectories: trajectories.map(|t| draws_together(t, self.repeat)),
                     temperature: None,
                     nfe: Some(s.stats.nfe),
                 })
@@ -677,7 +732,7 @@ impl BackendTask for DemoJob {
         };
         // CaLMFlow.
         let data = calm_job.prepare()?;
-        let (v0, v1) = data.validation.clone();
+        let (v0, v1) = data.0.validation.clone();
         B::seed(&device, self.seed);
         let config = calm_job.config.calmflow_model(2)?;
         let model = config.init::<B>(&device).map_err(TrainError::from)?;

@@ -10,7 +10,8 @@ use calmflow_model::{
 };
 use calmflow_train::{
     CalmFlowSettings, CfmVariant, ConditionalPath, Coupling, FlowData, NoiseSchedule, PointSource,
-    TEMPERATURE_GRID, TemperatureScore, TrainConfig, VelocityMlpConfig,
+    Standardization, TEMPERATURE_GRID, TemperatureScore, TrainConfig, TrainError,
+    VelocityMlpConfig,
 };
 use serde::{Deserialize, Serialize};
 
@@ -54,6 +55,11 @@ pub struct DataSection {
     pub validation_fraction: f64,
     /// Validation points drawn from built-in distributions.
     pub n_validation: usize,
+    /// Train in standardised coordinates: per-coordinate mean and standard deviation fitted
+    /// on the training targets; the target always, the source too when it is a data file
+    /// (a built-in source is reference noise and stays as it is). The map is recorded in
+    /// the checkpoint and `calmflow sample` writes points in the data's coordinates.
+    pub standardize: bool,
 }
 
 impl Default for DataSection {
@@ -64,6 +70,7 @@ impl Default for DataSection {
             dim: 2,
             validation_fraction: 0.1,
             n_validation: 1000,
+            standardize: false,
         }
     }
 }
@@ -93,18 +100,30 @@ impl DataSection {
         }
     }
 
-    /// Builds the training data; relative file names are resolved against `base`.
-    pub fn load(&self, base: &Path, seed: u64) -> Result<FlowData, ConfigError> {
+    /// Builds the training data (standardised when `standardize` is set, with the map it
+    /// used); relative file names are resolved against `base`.
+    pub fn load(
+        &self,
+        base: &Path,
+        seed: u64,
+    ) -> Result<(FlowData, Option<Standardization>), ConfigError> {
         let source = self.side("source", base)?;
         let target = self.side("target", base)?;
-        FlowData::new(
+        let invalid = |e: TrainError| ConfigError::Invalid(format!("[data]: {e}"));
+        let data = FlowData::new(
             source,
             target,
             self.validation_fraction,
             self.n_validation,
             seed,
         )
-        .map_err(|e| ConfigError::Invalid(format!("[data]: {e}")))
+        .map_err(invalid)?;
+        if self.standardize {
+            let (data, map) = data.standardize(seed).map_err(invalid)?;
+            Ok((data, Some(map)))
+        } else {
+            Ok((data, None))
+        }
     }
 }
 

@@ -400,6 +400,77 @@ fn sample_repeat_draws_several_points_from_each_source_point() {
     assert!(!d.join("z.csv").exists());
 }
 
+/// `[data] standardize`: the checkpoint records the training targets' moments, and
+/// `sample` writes points (and trajectories) in the data's coordinates, far from the
+/// model's standardised ones.
+#[test]
+fn standardized_runs_sample_in_the_data_coordinates() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let rows: Vec<String> = (0..300)
+        .map(|i| {
+            let a = i as f64 * 0.1;
+            format!("{},{}", 1000.0 + 50.0 * a.cos(), -200.0 + 10.0 * a.sin())
+        })
+        .collect();
+    write(d, "target.csv", &rows.join("\n"));
+    write(
+        d,
+        "run.toml",
+        &format!("{TINY}standardize = true\ntarget = \"target.csv\"\n"),
+    );
+    let o = calmflow(&["train", "--config", "run.toml", "--out", "r"], d);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("training in standardised coordinates"),
+        "{}",
+        stderr(&o)
+    );
+    let config: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(d.join("r/checkpoints/step-00000006/config.json")).unwrap(),
+    )
+    .unwrap();
+    let map = &config["extra"]["standardization"];
+    let (mean, scale) = (&map["mean"], &map["scale"]);
+    // 270 training rows of a 300-point arc: moments near the whole arc's.
+    assert!((mean[0].as_f64().unwrap() - 1000.0).abs() < 10.0, "{map}");
+    assert!((mean[1].as_f64().unwrap() + 200.0).abs() < 2.0, "{map}");
+    assert!((scale[0].as_f64().unwrap() - 35.0).abs() < 5.0, "{map}");
+    assert!((scale[1].as_f64().unwrap() - 7.0).abs() < 1.5, "{map}");
+    assert_eq!(map["source"], serde_json::json!(false), "{map}");
+    let o = calmflow(
+        &[
+            "sample",
+            "--checkpoint",
+            "r/checkpoints",
+            "--n",
+            "40",
+            "--out",
+            "s.npy",
+            "--trajectories",
+            "t.npy",
+        ],
+        d,
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let s = calmflow::data::npy::read_npy(d.join("s.npy")).unwrap();
+    let t = calmflow::data::npy::read_npy(d.join("t.npy")).unwrap();
+    assert_eq!(s.shape(), &[40, 2]);
+    for i in 0..40 {
+        // The model's coordinates are O(1); the data's are near (1000, −200).
+        assert!(
+            s[[i, 0]] > 500.0 && s[[i, 1]] < -100.0,
+            "row {i}: {} {}",
+            s[[i, 0]],
+            s[[i, 1]]
+        );
+        let last = t.shape()[1] - 1;
+        for j in 0..2 {
+            assert!((t[[i, last, j]] - s[[i, j]]).abs() < 1e-3);
+        }
+    }
+}
+
 /// A missing file, a bad configuration field and a checkpoint of another shape: one line
 /// each, exit status 2.
 #[test]
