@@ -32,7 +32,7 @@ pub enum DataError {
     NpyUnsupported {
         /// File concerned.
         path: PathBuf,
-        /// What is unsupported (dtype, Fortran order, dimensionality).
+        /// What is unsupported (dtype, format version, dimensionality).
         message: String,
     },
     /// A CSV file is malformed.
