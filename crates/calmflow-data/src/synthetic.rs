@@ -90,13 +90,44 @@ impl Sampler for EightGaussians {
     }
 }
 
-/// Two interleaving half circles (scikit-learn's `make_moons`), with isotropic Gaussian
-/// noise of standard deviation `noise` (default 0.2), then mapped by `x ↦ 3x − 1`
-/// (torchcfm's `sample_moons`). Each point picks a moon with probability ½ and its
-/// arc angle uniformly in `[0, π]`.
+/// `n` evenly spaced values from 0 to `end`, as NumPy's `linspace(0, end, n, endpoint)`.
+fn linspace(end: f64, n: usize, endpoint: bool) -> impl Iterator<Item = f64> {
+    let intervals = if endpoint { n.saturating_sub(1) } else { n };
+    let step = if intervals == 0 {
+        0.0
+    } else {
+        end / intervals as f64
+    };
+    (0..n).map(move |k| k as f64 * step)
+}
+
+/// The points, in a uniformly random order (Fisher–Yates), as an `n × 2` array. The
+/// references place their points in a fixed order (by component, then angle); shuffling
+/// keeps the set and makes consecutive rows unrelated, so that a batch split into
+/// sequences does not hand one sequence neighbouring points.
+fn shuffled(mut points: Vec<[f64; 2]>, rng: &mut Rng) -> Array2<f32> {
+    for i in (1..points.len()).rev() {
+        points.swap(i, index(rng, i + 1));
+    }
+    let mut out = Array2::zeros((points.len(), 2));
+    for (mut row, p) in out.rows_mut().into_iter().zip(&points) {
+        row[0] = p[0] as f32;
+        row[1] = p[1] as f32;
+    }
+    out
+}
+
+/// torchcfm's `sample_moons(n)`: torchdyn's `generate_moons(n, noise = 0.2)`, then
+/// `x ↦ 3x − 1`.
+///
+/// `generate_moons` places `n // 2` points on the upper half circle `(cos θ, sin θ)` and
+/// `n − n // 2` on the lower one `(1 − cos θ, 1 − sin θ − 0.5)`, each at the evenly spaced
+/// angles `θ = linspace(0, π, ·)` (both ends included), and adds *one* uniform number
+/// `u ~ U[0, noise)` per point to both of its coordinates (`X += rand(n, 1) · noise`).
+/// The rows come shuffled (the set is torchcfm's; see [`shuffled`]).
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Moons {
-    /// Standard deviation of the added noise, before the `3x − 1` map.
+    /// Width of the uniform offset added to both coordinates, before the `3x − 1` map.
     pub noise: f64,
 }
 
@@ -114,22 +145,23 @@ impl Sampler for Moons {
         2
     }
     fn sample(&self, n: usize, rng: &mut Rng) -> Array2<f32> {
-        fill(n, 2, |p| {
-            let theta = PI * uniform(rng);
-            let (x, y) = if uniform(rng) < 0.5 {
-                (theta.cos(), theta.sin())
-            } else {
-                (1.0 - theta.cos(), 1.0 - theta.sin() - 0.5)
-            };
-            p[0] = 3.0 * (x + self.noise * normal(rng)) - 1.0;
-            p[1] = 3.0 * (y + self.noise * normal(rng)) - 1.0;
-        })
+        let (outer, inner) = (n / 2, n - n / 2);
+        let points = linspace(PI, outer, true)
+            .map(|t| [t.cos(), t.sin()])
+            .chain(linspace(PI, inner, true).map(|t| [1.0 - t.cos(), 1.0 - t.sin() - 0.5]))
+            .map(|[x, y]| {
+                let u = self.noise * uniform(rng);
+                [3.0 * (x + u) - 1.0, 3.0 * (y + u) - 1.0]
+            })
+            .collect();
+        shuffled(points, rng)
     }
 }
 
-/// Two concentric circles (FFJORD's `circles`: `make_circles(factor = 0.5, noise = 0.08)`
-/// scaled by 3): radius 3 or 1.5 with probability ½ each, uniform angle, Gaussian noise
-/// of standard deviation `0.08 · 3` per coordinate.
+/// FFJORD's `circles`: scikit-learn's `make_circles(n, factor = 0.5, noise = 0.08)`, times
+/// 3. `n // 2` points on the unit circle and `n − n // 2` on the circle of radius ½, at
+/// the evenly spaced angles `linspace(0, 2π, ·, endpoint = False)`, shuffled, plus
+/// Gaussian noise of standard deviation 0.08 per coordinate; then everything times 3.
 #[derive(Debug, Clone, Copy, PartialEq, Default)]
 pub struct Circles;
 
@@ -141,12 +173,14 @@ impl Sampler for Circles {
         2
     }
     fn sample(&self, n: usize, rng: &mut Rng) -> Array2<f32> {
-        fill(n, 2, |p| {
-            let r = if uniform(rng) < 0.5 { 1.0 } else { 0.5 };
-            let a = 2.0 * PI * uniform(rng);
-            p[0] = 3.0 * (r * a.cos() + 0.08 * normal(rng));
-            p[1] = 3.0 * (r * a.sin() + 0.08 * normal(rng));
-        })
+        let (outer, inner) = (n / 2, n - n / 2);
+        let points = linspace(2.0 * PI, outer, false)
+            .map(|a| [a.cos(), a.sin()])
+            .chain(linspace(2.0 * PI, inner, false).map(|a| [0.5 * a.cos(), 0.5 * a.sin()]))
+            .collect();
+        let mut x = shuffled(points, rng);
+        x.mapv_inplace(|v| 3.0 * (v as f64 + 0.08 * normal(rng)) as f32);
+        x
     }
 }
 
@@ -194,9 +228,11 @@ impl Sampler for SwissRoll {
     }
 }
 
-/// FFJORD's two spirals: `r = √u · 540° (in radians)`, arm point
-/// `(−r cos r + U[0, ½), r sin r + U[0, ½))`, the second arm its negative, divided by 3,
-/// plus `N(0, 0.1²)` noise.
+/// FFJORD's two spirals (`2spirals`): for each arm, `r = √u · 540° (in radians)` with
+/// `u ~ U[0, 1)`, point `(−r cos r + U[0, ½), r sin r + U[0, ½))`; the second arm is the
+/// first's negative; all divided by 3, plus `N(0, 0.1²)` noise per coordinate. FFJORD
+/// draws `n // 2` points per arm; for an odd `n` the second arm gets the extra point.
+/// The rows come shuffled.
 #[derive(Debug, Clone, Copy, PartialEq, Default)]
 pub struct Spiral;
 
@@ -208,14 +244,19 @@ impl Sampler for Spiral {
         2
     }
     fn sample(&self, n: usize, rng: &mut Rng) -> Array2<f32> {
-        fill(n, 2, |p| {
-            let r = uniform(rng).sqrt() * 540.0 * 2.0 * PI / 360.0;
-            let x = -r.cos() * r + 0.5 * uniform(rng);
-            let y = r.sin() * r + 0.5 * uniform(rng);
-            let sign = if uniform(rng) < 0.5 { 1.0 } else { -1.0 };
-            p[0] = sign * x / 3.0 + 0.1 * normal(rng);
-            p[1] = sign * y / 3.0 + 0.1 * normal(rng);
-        })
+        let points = (0..n)
+            .map(|k| {
+                let sign = if k < n / 2 { 1.0 } else { -1.0 };
+                let r = uniform(rng).sqrt() * 540.0 * 2.0 * PI / 360.0;
+                let x = -r.cos() * r + 0.5 * uniform(rng);
+                let y = r.sin() * r + 0.5 * uniform(rng);
+                [
+                    sign * x / 3.0 + 0.1 * normal(rng),
+                    sign * y / 3.0 + 0.1 * normal(rng),
+                ]
+            })
+            .collect();
+        shuffled(points, rng)
     }
 }
 
@@ -350,14 +391,83 @@ mod tests {
         }
     }
 
+    /// Without noise the set is torchdyn's exactly: for n = 7, three points on the upper
+    /// circle at 0, π/2, π and four on the lower one at 0, π/3, 2π/3, π, through 3x − 1.
     #[test]
-    fn moons_have_torchcfm_moments() {
-        let x = Moons::default().sample(100_000, &mut seeded_rng(2));
+    fn moons_are_torchdyns_points() {
+        let x = Moons { noise: 0.0 }.sample(7, &mut seeded_rng(1));
+        let mut got: Vec<(f64, f64)> = x
+            .rows()
+            .into_iter()
+            .map(|p| (p[0] as f64, p[1] as f64))
+            .collect();
+        let mut want: Vec<(f64, f64)> = [0.0, PI / 2.0, PI]
+            .iter()
+            .map(|t| (t.cos(), t.sin()))
+            .chain(
+                [0.0, PI / 3.0, 2.0 * PI / 3.0, PI]
+                    .iter()
+                    .map(|t| (1.0 - t.cos(), 0.5 - t.sin())),
+            )
+            .map(|(a, b)| (3.0 * a - 1.0, 3.0 * b - 1.0))
+            .collect();
+        let order = |a: &(f64, f64), b: &(f64, f64)| a.partial_cmp(b).unwrap();
+        got.sort_by(order);
+        want.sort_by(order);
+        for (g, w) in got.iter().zip(&want) {
+            assert!(
+                (g.0 - w.0).abs() < 1e-6 && (g.1 - w.1).abs() < 1e-6,
+                "{got:?} vs {want:?}"
+            );
+        }
+        assert_eq!(Moons::default().sample(0, &mut seeded_rng(1)).dim(), (0, 2));
+        assert_eq!(Moons::default().sample(1, &mut seeded_rng(1)).dim(), (1, 2));
+    }
+
+    /// The noise is one U[0, 0.2) number per point on both coordinates: every point sits on
+    /// the noise-free curve shifted along (1, 1) by 3u ∈ [0, 0.6), and the mean is the
+    /// noise-free mean plus 3 · 0.1 in both coordinates.
+    #[test]
+    fn moons_have_torchdyns_uniform_offset() {
+        let n = 20_000;
+        let x = Moons::default().sample(n, &mut seeded_rng(2));
         let m = column_means(x.view());
-        // Before the map: x̄ = (E cos θ + E(1 − cos θ))/2 = 0.5 and
-        // ȳ = (E sin θ + E(0.5 − sin θ))/2 = 0.25; after x ↦ 3x − 1: (0.5, −0.25).
-        assert!((m[0] - 0.5).abs() < 0.02, "{m}");
-        assert!((m[1] - (-0.25)).abs() < 0.02, "{m}");
+        let (outer, inner) = (n / 2, n - n / 2);
+        let angles = |k: usize| (0..k).map(move |i| PI * i as f64 / (k - 1) as f64);
+        let clean_x: f64 = angles(outer).map(f64::cos).sum::<f64>()
+            + angles(inner).map(|t| 1.0 - t.cos()).sum::<f64>();
+        let clean_y: f64 = angles(outer).map(f64::sin).sum::<f64>()
+            + angles(inner).map(|t| 0.5 - t.sin()).sum::<f64>();
+        let want = [
+            3.0 * (clean_x / n as f64 + 0.1) - 1.0,
+            3.0 * (clean_y / n as f64 + 0.1) - 1.0,
+        ];
+        // Standard error of 3·ū: 3 · 0.2/√12/√20000 ≈ 0.0012.
+        for j in 0..2 {
+            assert!((m[j] - want[j]).abs() < 0.005, "{m} vs {want:?}");
+        }
+        for p in x.rows() {
+            let (a, b) = ((p[0] as f64 + 1.0) / 3.0, (p[1] as f64 + 1.0) / 3.0);
+            // Undo the offset u = (a − x) = (b − y): on the upper circle,
+            // (a − u)² + (b − u)² = 1 for some u in [0, 0.2); on the lower one
+            // (a − u − 1)² + (b − u − 0.5)² = 1. Solve for u and check the range.
+            let on = |cx: f64, cy: f64| {
+                // (a − cx − u)² + (b − cy − u)² = 1: 2u² − 2(p + q)u + p² + q² − 1 = 0.
+                let (p, q) = (a - cx, b - cy);
+                let disc = (p + q).powi(2) - 2.0 * (p * p + q * q - 1.0);
+                disc >= -1e-5
+                    && [-1.0, 1.0].iter().any(|s| {
+                        let u = ((p + q) + s * disc.max(0.0).sqrt()) / 2.0;
+                        (-1e-5..0.2 + 1e-5).contains(&u)
+                            && if cx == 0.0 {
+                                b - u >= -1e-4
+                            } else {
+                                b - u <= 0.5 + 1e-4
+                            }
+                    })
+            };
+            assert!(on(0.0, 0.0) || on(1.0, 0.5), "{p} is on neither moon");
+        }
     }
 
     #[test]
@@ -391,7 +501,9 @@ mod tests {
             .map(|p| ((p[0] as f64).powi(2) + (p[1] as f64).powi(2)).sqrt())
             .collect();
         let inner = radii.iter().filter(|&&r| r < 2.25).count() as f64 / radii.len() as f64;
-        assert!((inner - 0.5).abs() < 0.03);
+        // make_circles puts exactly n // 2 points on the outer circle; noise of 0.24
+        // moves a few across r = 2.25 (0.75 = 3.1 standard deviations away).
+        assert!((inner - 0.5).abs() < 0.005, "{inner}");
         let outer_mean = radii.iter().filter(|&&r| r >= 2.25).sum::<f64>()
             / (radii.len() as f64 * (1.0 - inner));
         assert!((outer_mean - 3.0).abs() < 0.05, "{outer_mean}");
