@@ -1,7 +1,9 @@
 //! The CaLMFlow model on the CPU backend (on burn-wgpu or burn-cuda with this package's
 //! `wgpu` or `cuda` feature, the facade's backend types): one training step (forward, backward, AdamW)
 //! of a 4-layer, H = 128, 4-head model with P·K = 4 tokens per time point, as the number
-//! of time points N (sequence length 4N) and the batch grow; the generation of 1000
+//! of time points N (sequence length 4N) and the batch grow, and of the demo's model
+//! (H = 64, 2 layers, 16 tokens, 128 sequences), the shapes of the PyTorch twin
+//! (`benches/torch_twin.py`); the generation of 1000
 //! samples (N = 16, P·K = 10) with the KV cache vs re-encoding the whole sequence at
 //! every step; CFM sampling with dopri5 as D grows; and a square f32 matrix product, the
 //! machine's reference rate for the training step's GFLOP/s.
@@ -65,18 +67,34 @@ fn loss(model: &CalmFlowModel<Ad>, slots: Tensor<Ad, 3>, p: usize) -> Tensor<Ad,
 fn training_step(c: &mut Criterion) {
     let device = Default::default();
     Ad::seed(&device, 0);
-    let (p, k) = (2, 2);
-    let config = CalmFlowConfig::new(2)
-        .with_n_space(k)
+    // No dropout: the PyTorch twin (`benches/torch_twin.py`) has none, and the demo and
+    // the quality suite train without it.
+    let bench = CalmFlowConfig::new(2)
         .with_hidden(128)
         .with_layers(4)
-        .with_heads(4);
+        .with_heads(4)
+        .with_dropout(0.0);
+    let demo = CalmFlowConfig::new(2)
+        .with_hidden(64)
+        .with_layers(2)
+        .with_heads(4)
+        .with_dropout(0.0);
     let mut group = c.benchmark_group("model");
     group
         .sample_size(10)
         .warm_up_time(Duration::from_secs(2))
         .measurement_time(Duration::from_secs(10));
-    for (n, batch) in [(8usize, 64usize), (16, 64), (32, 64), (16, 32)] {
+    // (config, N, P, K, batch): the H = 128 model as N and the batch grow, and the demo's
+    // shape (H = 64, 2 layers, 16 tokens × 128 sequences).
+    let shapes = [
+        (&bench, 8usize, 2usize, 2usize, 64usize),
+        (&bench, 16, 2, 2, 64),
+        (&bench, 32, 2, 2, 64),
+        (&bench, 16, 2, 2, 32),
+        (&demo, 16, 1, 1, 128),
+    ];
+    for (config, n, p, k, batch) in shapes {
+        let config = config.clone().with_n_space(k);
         let mut model = Some(config.init::<Ad>(&device).expect("valid config"));
         let mut optim = AdamWConfig::new()
             .with_epsilon(1e-8)
@@ -85,11 +103,12 @@ fn training_step(c: &mut Criterion) {
         let slots =
             Tensor::<Ad, 3>::random([batch, n * p, 2], Distribution::Normal(0.0, 1.0), &device);
         let tokens = n * p * k;
-        let id = format!("h128_l4_t{tokens}_b{batch}");
+        let (h, layers) = (config.hidden, config.layers);
+        let id = format!("h{h}_l{layers}_t{tokens}_b{batch}");
         calmflow_benches::record_work(
             &format!("model/train_step/{id}"),
             (tokens * batch) as f64,
-            calmflow_benches::transformer_train_flops(128, 4, 4, tokens, batch),
+            calmflow_benches::transformer_train_flops(h, layers, 4, tokens, batch),
         );
         group.bench_function(BenchmarkId::new("train_step", &id), |bch| {
             bch.iter(|| {
@@ -101,7 +120,7 @@ fn training_step(c: &mut Criterion) {
             })
         });
     }
-    let gen_config = config.clone().with_n_space(1);
+    let gen_config = bench.clone().with_n_space(1);
     Bk::seed(&device, 1);
     let gen_model = gen_config.init::<Bk>(&device).expect("valid config");
     // 100 sequences × P = 10 trajectories = 1000 samples, N = 16.

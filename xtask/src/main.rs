@@ -21,11 +21,15 @@
 //!   ablations, written to `docs/quality.{md,json}` (`docs/quality-quick.{md,json}` with
 //!   `--quick`) and folded into `docs/benchmarks.md`. A stopped run resumes at its first
 //!   unfinished table; `--fresh` starts over.
-//! - `cargo xtask bench [--suite speed] [FILTER]`: runs the criterion benches of `benches/`
-//!   (the speed suite) and writes `docs/benchmarks.json` and `docs/benchmarks.md` (a table
-//!   per bench group, medians with their 95% confidence interval and median absolute
-//!   deviation, then training throughput in tokens/s and GFLOP/s next to the measured f32
-//!   matrix-product rate of the same run).
+//! - `cargo xtask bench [--suite speed] [--python PATH] [FILTER]`: runs the criterion
+//!   benches of `benches/` (the speed suite) and writes `docs/benchmarks.json` and
+//!   `docs/benchmarks.md` (a table per bench group, medians with their 95% confidence
+//!   interval and median absolute deviation, then training throughput in tokens/s and
+//!   GFLOP/s next to the measured f32 matrix-product rate of the same run). Given a Python
+//!   that has torch (`--python PATH` or `CALMFLOW_TORCH_PYTHON`), it then runs the PyTorch
+//!   twin (`benches/torch_twin.py`) on the shapes of the training-step benches it mirrors
+//!   and writes calmflow's time over the twin's, measured in the same run; without one it
+//!   says so and leaves the twin out.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -43,7 +47,7 @@ fn main() -> ExitCode {
         Some("test") => test_command(&args[1..]),
         _ => {
             eprintln!(
-                "usage: cargo xtask <ci | test [--backend cpu|wgpu] | bench [--suite speed] [FILTER] | bench --suite quality [--quick] [--fresh] | gpu-check [--prepare]>"
+                "usage: cargo xtask <ci | test [--backend cpu|wgpu] | bench [--suite speed] [--python PATH] [FILTER] | bench --suite quality [--quick] [--fresh] | gpu-check [--prepare]>"
             );
             return ExitCode::from(2);
         }
@@ -450,6 +454,7 @@ fn bench_command(args: &[String]) -> Result<(), String> {
     let mut suite = "speed".to_string();
     let mut quick = false;
     let mut fresh = false;
+    let mut python = None;
     let mut it = args.iter();
     while let Some(a) = it.next() {
         match a.as_str() {
@@ -459,15 +464,28 @@ fn bench_command(args: &[String]) -> Result<(), String> {
                     .ok_or("--suite needs a name: speed or quality")?
                     .clone()
             }
+            "--python" => {
+                python = Some(
+                    it.next()
+                        .ok_or("--python needs the path of a Python that has torch")?
+                        .clone(),
+                )
+            }
             "--quick" => quick = true,
             "--fresh" => fresh = true,
             f if filter.is_none() && !f.starts_with("--") => filter = Some(f.to_string()),
             other => return Err(format!("unexpected argument `{other}`")),
         }
     }
+    let python = python.or_else(|| {
+        std::env::var("CALMFLOW_TORCH_PYTHON")
+            .ok()
+            .filter(|p| !p.is_empty())
+    });
     match suite.as_str() {
         "speed" if quick || fresh => Err("--quick and --fresh belong to the quality suite".into()),
-        "speed" => bench(filter.as_deref()),
+        "speed" => bench(filter.as_deref(), python.as_deref()),
+        "quality" if python.is_some() => Err("--python belongs to the speed suite".into()),
         "quality" if filter.is_some() => Err("the quality suite takes no filter".into()),
         "quality" => quality(quick, fresh),
         other => Err(format!(
@@ -498,7 +516,85 @@ fn quality(quick: bool, fresh: bool) -> Result<(), String> {
     write_benchmarks_md()
 }
 
-fn bench(filter: Option<&str>) -> Result<(), String> {
+/// The PyTorch twin's shapes (`H LAYERS HEADS N P K D BATCH THREADS STEPS`) and the
+/// criterion bench of the same model and batch.
+const TWIN_SHAPES: &[(&str, &str)] = &[
+    (
+        "model/train_step/h64_l2_t16_b128",
+        "64 2 4 16 1 1 2 128 2 40",
+    ),
+    (
+        "model/train_step/h128_l4_t64_b64",
+        "128 4 4 16 2 2 2 64 2 15",
+    ),
+];
+
+/// Runs `benches/torch_twin.py` with `python` on every shape whose criterion bench is in
+/// `fresh`: `{bench id: {median_ns, torch, parameters, args}}`.
+fn run_twin(
+    python: &str,
+    fresh: &BTreeMap<String, Value>,
+) -> Result<BTreeMap<String, Value>, String> {
+    let probe = Command::new(python)
+        .args(["-c", "import torch; print(torch.__version__)"])
+        .output()
+        .map_err(|e| format!("--python {python}: cannot run it: {e}"))?;
+    if !probe.status.success() {
+        return Err(format!(
+            "--python {python}: `import torch` fails ({}); install torch in that environment \
+             (see benches/torch_twin.py) or leave --python out to skip the twin",
+            String::from_utf8_lossy(&probe.stderr)
+                .lines()
+                .last()
+                .unwrap_or("")
+        ));
+    }
+    let script = root().join("benches").join("torch_twin.py");
+    let mut out = BTreeMap::new();
+    for (id, shape) in TWIN_SHAPES {
+        if !fresh.contains_key(*id) {
+            continue;
+        }
+        eprintln!("$ {python} {} {shape}", script.display());
+        let o = Command::new(python)
+            .arg(&script)
+            .args(shape.split(' '))
+            .current_dir(root())
+            .output()
+            .map_err(|e| format!("cannot run {python}: {e}"))?;
+        let text = String::from_utf8_lossy(&o.stdout).to_string();
+        if !o.status.success() {
+            return Err(format!(
+                "the PyTorch twin failed on {shape}: {}",
+                String::from_utf8_lossy(&o.stderr)
+            ));
+        }
+        let line = text.lines().last().unwrap_or("");
+        eprintln!("{line}");
+        out.insert(id.to_string(), parse_twin_line(line, shape)?);
+    }
+    Ok(out)
+}
+
+/// `torch 2.15.0 threads=2 … params=129538 median_ms=23.50` → the record of one shape.
+fn parse_twin_line(line: &str, shape: &str) -> Result<Value, String> {
+    let field = |key: &str| {
+        line.split_whitespace()
+            .find_map(|w| w.strip_prefix(key))
+            .map(str::to_string)
+    };
+    let median_ms: f64 = field("median_ms=")
+        .and_then(|v| v.parse().ok())
+        .ok_or_else(|| format!("the PyTorch twin printed no median_ms: {line:?}"))?;
+    Ok(json!({
+        "median_ns": median_ms * 1e6,
+        "torch": line.split_whitespace().nth(1).unwrap_or("?"),
+        "parameters": field("params=").and_then(|v| v.parse::<u64>().ok()),
+        "args": shape,
+    }))
+}
+
+fn bench(filter: Option<&str>, python: Option<&str>) -> Result<(), String> {
     let start = SystemTime::now();
     let mut args = vec!["bench", "-p", "calmflow-benches"];
     if let Some(f) = filter {
@@ -519,9 +615,24 @@ fn bench(filter: Option<&str>) -> Result<(), String> {
         return Err("no criterion results were written by this run".into());
     }
     eprintln!("{} benchmark results from this run", fresh.len());
+    let mut twin: BTreeMap<String, Value> = std::fs::read_to_string(&json_path)
+        .ok()
+        .and_then(|s| serde_json::from_str::<Value>(&s).ok())
+        .and_then(|v| v["twin"].as_object().cloned())
+        .map(|m| m.into_iter().collect())
+        .unwrap_or_default();
+    // A twin time is only compared with a calmflow time of the same run.
+    twin.retain(|id, _| !fresh.contains_key(id));
+    match python {
+        Some(python) => twin.extend(run_twin(python, &fresh)?),
+        None => eprintln!(
+            "the PyTorch twin is skipped: no Python with torch was given (--python PATH or \
+             CALMFLOW_TORCH_PYTHON)"
+        ),
+    }
     results.extend(fresh);
     let machine = machine();
-    let doc = json!({ "machine": machine, "results": results });
+    let doc = json!({ "machine": machine, "results": results, "twin": twin });
     let json_text = serde_json::to_string_pretty(&doc).map_err(|e| e.to_string())?;
     write_atomic(&json_path, &json_text)?;
     write_benchmarks_md()
@@ -552,7 +663,13 @@ fn write_benchmarks_md() -> Result<(), String> {
             .and_then(|v| v.as_object().cloned())
             .map(|m| m.into_iter().collect())
             .unwrap_or_default();
+    let twin: BTreeMap<String, Value> = speed["twin"]
+        .as_object()
+        .cloned()
+        .map(|m| m.into_iter().collect())
+        .unwrap_or_default();
     let mut md = markdown(&machine, &results);
+    md.push_str(&twin_table(&results, &twin));
     md.push_str(&throughput(&results, &work));
     for name in ["quality.md", "quality-quick.md"] {
         if let Ok(quality) = std::fs::read_to_string(docs.join(name)) {
@@ -597,6 +714,44 @@ fn markdown(machine: &str, results: &BTreeMap<String, Value>) -> String {
                 fmt_ns(f("mad_ns")),
             ));
         }
+    }
+    md
+}
+
+/// calmflow's training step against the PyTorch twin's on the same shapes, as a ratio.
+fn twin_table(results: &BTreeMap<String, Value>, twin: &BTreeMap<String, Value>) -> String {
+    let rows: Vec<String> = twin
+        .iter()
+        .filter_map(|(id, t)| {
+            let ours = results.get(id)?["median_ns"].as_f64()?;
+            let theirs = t["median_ns"].as_f64()?;
+            Some(format!(
+                "| {id} | `{}` | {} | {} | {:.2}× |\n",
+                t["args"].as_str().unwrap_or(""),
+                fmt_ns(ours),
+                fmt_ns(theirs),
+                ours / theirs
+            ))
+        })
+        .collect();
+    if rows.is_empty() {
+        return "\n### PyTorch twin\n\nNot measured in the run that wrote these tables: \
+                `cargo xtask bench --python PATH` (a Python with torch) runs it.\n"
+            .into();
+    }
+    let version = twin
+        .values()
+        .find_map(|t| t["torch"].as_str())
+        .unwrap_or("?");
+    let mut md = format!(
+        "\n### PyTorch twin\n\nThe same training step in PyTorch {version} \
+         (`benches/torch_twin.py`, same layers and parameter count; arguments `H LAYERS HEADS \
+         N P K D BATCH THREADS STEPS`), run right after the criterion benches; the ratio is \
+         calmflow's median time over the twin's (1.00× = par, lower is faster).\n\n\
+         | bench | twin arguments | calmflow | PyTorch | ratio |\n| --- | --- | ---: | ---: | ---: |\n"
+    );
+    for r in rows {
+        md.push_str(&r);
     }
     md
 }
@@ -671,6 +826,25 @@ fn write_atomic(path: &Path, text: &str) -> Result<(), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn twin_lines_are_parsed_and_compared_as_ratios() {
+        let v = parse_twin_line(
+            "torch 2.15.0+cu132 threads=2 H=64 L=2 heads=4 N=16 P=1 K=1 D=2 B=128 params=129538 median_ms=25.00",
+            "64 2 4 16 1 1 2 128 2 40",
+        )
+        .unwrap();
+        assert_eq!(v["median_ns"].as_f64(), Some(25e6));
+        assert_eq!(v["torch"], "2.15.0+cu132");
+        assert_eq!(v["parameters"].as_u64(), Some(129_538));
+        assert!(parse_twin_line("torch 2 threads=2", "x").is_err());
+        let id = "model/train_step/h64_l2_t16_b128".to_string();
+        let results = BTreeMap::from([(id.clone(), json!({ "median_ns": 50e6 }))]);
+        let twin = BTreeMap::from([(id, v)]);
+        let md = twin_table(&results, &twin);
+        assert!(md.contains("| 2.00× |"), "{md}");
+        assert!(twin_table(&results, &BTreeMap::new()).contains("Not measured"));
+    }
 
     #[test]
     fn package_names_come_from_either_form_of_package_id() {

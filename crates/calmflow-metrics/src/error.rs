@@ -31,19 +31,17 @@ pub enum MetricsError {
         /// The value.
         value: f64,
     },
-    /// Exact transport between sets of unequal sizes would need too large an assignment.
+    /// Exact transport would need a cost matrix larger than the limit.
     #[error(
-        "exact transport between {n} and {m} points needs an assignment of size lcm = {lcm} > {limit}; \
-         subsample to equal sizes or use the Sinkhorn divergence"
+        "exact transport between {n} and {m} points needs an {n} × {m} cost matrix, more than \
+         {limit} entries; subsample or use the Sinkhorn divergence"
     )]
-    UnequalSizes {
+    TransportTooLarge {
         /// Size of the first set.
         n: usize,
         /// Size of the second set.
         m: usize,
-        /// Their least common multiple.
-        lcm: usize,
-        /// The largest assignment allowed.
+        /// The largest number of cost entries allowed.
         limit: usize,
     },
     /// A set has too few points for the metric (e.g. a covariance needs two).

@@ -30,6 +30,7 @@ mod mmd;
 mod r2;
 mod report;
 mod sinkhorn;
+mod transport;
 mod wasserstein;
 
 pub use assignment::linear_sum_assignment;
@@ -44,4 +45,5 @@ pub use sinkhorn::{
     SinkhornOptions, SinkhornResult, normalized_sinkhorn_cost, sinkhorn, sinkhorn_cost,
     sinkhorn_divergence, sinkhorn_plan,
 };
-pub use wasserstein::{MAX_EXACT_SIZE, w1_exact, w2_exact};
+pub use transport::uniform_transport_cost;
+pub use wasserstein::{MAX_EXACT_ENTRIES, w1_exact, w2_exact};

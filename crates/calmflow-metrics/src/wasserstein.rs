@@ -1,10 +1,10 @@
 //! Exact Wasserstein distances between empirical distributions with uniform weights.
 //!
 //! `W_p(x, y) = (min_π (1/n) Σ_i ‖x_i − y_π(i)‖^p)^(1/p)` for equal sizes, an assignment
-//! problem solved exactly by [`crate::linear_sum_assignment`]. For sizes `n ≠ m` each
-//! point is replicated `L/n` (resp. `L/m`) times, `L = lcm(n, m)`: an optimal transport
-//! plan between uniform measures with masses in multiples of `1/L` is a vertex of the
-//! transport polytope, hence a permutation of the replicated points, so this is exact.
+//! problem solved exactly by [`crate::linear_sum_assignment`]. For sizes `n ≠ m` it is the
+//! transportation problem between masses `1/n` and `1/m`, solved exactly by
+//! [`crate::uniform_transport_cost`] (e.g. 2000 generated points against 20 000 held-out
+//! cells). Both need the `n × m` cost matrix: at most [`MAX_EXACT_ENTRIES`] entries.
 //!
 //! ```
 //! use calmflow_metrics::w2_exact;
@@ -18,53 +18,50 @@ use ndarray::{Array2, ArrayView2};
 
 use crate::assignment::linear_sum_assignment;
 use crate::error::{MetricsError, Result, check_pair};
+use crate::transport::uniform_transport_cost;
 
-/// Largest assignment (after replication for unequal sizes) that exact transport solves.
-pub const MAX_EXACT_SIZE: usize = 6000;
+/// Largest cost matrix (`n · m` entries, 8 bytes each: 320 MB) that exact transport
+/// builds; equal sizes up to 6324 points.
+pub const MAX_EXACT_ENTRIES: usize = 40_000_000;
 
-fn gcd(a: usize, b: usize) -> usize {
-    if b == 0 { a } else { gcd(b, a % b) }
-}
-
-/// The cost `‖x_i − y_j‖^p` after replicating rows to a common size `L`.
-fn replicated_cost(x: &Array2<f64>, y: &Array2<f64>, power: f64) -> Result<(Vec<f64>, usize)> {
+/// The row-major cost `‖x_i − y_j‖^p`.
+fn cost_matrix(x: &Array2<f64>, y: &Array2<f64>, power: f64) -> Result<Vec<f64>> {
     let (n, m) = (x.nrows(), y.nrows());
-    let lcm = n / gcd(n, m) * m;
-    if lcm > MAX_EXACT_SIZE {
-        return Err(MetricsError::UnequalSizes {
+    if n.saturating_mul(m) > MAX_EXACT_ENTRIES {
+        return Err(MetricsError::TransportTooLarge {
             n,
             m,
-            lcm,
-            limit: MAX_EXACT_SIZE,
+            limit: MAX_EXACT_ENTRIES,
         });
     }
     let d2 = calmflow_linalg::pairwise_sq_dists(x.view(), y.view());
-    let (rx, ry) = (lcm / n, lcm / m);
-    let mut cost = Vec::with_capacity(lcm * lcm);
-    for i in 0..lcm {
-        let row = d2.row(i / rx);
-        cost.extend((0..lcm).map(|j| {
-            let c = row[j / ry];
+    Ok(d2
+        .iter()
+        .map(|&c| {
             if power == 2.0 {
                 c
             } else {
                 c.sqrt().powf(power)
             }
-        }));
-    }
-    Ok((cost, lcm))
+        })
+        .collect())
 }
 
-/// `min_π (1/L) Σ ‖x_i − y_π(i)‖^p` over the (replicated) sets.
+/// `min_π Σ π_ij ‖x_i − y_j‖^p` over couplings of the uniform measures on the two sets.
 fn transport_cost(x: ArrayView2<'_, f32>, y: ArrayView2<'_, f32>, power: f64) -> Result<f64> {
     let (xs, ys) = check_pair(x, y)?;
-    let (cost, l) = replicated_cost(&xs, &ys, power)?;
-    let p = linear_sum_assignment(&cost, l)?;
-    Ok(p.iter()
-        .enumerate()
-        .map(|(i, &j)| cost[i * l + j])
-        .sum::<f64>()
-        / l as f64)
+    let (n, m) = (xs.nrows(), ys.nrows());
+    let cost = cost_matrix(&xs, &ys, power)?;
+    if n == m {
+        let p = linear_sum_assignment(&cost, n)?;
+        Ok(p.iter()
+            .enumerate()
+            .map(|(i, &j)| cost[i * n + j])
+            .sum::<f64>()
+            / n as f64)
+    } else {
+        uniform_transport_cost(&cost, n, m)
+    }
 }
 
 /// Exact 2-Wasserstein distance `sqrt(min_π mean ‖x_i − y_π(i)‖²)`.
@@ -122,7 +119,7 @@ mod tests {
     }
 
     #[test]
-    fn unequal_sizes_by_replication() {
+    fn unequal_sizes_are_a_transportation_problem() {
         // Two points vs the same two points each duplicated: distance 0.
         let x = array![[0.0f32], [1.0]];
         let y = array![[0.0f32], [0.0], [1.0], [1.0]];
@@ -131,11 +128,43 @@ mod tests {
         let z = array![[0.0f32]];
         let w = array![[-1.0f32], [1.0]];
         assert!((w2_exact(z.view(), w.view()).unwrap() - 1.0).abs() < 1e-12);
-        let big = Array2::<f32>::zeros((4999, 1));
-        let other = Array2::<f32>::zeros((4998, 1));
+        // Coprime sizes whose lcm (9797) the replicated assignment could not afford: in one
+        // dimension W2 is the quantile coupling's, computed by sorting.
+        let a = lcg_points(97, 1, 4);
+        let b = lcg_points(101, 1, 5).mapv(|v| 0.5 * v * v);
+        let (mut xs, mut ys): (Vec<f64>, Vec<f64>) = (
+            a.iter().map(|&v| v as f64).collect(),
+            b.iter().map(|&v| v as f64).collect(),
+        );
+        xs.sort_by(f64::total_cmp);
+        ys.sort_by(f64::total_cmp);
+        let (n, m) = (97usize, 101usize);
+        // Pieces of [0, 1) between consecutive multiples of 1/n and 1/m, in units 1/(n·m).
+        let mut cuts: Vec<usize> = (1..=n)
+            .map(|k| k * m)
+            .chain((1..=m).map(|k| k * n))
+            .collect();
+        cuts.sort_unstable();
+        cuts.dedup();
+        let mut quantile = 0.0;
+        let mut last = 0;
+        for c in cuts {
+            let twice = last + c;
+            let (i, j) = (twice * n / (2 * n * m), twice * m / (2 * n * m));
+            quantile += (c - last) as f64 / (n * m) as f64 * (xs[i] - ys[j]).powi(2);
+            last = c;
+        }
+        let w2 = w2_exact(a.view(), b.view()).unwrap();
+        assert!(
+            (w2 - quantile.sqrt()).abs() < 1e-9,
+            "{w2} vs {}",
+            quantile.sqrt()
+        );
+        let big = Array2::<f32>::zeros((8000, 1));
+        let other = Array2::<f32>::zeros((5001, 1));
         assert!(matches!(
             w2_exact(big.view(), other.view()),
-            Err(MetricsError::UnequalSizes { .. })
+            Err(MetricsError::TransportTooLarge { .. })
         ));
     }
 

@@ -64,7 +64,23 @@ pub fn load_record<B: Backend, R: Record<B>>(path: &Path, device: &B::Device) ->
     std::fs::copy(path, &staged).map_err(|e| record_error(path, e.to_string()))?;
     let result = NamedMpkFileRecorder::<FullPrecisionSettings>::new().load(base, device);
     let _ = std::fs::remove_file(&staged);
-    result.map_err(|e| record_error(path, e.to_string()))
+    result.map_err(|e| record_error(path, unreadable(&e.to_string())))
+}
+
+/// What to say when burn cannot decode a weight file. burn's decoder reports a truncated
+/// or corrupted file as a data-format change and appends advice about an old feature
+/// flag, which does not apply to files calmflow wrote: keep the decoder's first line only.
+fn unreadable(burn_message: &str) -> String {
+    let cause = burn_message
+        .lines()
+        .map(str::trim)
+        .find(|l| !l.is_empty())
+        .unwrap_or("unknown decoding error");
+    format!(
+        "the weight file is damaged (truncated or corrupted, e.g. by an interrupted copy) or \
+         is not a weight file written by calmflow; restore it or use another checkpoint \
+         (decoder: {cause})"
+    )
 }
 
 /// Saves a module's weights with [`save_record`].

@@ -181,8 +181,8 @@ pub enum TemperatureScore {
     Energy,
     /// Unbiased MMD² with an RBF kernel at the median pairwise distance.
     Mmd,
-    /// Exact 2-Wasserstein distance (validation sets of at most
-    /// [`calmflow_metrics::MAX_EXACT_SIZE`] points).
+    /// Exact 2-Wasserstein distance (validation sets whose sizes multiply to at most
+    /// [`calmflow_metrics::MAX_EXACT_ENTRIES`]).
     W2,
 }
 

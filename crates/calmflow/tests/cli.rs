@@ -471,8 +471,8 @@ fn standardized_runs_sample_in_the_data_coordinates() {
     }
 }
 
-/// A missing file, a bad configuration field and a checkpoint of another shape: one line
-/// each, exit status 2.
+/// A missing file, a bad configuration field, a checkpoint of another shape and a
+/// truncated one: one line each, exit status 2.
 #[test]
 fn training_errors_are_one_line() {
     let dir = tempfile::tempdir().unwrap();
@@ -519,6 +519,16 @@ fn training_errors_are_one_line() {
         ),
         "another configuration",
     );
+    // A truncated weight file (an interrupted copy) is called damaged, without burn's
+    // advice about an old feature flag.
+    let weights = std::fs::read(latest("w").join("model.mpk")).unwrap();
+    std::fs::write(latest("r").join("model.mpk"), &weights[..weights.len() / 2]).unwrap();
+    let o = calmflow(
+        &["sample", "--checkpoint", "r/checkpoints", "--out", "s.npy"],
+        d,
+    );
+    assert!(!stderr(&o).contains("backward-compat"), "{}", stderr(&o));
+    check(o, "is damaged");
     check(
         calmflow(&["sample", "--checkpoint", "nowhere", "--out", "s.npy"], d),
         "nowhere",
