@@ -201,6 +201,8 @@ pub struct DataFrame {
     pub columns: Vec<(String, Column)>,
     /// Which dataframe this is (`obs`, `var`), for error messages.
     pub name: String,
+    /// The file it was read from, for error messages.
+    pub file: std::path::PathBuf,
 }
 
 impl DataFrame {
@@ -228,7 +230,7 @@ impl DataFrame {
     pub fn labels(&self, name: &str) -> Result<Vec<String>> {
         let missing = |row: usize| {
             h5_error(
-                None,
+                Some(&self.file),
                 &format!("/{}/{name}", self.name),
                 format!("row {row} has a missing value; conditions need a label on every row"),
             )
@@ -258,7 +260,7 @@ impl DataFrame {
                 .map(|(row, x)| x.map(|x| x.to_string()).ok_or_else(|| missing(row)))
                 .collect(),
             Column::Float(_) => Err(h5_error(
-                None,
+                Some(&self.file),
                 &format!("/{}/{name}", self.name),
                 "is a floating-point column; conditions need categorical, string, integer or \
                  boolean labels"
@@ -537,6 +539,7 @@ impl Reader<'_> {
             index,
             columns,
             name: name.to_string(),
+            file: self.path.to_path_buf(),
         })
     }
 

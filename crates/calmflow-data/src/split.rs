@@ -124,6 +124,85 @@ impl Conditions {
         g
     }
 
+    /// A combination written as one string, its labels joined by `separator` in column
+    /// order ("CD19+ B/S"). A label may itself contain the separator ("G2/M",
+    /// "CD4+/CD25 T Reg"): of the ways to cut the string into one part per column, the
+    /// one whose every part is a label of its column is taken; none or several are errors
+    /// that list the labels.
+    pub fn split_joined(&self, joined: &str, separator: char) -> Result<Vec<String>> {
+        let k = self.names.len();
+        let cuts: Vec<usize> = joined.match_indices(separator).map(|(i, _)| i).collect();
+        let known: Vec<BTreeSet<&str>> = self
+            .columns
+            .iter()
+            .map(|c| c.iter().map(String::as_str).collect())
+            .collect();
+        let mut found: Vec<Vec<String>> = Vec::new();
+        // Choose k − 1 of the separators, in increasing order.
+        let mut chosen: Vec<usize> = (0..k.saturating_sub(1)).collect();
+        if chosen.len() <= cuts.len() {
+            loop {
+                let mut parts = Vec::with_capacity(k);
+                let mut start = 0;
+                for &c in &chosen {
+                    parts.push(&joined[start..cuts[c]]);
+                    start = cuts[c] + separator.len_utf8();
+                }
+                parts.push(&joined[start..]);
+                if parts.iter().zip(&known).all(|(p, set)| set.contains(p)) {
+                    found.push(parts.iter().map(|p| p.to_string()).collect());
+                }
+                // Next combination of k − 1 separator indices out of cuts.len().
+                let Some(pos) = (0..chosen.len())
+                    .rev()
+                    .find(|&p| chosen[p] < cuts.len() - chosen.len() + p)
+                else {
+                    break;
+                };
+                chosen[pos] += 1;
+                for q in pos + 1..chosen.len() {
+                    chosen[q] = chosen[q - 1] + 1;
+                }
+            }
+        }
+        let labels = || {
+            self.names
+                .iter()
+                .zip(&known)
+                .map(|(n, set)| {
+                    format!(
+                        "{n}: {}",
+                        set.iter().copied().collect::<Vec<_>>().join(", ")
+                    )
+                })
+                .collect::<Vec<_>>()
+                .join("; ")
+        };
+        match found.len() {
+            1 => Ok(found.remove(0)),
+            0 => Err(DataError::invalid(
+                "held_out",
+                format!(
+                    "`{joined}` is not {k} labels joined by '{separator}' in the order {} (labels: {})",
+                    self.names.join(", "),
+                    labels()
+                ),
+            )),
+            _ => Err(DataError::invalid(
+                "held_out",
+                format!(
+                    "`{joined}` can be read as {} combinations ({}); give the labels one by one",
+                    found.len(),
+                    found
+                        .iter()
+                        .map(|f| f.join(" | "))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+            )),
+        }
+    }
+
     /// Splits the points into those whose combination is *not* in `held_out` (train) and
     /// those whose combination is (test).
     ///
@@ -244,5 +323,42 @@ mod tests {
         assert!(cond.hold_out(&[s(&["B", "S"]), s(&["B", "G1"])]).is_err());
         assert!(cond.hold_out(&[s(&["B"])]).is_err());
         assert!(Conditions::new(vec![("a".into(), s(&["x"])), ("b".into(), s(&[]))]).is_err());
+    }
+
+    /// Joined combinations are cut where every part is a label, whichever column's labels
+    /// contain the separator.
+    #[test]
+    fn joined_combinations_are_split_against_the_labels() {
+        let cond = Conditions::new(vec![
+            (
+                "cell_type".into(),
+                s(&["CD4+/CD25 T Reg", "B", "B", "CD4+/CD25 T Reg"]),
+            ),
+            ("phase".into(), s(&["G2/M", "S", "G2/M", "S"])),
+        ])
+        .unwrap();
+        assert_eq!(cond.split_joined("B/G2/M", '/').unwrap(), s(&["B", "G2/M"]));
+        assert_eq!(
+            cond.split_joined("CD4+/CD25 T Reg/S", '/').unwrap(),
+            s(&["CD4+/CD25 T Reg", "S"])
+        );
+        assert_eq!(
+            cond.split_joined("CD4+/CD25 T Reg/G2/M", '/').unwrap(),
+            s(&["CD4+/CD25 T Reg", "G2/M"])
+        );
+        let e = cond.split_joined("NK/S", '/').unwrap_err().to_string();
+        assert!(e.contains("cell_type: B, CD4+/CD25 T Reg"), "{e}");
+        assert!(cond.split_joined("B", '/').is_err());
+        // Ambiguous: labels "a/b" + "c" and "a" + "b/c" both exist.
+        let amb = Conditions::new(vec![
+            ("x".into(), s(&["a/b", "a"])),
+            ("y".into(), s(&["c", "b/c"])),
+        ])
+        .unwrap();
+        let e = amb.split_joined("a/b/c", '/').unwrap_err().to_string();
+        assert!(e.contains("2 combinations"), "{e}");
+        // One column: the whole string is the label.
+        let one = Conditions::new(vec![("x".into(), s(&["a/b", "c"]))]).unwrap();
+        assert_eq!(one.split_joined("a/b", '/').unwrap(), s(&["a/b"]));
     }
 }

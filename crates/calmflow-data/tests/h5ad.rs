@@ -206,11 +206,14 @@ fn dense_x_and_every_column_kind_are_read() {
     );
     assert_eq!(a.obs.labels("ok").unwrap(), ["1", "0", "1"]);
     assert_eq!(a.obs.labels("note").unwrap(), ["x", "y", "z"]);
-    // A missing categorical value or masked integer cannot be a condition label.
+    // A missing categorical value or masked integer cannot be a condition label; the
+    // message names the file.
     for column in ["kind", "dose"] {
         let e = a.obs.labels(column).unwrap_err().to_string();
         assert!(
-            e.contains(&format!("/obs/{column}")) && e.contains("row 1"),
+            e.starts_with(&path.display().to_string())
+                && e.contains(&format!("/obs/{column}"))
+                && e.contains("row 1"),
             "{e}"
         );
     }

@@ -57,7 +57,9 @@ pub struct HeldOutJob {
     pub h5ad: PathBuf,
     /// `obs` columns whose label combination is the condition.
     pub columns: Vec<String>,
-    /// Combinations held out of training (one label per column).
+    /// Combinations held out of training: one label per column, or one string of the
+    /// labels joined by '/' in column order, split against the file's labels
+    /// ([`Conditions::split_joined`]: "CD19+ B/G2/M" works).
     pub held_out: Vec<Vec<String>>,
     /// Prompt template; its fields name condition columns.
     pub template: String,
@@ -295,7 +297,15 @@ impl BackendTask for HeldOutJob {
             .map(|c| Ok((c.clone(), adata.obs.labels(c)?)))
             .collect::<AppResult<Vec<_>>>()?;
         let conditions = Conditions::new(columns)?;
-        let (train_rows, _) = conditions.hold_out(&job.held_out)?;
+        let held_out: Vec<Vec<String>> = job
+            .held_out
+            .iter()
+            .map(|combo| match combo.as_slice() {
+                [joined] if job.columns.len() > 1 => conditions.split_joined(joined, '/'),
+                _ => Ok(combo.clone()),
+            })
+            .collect::<Result<_, _>>()?;
+        let (train_rows, _) = conditions.hold_out(&held_out)?;
         let groups: BTreeMap<Vec<String>, Vec<usize>> = conditions.groups();
         let combos: Vec<Vec<String>> = groups.keys().cloned().collect();
         let mut condition_of = vec![0usize; x.nrows()];
@@ -317,7 +327,7 @@ impl BackendTask for HeldOutJob {
             x.nrows(),
             x.ncols(),
             combos.len(),
-            job.held_out.len(),
+            held_out.len(),
             train_rows.len(),
             job.pca,
             100.0 * explained
@@ -448,7 +458,7 @@ impl BackendTask for HeldOutJob {
                 .filter(|&r| conditions.combination(r)[0] == label)
                 .collect()
         };
-        for held in &job.held_out {
+        for held in &held_out {
             let c = table
                 .index_of(held)
                 .ok_or_else(|| AppError::Other(format!("no condition {held:?}")))?;
@@ -525,7 +535,7 @@ impl BackendTask for HeldOutJob {
         let outcome = HeldOutOutcome {
             job: self.clone(),
             n_train: train_rows.len(),
-            n_train_conditions: combos.len() - job.held_out.len(),
+            n_train_conditions: combos.len() - held_out.len(),
             explained_variance: explained,
             tokenizer: tokenizer_name,
             calmflow_training: calm_training,

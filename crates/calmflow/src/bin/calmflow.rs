@@ -183,7 +183,8 @@ struct HeldOutArgs {
     #[arg(long, value_delimiter = ',', default_value = "cell_type,phase")]
     conditions: Vec<String>,
     /// A combination to hold out, labels joined by '/' in column order, e.g.
-    /// "CD19+ B/S" (repeatable; default: four pairs of pbmc68k_reduced).
+    /// "CD19+ B/S" or "CD19+ B/G2/M" (labels may contain '/': the split that names a label
+    /// of every column is used); repeatable; default: four pairs of pbmc68k_reduced.
     #[arg(long = "hold-out")]
     hold_out: Vec<String>,
     /// Prompt template; {column} fields are filled from the labels.
@@ -441,20 +442,8 @@ fn heldout(args: HeldOutArgs) -> Result<(), String> {
     let mut job = HeldOutJob::new(h5ad);
     job.columns = args.conditions;
     if !args.hold_out.is_empty() {
-        job.held_out = args
-            .hold_out
-            .iter()
-            .map(|h| h.split('/').map(str::to_string).collect::<Vec<_>>())
-            .collect();
-        // Labels may contain '/' themselves ("CD4+/CD25 T Reg"): rejoin the leading parts.
-        let k = job.columns.len();
-        for combo in &mut job.held_out {
-            if combo.len() > k && k >= 1 {
-                let tail = combo.split_off(combo.len() - (k - 1));
-                let head = combo.join("/");
-                *combo = std::iter::once(head).chain(tail).collect();
-            }
-        }
+        // Split against the file's labels when the job reads it: a label may contain '/'.
+        job.held_out = args.hold_out.iter().map(|h| vec![h.clone()]).collect();
     }
     job.template = args.template;
     job.pca = args.pca;
