@@ -9,8 +9,12 @@
 //! decoded by the pure-Rust `hdf5-reader` crate (gzip and shuffle filters included), so a
 //! machine with only Rust reads these files; see `docs/architecture.md` for why.
 //!
-//! Everything malformed or outside that encoding is a [`DataError::H5ad`] naming the HDF5
-//! element (`/X/indptr`, `/obs/cell_type/codes`, …) and what was wrong with it.
+//! Everything malformed or outside that encoding is a [`DataError::H5ad`] naming the file,
+//! the HDF5 element (`/X/indptr`, `/obs/cell_type/codes`, …) and what was wrong with it.
+//! A dataframe column or an `obsm` entry that cannot be decoded does not fail the file: the
+//! column is kept as [`Column::Unreadable`] (an error when it is asked for) and the matrix
+//! is listed in [`AnnData::unreadable_obsm`], so an exotic column beside the conditions
+//! never stops a run.
 //!
 //! ```no_run
 //! let adata = calmflow_data::h5ad::read_h5ad("data/pbmc68k_reduced/pbmc68k_reduced.h5ad")?;
@@ -172,6 +176,16 @@ pub enum Column {
     Bool(Vec<Option<bool>>),
     /// Strings.
     String(Vec<String>),
+    /// A column this reader cannot decode (an encoding it does not support, or damaged
+    /// data). The file still reads; asking for this column is the error.
+    Unreadable {
+        /// Rows of the dataframe.
+        rows: usize,
+        /// The HDF5 element at fault.
+        element: String,
+        /// What is wrong with it.
+        message: String,
+    },
 }
 
 impl Column {
@@ -183,6 +197,7 @@ impl Column {
             Self::Int(v) => v.len(),
             Self::Bool(v) => v.len(),
             Self::String(v) => v.len(),
+            Self::Unreadable { rows, .. } => *rows,
         }
     }
 
@@ -206,13 +221,13 @@ pub struct DataFrame {
 }
 
 impl DataFrame {
-    /// The column called `name`.
+    /// The column called `name` (an error if it is absent or [`Column::Unreadable`]).
     pub fn column(&self, name: &str) -> Result<&Column> {
-        self.columns
-            .iter()
-            .find(|(n, _)| n == name)
-            .map(|(_, c)| c)
-            .ok_or_else(|| DataError::UnknownColumn {
+        match self.columns.iter().find(|(n, _)| n == name).map(|(_, c)| c) {
+            Some(Column::Unreadable {
+                element, message, ..
+            }) => Err(h5_error(Some(&self.file), element, message.clone())),
+            found => found.ok_or_else(|| DataError::UnknownColumn {
                 frame: self.name.clone(),
                 column: name.to_string(),
                 present: self
@@ -221,7 +236,8 @@ impl DataFrame {
                     .map(|(n, _)| n.as_str())
                     .collect::<Vec<_>>()
                     .join(", "),
-            })
+            }),
+        }
     }
 
     /// Column `name` as one string label per row: categories by name, strings as they
@@ -266,6 +282,9 @@ impl DataFrame {
                  boolean labels"
                     .into(),
             )),
+            Column::Unreadable {
+                element, message, ..
+            } => Err(h5_error(Some(&self.file), element, message.clone())),
         }
     }
 
@@ -279,7 +298,7 @@ impl DataFrame {
                 .map(|x| x.map_or(f64::NAN, |x| f64::from(u8::from(x))))
                 .collect()),
             _ => Err(h5_error(
-                None,
+                Some(&self.file),
                 &format!("/{}/{name}", self.name),
                 "is not a numeric column".into(),
             )),
@@ -298,6 +317,9 @@ pub struct AnnData {
     pub var: DataFrame,
     /// Per-cell matrices (`X_pca`, `X_umap`, …), each with `n_obs` rows.
     pub obsm: BTreeMap<String, Array2<f32>>,
+    /// `obsm` entries this reader cannot decode (e.g. a boolean matrix), with the reason:
+    /// left out of `obsm` rather than failing the file.
+    pub unreadable_obsm: BTreeMap<String, String>,
 }
 
 impl AnnData {
@@ -365,6 +387,7 @@ impl Reader<'_> {
         let obs = self.dataframe("obs", n_obs)?;
         let var = self.dataframe("var", n_vars)?;
         let mut obsm = BTreeMap::new();
+        let mut unreadable_obsm = BTreeMap::new();
         if groups.iter().any(|g| g == "obsm") {
             let group = self.group("/obsm")?;
             let (_, names) = group
@@ -372,17 +395,38 @@ impl Reader<'_> {
                 .map_err(|e| self.err("/obsm", e.to_string()))?;
             for name in names {
                 let element = format!("/obsm/{name}");
-                let m = self.matrix(&self.dataset(&element)?, &element)?;
-                if m.nrows() != n_obs {
-                    return Err(self.err(
-                        &element,
-                        format!("has {} rows, X has {n_obs} cells", m.nrows()),
-                    ));
+                let read = self
+                    .dataset(&element)
+                    .and_then(|d| self.matrix(&d, &element))
+                    .and_then(|m| {
+                        if m.nrows() == n_obs {
+                            Ok(m)
+                        } else {
+                            Err(self.err(
+                                &element,
+                                format!("has {} rows, X has {n_obs} cells", m.nrows()),
+                            ))
+                        }
+                    });
+                match read {
+                    Ok(m) => {
+                        obsm.insert(name, m);
+                    }
+                    // Like a column: an obsm entry nobody asks for does not fail the file.
+                    Err(DataError::H5ad { message, .. }) => {
+                        unreadable_obsm.insert(name, message);
+                    }
+                    Err(e) => return Err(e),
                 }
-                obsm.insert(name, m);
             }
         }
-        Ok(AnnData { x, obs, var, obsm })
+        Ok(AnnData {
+            x,
+            obs,
+            var,
+            obsm,
+            unreadable_obsm,
+        })
     }
 
     fn group(&self, element: &str) -> Result<Group> {
@@ -522,17 +566,34 @@ impl Reader<'_> {
         let mut columns = Vec::with_capacity(order.len());
         for col in order {
             let el = format!("{element}/{col}");
-            let column = if groups.contains(&col) {
-                self.group_column(&self.group(&el)?, &el)?
+            let read = if groups.contains(&col) {
+                self.group(&el).and_then(|g| self.group_column(&g, &el))
             } else {
-                self.plain_column(&self.dataset(&el)?, &el)?
+                self.dataset(&el).and_then(|d| self.plain_column(&d, &el))
             };
-            if column.len() != n_rows {
-                return Err(self.err(
-                    &el,
-                    format!("has {} rows, the dataframe has {n_rows}", column.len()),
-                ));
-            }
+            let read = read.and_then(|column| {
+                if column.len() == n_rows {
+                    Ok(column)
+                } else {
+                    Err(self.err(
+                        &el,
+                        format!("has {} rows, the dataframe has {n_rows}", column.len()),
+                    ))
+                }
+            });
+            // A column nobody asks for must not make the file unreadable: keep the fault
+            // and report it when the column is used.
+            let column = match read {
+                Ok(column) => column,
+                Err(DataError::H5ad {
+                    element, message, ..
+                }) => Column::Unreadable {
+                    rows: n_rows,
+                    element,
+                    message,
+                },
+                Err(e) => return Err(e),
+            };
             columns.push((col, column));
         }
         Ok(DataFrame {

@@ -219,6 +219,74 @@ fn dense_x_and_every_column_kind_are_read() {
     }
 }
 
+/// Columns and obsm entries the reader cannot decode (an unknown encoding, codes past the
+/// categories, a boolean matrix, a wrong row count) leave the rest of the file readable;
+/// each is an error only when asked for.
+#[test]
+fn unreadable_columns_fail_only_when_asked_for() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut b = Hdf5Builder::new().dataset(dense_x());
+    b = frame(
+        b,
+        "obs",
+        &["c0", "c1", "c2"],
+        &["ok", "note", "weird", "short", "bad_codes"],
+    );
+    b = b
+        .dataset(encoded(
+            DatasetBuilder::typed_data("obs/ok", [3], &[1u8, 0, 1]).unwrap(),
+            "array",
+        ))
+        .dataset(encoded(
+            DatasetBuilder::vlen_string_data("obs/note", [3], &["x", "y", "z"]).unwrap(),
+            "string-array",
+        ));
+    b = frame(b, "var", &["g0", "g1"], &[]);
+    b = group_encoding(b, "obs/weird", "awkward-array", "0.1.0")
+        .dataset(DatasetBuilder::typed_data("obs/weird/data", [3], &[1u8, 2, 3]).unwrap());
+    b = b.dataset(encoded(
+        DatasetBuilder::typed_data("obs/short", [2], &[1.0f64, 2.0]).unwrap(),
+        "array",
+    ));
+    b = group_encoding(b, "obs/bad_codes", "categorical", "0.2.0")
+        .dataset(DatasetBuilder::typed_data("obs/bad_codes/codes", [3], &[0i8, 5, 0]).unwrap())
+        .dataset(
+            DatasetBuilder::vlen_string_data("obs/bad_codes/categories", [1], &["a"]).unwrap(),
+        );
+    b = group_encoding(b, "obsm", "dict", "0.1.0").dataset(encoded(
+        DatasetBuilder::typed_data("obsm/X_pca", [3, 2], &[1.0f32, 2.0, 3.0, 4.0, 5.0, 6.0])
+            .unwrap(),
+        "array",
+    ));
+    b = b.dataset(encoded(
+        DatasetBuilder::typed_data("obsm/X_bad", [2, 2], &[1.0f32, 2.0, 3.0, 4.0]).unwrap(),
+        "array",
+    ));
+    let path = write(dir.path(), "mixed.h5ad", b);
+    let a = read_h5ad(&path).unwrap();
+    assert_eq!(a.obs.labels("note").unwrap(), ["x", "y", "z"]);
+    assert_eq!(a.obs.labels("ok").unwrap(), ["1", "0", "1"]);
+    assert_eq!(a.obsm["X_pca"].dim(), (3, 2));
+    assert!(!a.obsm.contains_key("X_bad"));
+    assert!(
+        a.unreadable_obsm["X_bad"].contains("has 2 rows"),
+        "{:?}",
+        a.unreadable_obsm
+    );
+    for (column, needle) in [
+        ("weird", "/obs/weird"),
+        ("short", "has 2 rows"),
+        ("bad_codes", "row 1"),
+    ] {
+        let e = a.obs.labels(column).unwrap_err().to_string();
+        assert!(
+            e.starts_with(&path.display().to_string()) && e.contains(needle),
+            "{column}: {e}"
+        );
+        assert!(a.obs.column(column).is_err());
+    }
+}
+
 fn sparse(
     kind: &str,
     shape: [i64; 2],
@@ -350,9 +418,17 @@ fn malformed_files_are_errors_naming_the_element() {
         .dataset(
             DatasetBuilder::vlen_string_data("obs/kind/categories", [2], &["a", "b"]).unwrap(),
         );
-    let msg = error_of(&write(d, "codes.h5ad", frame(b, "var", &["g0", "g1"], &[])));
+    // The file reads (a column nobody asks for cannot make it unreadable); asking for the
+    // column is the error, naming the file and the element.
+    let path = write(d, "codes.h5ad", frame(b, "var", &["g0", "g1"], &[]));
+    let a = read_h5ad(&path).unwrap();
+    let e = a.obs.labels("kind").unwrap_err();
+    assert!(matches!(e, DataError::H5ad { .. }), "{e:?}");
+    let msg = e.to_string();
     assert!(
-        msg.contains("/obs/kind/codes") && msg.contains("row 2"),
+        msg.starts_with(&path.display().to_string())
+            && msg.contains("/obs/kind/codes")
+            && msg.contains("row 2"),
         "{msg}"
     );
     // An obs without anndata's encoding attributes (anndata < 0.8).
