@@ -69,13 +69,26 @@ pub fn load_record<B: Backend, R: Record<B>>(path: &Path, device: &B::Device) ->
 
 /// What to say when burn cannot decode a weight file. burn's decoder reports a truncated
 /// or corrupted file as a data-format change and appends advice about an old feature
-/// flag, which does not apply to files calmflow wrote: keep the decoder's first line only.
+/// flag, which does not apply to files calmflow wrote: keep the decoder's own first line
+/// (burn wraps it as `Unknown("…")` with the advice after an escaped newline).
 fn unreadable(burn_message: &str) -> String {
-    let cause = burn_message
-        .lines()
-        .map(str::trim)
-        .find(|l| !l.is_empty())
-        .unwrap_or("unknown decoding error");
+    let first = burn_message
+        .split('\n')
+        .next()
+        .unwrap_or_default()
+        .split("\\n")
+        .next()
+        .unwrap_or_default();
+    let cause = first
+        .trim()
+        .trim_start_matches("Unknown(\"")
+        .trim_end_matches("\")")
+        .trim();
+    let cause = if cause.is_empty() {
+        "unknown decoding error"
+    } else {
+        cause
+    };
     format!(
         "the weight file is damaged (truncated or corrupted, e.g. by an interrupted copy) or \
          is not a weight file written by calmflow; restore it or use another checkpoint \
@@ -180,5 +193,27 @@ struct Materialize;
 impl<B: Backend> ModuleVisitor<B> for Materialize {
     fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<B, D>>) {
         let _ = param.val();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::unreadable;
+
+    /// burn 0.21's message for a truncated file, as it prints it.
+    #[test]
+    fn burns_advice_is_dropped_and_its_cause_kept() {
+        let burn = "Unknown(\"InvalidDataRead(Kind(UnexpectedEof))\\nThe internal data format \
+                    has changed since version 0.14.0. If you are trying to load a record saved \
+                    in a previous version, use the `record-backward-compat` feature flag\\n\")";
+        let m = unreadable(burn);
+        assert!(
+            m.ends_with("(decoder: InvalidDataRead(Kind(UnexpectedEof)))"),
+            "{m}"
+        );
+        assert!(!m.contains("backward-compat"), "{m}");
+        let m = unreadable("line one\nline two");
+        assert!(m.ends_with("(decoder: line one)"), "{m}");
+        assert!(unreadable("").ends_with("(decoder: unknown decoding error)"));
     }
 }
