@@ -603,24 +603,18 @@ fn bench(filter: Option<&str>, python: Option<&str>) -> Result<(), String> {
     run("cargo", &args, &[])?;
     let docs = root().join("docs");
     let json_path = docs.join("benchmarks.json");
-    let mut results: BTreeMap<String, Value> = std::fs::read_to_string(&json_path)
+    let previous: Value = std::fs::read_to_string(&json_path)
         .ok()
-        .and_then(|s| serde_json::from_str::<Value>(&s).ok())
-        .and_then(|v| v["results"].as_object().cloned())
-        .map(|m| m.into_iter().collect())
-        .unwrap_or_default();
+        .and_then(|s| serde_json::from_str(&s).ok())
+        .unwrap_or(Value::Null);
+    let mut results = object_map(&previous["results"]);
     let mut fresh = BTreeMap::new();
     collect(&root().join("target").join("criterion"), start, &mut fresh);
     if fresh.is_empty() {
         return Err("no criterion results were written by this run".into());
     }
     eprintln!("{} benchmark results from this run", fresh.len());
-    let mut twin: BTreeMap<String, Value> = std::fs::read_to_string(&json_path)
-        .ok()
-        .and_then(|s| serde_json::from_str::<Value>(&s).ok())
-        .and_then(|v| v["twin"].as_object().cloned())
-        .map(|m| m.into_iter().collect())
-        .unwrap_or_default();
+    let mut twin = object_map(&previous["twin"]);
     // A twin time is only compared with a calmflow time of the same run.
     twin.retain(|id, _| !fresh.contains_key(id));
     match python {
@@ -638,6 +632,13 @@ fn bench(filter: Option<&str>, python: Option<&str>) -> Result<(), String> {
     write_benchmarks_md()
 }
 
+/// A JSON object's members in key order (empty for anything else).
+fn object_map(v: &Value) -> BTreeMap<String, Value> {
+    v.as_object()
+        .map(|m| m.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
+        .unwrap_or_default()
+}
+
 /// `docs/benchmarks.md` from `docs/benchmarks.json` (the speed suite), the work records
 /// of the benches (throughput), `docs/quality.md` (the full quality suite) and
 /// `docs/quality-quick.md` (its quick version), whichever exist.
@@ -647,11 +648,7 @@ fn write_benchmarks_md() -> Result<(), String> {
         .ok()
         .and_then(|s| serde_json::from_str(&s).ok())
         .unwrap_or(Value::Null);
-    let results: BTreeMap<String, Value> = speed["results"]
-        .as_object()
-        .cloned()
-        .map(|m| m.into_iter().collect())
-        .unwrap_or_default();
+    let results = object_map(&speed["results"]);
     let machine = speed["machine"]
         .as_str()
         .map(str::to_string)
@@ -663,11 +660,7 @@ fn write_benchmarks_md() -> Result<(), String> {
             .and_then(|v| v.as_object().cloned())
             .map(|m| m.into_iter().collect())
             .unwrap_or_default();
-    let twin: BTreeMap<String, Value> = speed["twin"]
-        .as_object()
-        .cloned()
-        .map(|m| m.into_iter().collect())
-        .unwrap_or_default();
+    let twin = object_map(&speed["twin"]);
     let mut md = markdown(&machine, &results);
     md.push_str(&twin_table(&results, &twin));
     md.push_str(&throughput(&results, &work));

@@ -476,7 +476,7 @@ mod tests {
             assert_eq!(a.as_slice().unwrap(), &[1.0, 2.0, 3.0, 4.0, 5.0, 6.0]);
         }
         // One axis: the same either way.
-        let v = parse_npy(&npy_bytes("<f8", true, "(3,)", &f8[..24].to_vec(), 1), p()).unwrap();
+        let v = parse_npy(&npy_bytes("<f8", true, "(3,)", &f8[..24], 1), p()).unwrap();
         assert_eq!(v.as_slice().unwrap(), &[1.0, 4.0, 2.0]);
         // Three axes (2, 2, 3): element [i, j, k] sits at i + 2j + 4k in the file.
         let n = 12;

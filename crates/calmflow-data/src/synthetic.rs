@@ -124,7 +124,7 @@ fn shuffled(mut points: Vec<[f64; 2]>, rng: &mut Rng) -> Array2<f32> {
 /// `n − n // 2` on the lower one `(1 − cos θ, 1 − sin θ − 0.5)`, each at the evenly spaced
 /// angles `θ = linspace(0, π, ·)` (both ends included), and adds *one* uniform number
 /// `u ~ U[0, noise)` per point to both of its coordinates (`X += rand(n, 1) · noise`).
-/// The rows come shuffled (the set is torchcfm's; see [`shuffled`]).
+/// The rows come shuffled (the set is torchcfm's; consecutive rows are not neighbours).
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Moons {
     /// Width of the uniform offset added to both coordinates, before the `3x − 1` map.

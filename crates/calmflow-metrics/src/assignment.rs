@@ -2,6 +2,23 @@
 
 use crate::error::{MetricsError, Result};
 
+/// Checks that a row-major `rows × cols` cost matrix has that many entries, all finite.
+pub(crate) fn check_cost(what: &str, cost: &[f64], rows: usize, cols: usize) -> Result<()> {
+    if cost.len() != rows * cols {
+        return Err(MetricsError::Undefined(format!(
+            "{what} cost has {} entries, expected {rows} × {cols}",
+            cost.len()
+        )));
+    }
+    if let Some(i) = cost.iter().position(|c| !c.is_finite()) {
+        return Err(MetricsError::Undefined(format!(
+            "{what} cost entry {i} is {}",
+            cost[i]
+        )));
+    }
+    Ok(())
+}
+
 /// Solves `min_π Σ_i cost[i][π(i)]` over permutations of a square `n × n` cost matrix
 /// (row-major, `cost.len() == n²`) by shortest augmenting paths with dual potentials
 /// (the Jonker–Volgenant / Crouse form of the Hungarian method): one Dijkstra search per
@@ -18,18 +35,7 @@ use crate::error::{MetricsError, Result};
 /// assert_eq!(p, vec![1, 0, 2]); // 1 + 2 + 2 = 5
 /// ```
 pub fn linear_sum_assignment(cost: &[f64], n: usize) -> Result<Vec<usize>> {
-    if cost.len() != n * n {
-        return Err(MetricsError::Undefined(format!(
-            "assignment cost has {} entries, expected {n} × {n}",
-            cost.len()
-        )));
-    }
-    if let Some(i) = cost.iter().position(|c| !c.is_finite()) {
-        return Err(MetricsError::Undefined(format!(
-            "assignment cost entry {i} is {}",
-            cost[i]
-        )));
-    }
+    check_cost("assignment", cost, n, n)?;
     let mut v = vec![0.0f64; n];
     let mut col_of_row = vec![FREE; n];
     let mut row_of_col = vec![FREE; n];

@@ -21,6 +21,7 @@
 use std::cmp::Ordering;
 use std::collections::BinaryHeap;
 
+use crate::assignment::check_cost;
 use crate::error::{MetricsError, Result};
 
 fn gcd(a: usize, b: usize) -> usize {
@@ -60,18 +61,7 @@ pub fn uniform_transport_cost(cost: &[f64], n: usize, m: usize) -> Result<f64> {
             "transport between {n} and {m} points"
         )));
     }
-    if cost.len() != n * m {
-        return Err(MetricsError::Undefined(format!(
-            "transport cost has {} entries, expected {n} × {m}",
-            cost.len()
-        )));
-    }
-    if let Some(k) = cost.iter().position(|c| !c.is_finite()) {
-        return Err(MetricsError::Undefined(format!(
-            "transport cost entry {k} is {}",
-            cost[k]
-        )));
-    }
+    check_cost("transport", cost, n, m)?;
     let g = gcd(n, m);
     let units = (n as u64 / g as u64) * m as u64;
     let mut supply = vec![(m / g) as u64; n];

@@ -438,6 +438,14 @@ mod tests {
         assert_eq!(samplers.validation.1.dim(), (300, 2));
     }
 
+    /// Mean and population variance of a column.
+    fn moments(col: ndarray::ArrayView1<'_, f32>) -> (f64, f64) {
+        let n = col.len() as f64;
+        let mean = col.iter().map(|&v| v as f64).sum::<f64>() / n;
+        let var = col.iter().map(|&v| (v as f64 - mean).powi(2)).sum::<f64>() / n;
+        (mean, var)
+    }
+
     /// A point-set target and source: both sides and their validation rows go through
     /// the map fitted on the training targets, whose rows then have mean 0 and standard
     /// deviation 1 per coordinate; the record inverts the map.
@@ -467,10 +475,7 @@ mod tests {
             panic!("target should stay a point set")
         };
         for j in 0..2 {
-            let col = train.column(j);
-            let n = col.len() as f64;
-            let mean = col.iter().map(|&v| v as f64).sum::<f64>() / n;
-            let var = col.iter().map(|&v| (v as f64 - mean).powi(2)).sum::<f64>() / n;
+            let (mean, var) = moments(train.column(j));
             assert!(mean.abs() < 1e-5, "mean {mean}");
             assert!((var - 1.0).abs() < 1e-4, "variance {var}");
             assert!(record.mean[j] > 60.0 && record.scale[j] > 10.0);
@@ -504,15 +509,12 @@ mod tests {
         let raw = Moons::default().sample(20_000, &mut rng);
         let fresh = data.target.draw(20_000, &mut rng);
         for j in 0..2 {
-            let col = fresh.column(j);
-            let n = col.len() as f64;
-            let mean = col.iter().map(|&v| v as f64).sum::<f64>() / n;
-            let sd = (col.iter().map(|&v| (v as f64 - mean).powi(2)).sum::<f64>() / n).sqrt();
+            let (mean, var) = moments(fresh.column(j));
+            let sd = var.sqrt();
             // Two independent 20 000-point estimates: standard errors ≈ 0.007 and 0.005.
             assert!(mean.abs() < 0.03, "mean {mean}");
             assert!((sd - 1.0).abs() < 0.03, "sd {sd}");
-            let raw_col = raw.column(j);
-            let raw_mean = raw_col.iter().map(|&v| v as f64).sum::<f64>() / n;
+            let raw_mean = moments(raw.column(j)).0;
             assert!((record.mean[j] - raw_mean).abs() < 0.03 * record.scale[j]);
         }
         let PointSource::Sampler(s) = &data.target else {
