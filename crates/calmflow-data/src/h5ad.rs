@@ -342,6 +342,20 @@ fn h5_error(path: Option<&Path>, element: &str, message: String) -> DataError {
     }
 }
 
+/// A float as Python's `str()` writes it for the values categories hold: `1.0`, `0.5`,
+/// `nan`, `inf`.
+fn python_float(v: f64) -> String {
+    if v.is_nan() {
+        "nan".into()
+    } else if v.is_infinite() {
+        if v > 0.0 { "inf".into() } else { "-inf".into() }
+    } else if v.fract() == 0.0 && v.abs() < 1e16 {
+        format!("{v:.1}")
+    } else {
+        format!("{v}")
+    }
+}
+
 /// Reads an `.h5ad` file: `X`, `obs`, `var` and `obsm` (`layers`, `uns`, `obsp`, … are
 /// not read).
 pub fn read_h5ad(path: impl AsRef<Path>) -> Result<AnnData> {
@@ -609,8 +623,7 @@ impl Reader<'_> {
         let part = |name: &str| format!("{element}/{name}");
         match encoding.as_str() {
             "categorical" => {
-                let categories =
-                    self.strings(&self.dataset(&part("categories"))?, &part("categories"))?;
+                let categories = self.category_labels(&part("categories"))?;
                 let codes_el = part("codes");
                 let codes = self.ints(&self.dataset(&codes_el)?, &codes_el)?;
                 if let Some(k) = codes
@@ -668,7 +681,45 @@ impl Reader<'_> {
         }
     }
 
+    /// A categorical's categories as labels, whatever their dtype, printed as pandas
+    /// prints them (`str()` of each value): strings as they are, integers in decimal,
+    /// floats with a decimal point (`1.0`, `0.5`), booleans as `True` / `False`.
+    fn category_labels(&self, element: &str) -> Result<Vec<String>> {
+        let ds = self.dataset(element)?;
+        Ok(match self.plain_column(&ds, element)? {
+            Column::String(v) => v,
+            Column::Int(v) => v
+                .into_iter()
+                .map(|x| x.map_or_else(|| "<NA>".into(), |x| x.to_string()))
+                .collect(),
+            Column::Bool(v) => v
+                .into_iter()
+                .map(|x| match x {
+                    Some(true) => "True".into(),
+                    Some(false) => "False".into(),
+                    None => "<NA>".into(),
+                })
+                .collect(),
+            Column::Float(v) => v.into_iter().map(python_float).collect(),
+            other => {
+                return Err(self.err(
+                    element,
+                    format!("categories of kind {other:?} are not supported"),
+                ));
+            }
+        })
+    }
+
     fn plain_column(&self, ds: &Dataset, element: &str) -> Result<Column> {
+        if ds.attribute("categories").is_ok() {
+            // anndata < 0.8 stored a categorical as its integer codes with a reference to
+            // the categories: reading the codes as labels would silently misread it.
+            return Err(self.err(
+                element,
+                "is a categorical in the encoding of anndata < 0.8 (integer codes with a \
+                 `categories` reference); re-save the file with anndata ≥ 0.8",
+            ));
+        }
         if ds.ndim() != 1 {
             return Err(self.err(
                 element,

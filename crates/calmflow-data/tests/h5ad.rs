@@ -287,6 +287,47 @@ fn unreadable_columns_fail_only_when_asked_for() {
     }
 }
 
+/// Categories of integer and float dtype are labels as pandas prints them; an
+/// anndata < 0.8 categorical (codes with a `categories` attribute) is refused by name, not
+/// read as its codes.
+#[test]
+fn categories_of_any_dtype_and_old_categoricals() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut b = Hdf5Builder::new().dataset(dense_x());
+    b = frame(b, "obs", &["c0", "c1", "c2"], &["batch", "dose", "old"]);
+    for (name, categories) in [
+        (
+            "batch",
+            DatasetBuilder::typed_data("obs/batch/categories", [2], &[3i64, 10]).unwrap(),
+        ),
+        (
+            "dose",
+            DatasetBuilder::typed_data("obs/dose/categories", [2], &[0.5f64, 2.0]).unwrap(),
+        ),
+    ] {
+        b = group_encoding(b, &format!("obs/{name}"), "categorical", "0.2.0")
+            .dataset(
+                DatasetBuilder::typed_data(format!("obs/{name}/codes"), [3], &[1i8, 0, 1]).unwrap(),
+            )
+            .dataset(encoded(categories, "array"));
+    }
+    b = b.dataset(
+        DatasetBuilder::typed_data("obs/old", [3], &[0i8, 1, 0])
+            .unwrap()
+            .attribute(strings_attr("categories", "/obs/__categories/old")),
+    );
+    let path = write(
+        dir.path(),
+        "categories.h5ad",
+        frame(b, "var", &["g0", "g1"], &[]),
+    );
+    let a = read_h5ad(&path).unwrap();
+    assert_eq!(a.obs.labels("batch").unwrap(), ["10", "3", "10"]);
+    assert_eq!(a.obs.labels("dose").unwrap(), ["2.0", "0.5", "2.0"]);
+    let e = a.obs.labels("old").unwrap_err().to_string();
+    assert!(e.contains("/obs/old") && e.contains("anndata < 0.8"), "{e}");
+}
+
 fn sparse(
     kind: &str,
     shape: [i64; 2],
