@@ -21,12 +21,16 @@ use burn::tensor::backend::AutodiffBackend;
 use calmflow_data::h5ad::read_h5ad;
 use calmflow_data::{Conditions, Pca, Sampler, StandardNormal, Standardizer, seeded_rng};
 use calmflow_metrics::{energy_distance, mmd2_unbiased_median, r2_means};
-use calmflow_model::CalmFlowConfig;
 use calmflow_model::neox::NeoxDir;
+use calmflow_model::{
+    CalmFlowConfig, HeadKind, Predict, RECOMMENDED_BRIDGE_SIGMA, RECOMMENDED_HEAD,
+    RECOMMENDED_PREDICT,
+};
 use calmflow_tokenize::{HfTokenizer, PromptTemplate, PromptTokenizer, WordTokenizer};
 use calmflow_train::{
-    CalmFlowSettings, CfmVariant, ConditionTable, Coupling, FlowData, GenerationOptions, OdeSolver,
-    PointSource, TrainConfig, TrainError, VelocityMlpConfig, cfm_sample, generate,
+    CalmFlowSettings, CfmVariant, ConditionTable, ConditionalPath, Coupling, FlowData,
+    GenerationOptions, NoiseSchedule, OdeSolver, PointSource, TrainConfig, TrainError,
+    VelocityMlpConfig, cfm_sample, generate,
 };
 use ndarray::{Array2, ArrayView2, Axis};
 use rand::seq::SliceRandom;
@@ -77,8 +81,15 @@ pub struct HeldOutJob {
     pub layers: usize,
     /// Time points per trajectory `N`.
     pub n_times: usize,
-    /// KL weight β.
+    /// KL weight β (variational and cvae heads).
     pub beta: f64,
+    /// CaLMFlow's distribution head (default: the recommended one, as `calmflow train`).
+    pub head: HeadKind,
+    /// What the head predicts.
+    pub predict: Predict,
+    /// Brownian-bridge noise `σ` of CaLMFlow's training paths (0: straight paths); the
+    /// endpoint form samples with the same `σ`.
+    pub path_sigma: f64,
     /// Generation temperature τ.
     pub temperature: f64,
     /// CFM hidden width.
@@ -118,6 +129,9 @@ impl HeldOutJob {
             layers: 2,
             n_times: 16,
             beta: 0.01,
+            head: RECOMMENDED_HEAD,
+            predict: RECOMMENDED_PREDICT,
+            path_sigma: RECOMMENDED_BRIDGE_SIGMA,
             temperature: 1.0,
             cfm_width: 128,
             init_from: None,
@@ -379,11 +393,19 @@ impl BackendTask for HeldOutJob {
         };
 
         // CaLMFlow, prompted.
+        let bridge = if job.predict.steps_to_endpoint() {
+            job.path_sigma
+        } else {
+            0.0
+        };
         let mut config = CalmFlowConfig::new(job.pca)
             .with_hidden(job.hidden)
             .with_layers(job.layers)
             .with_heads(4)
             .with_dropout(0.0)
+            .with_head(job.head)
+            .with_predict(job.predict)
+            .with_bridge_sigma(bridge)
             .with_vocab_size(tokenizer.vocab_size())
             .with_freeze_embeddings(!job.train_embeddings);
         let pretrained = pretrained_shape(job.init_from.as_deref(), &mut config)?;
@@ -395,14 +417,30 @@ impl BackendTask for HeldOutJob {
         let settings = CalmFlowSettings {
             n_times: job.n_times,
             beta: job.beta,
+            path: if job.path_sigma > 0.0 {
+                ConditionalPath {
+                    sigma: job.path_sigma,
+                    noise: NoiseSchedule::Bridge,
+                    ..ConditionalPath::straight()
+                }
+            } else {
+                ConditionalPath::straight()
+            },
             ..CalmFlowSettings::default()
         };
         say(format!(
-            "heldout: CaLMFlow ({} parameters, H = {}, {} layers), prompts by {tokenizer_name}; \
-             {} steps",
+            "heldout: CaLMFlow ({} parameters, H = {}, {} layers, {} head over the {}{}), \
+             prompts by {tokenizer_name}; {} steps",
             model.num_params(),
             config.hidden,
             config.layers,
+            job.head,
+            job.predict,
+            if job.path_sigma > 0.0 {
+                format!(", bridge paths σ = {}", job.path_sigma)
+            } else {
+                String::new()
+            },
             job.steps
         ));
         let run = |label: &str, steps: usize, coupling: Coupling| FitRun {

@@ -12,6 +12,7 @@ use calmflow::data::seeded_rng;
 use calmflow::heldout::HeldOutJob;
 use calmflow::io::{read_points, write_points};
 use calmflow::metrics::{EvalOptions, MetricsReport, evaluate};
+use calmflow::model::HeadKind;
 use calmflow::plot::{self, Series};
 use calmflow::train::{AdaptiveSettings, OdeSolver};
 use clap::{Args, Parser, Subcommand, ValueEnum};
@@ -208,6 +209,18 @@ struct HeldOutArgs {
     /// Generation temperature.
     #[arg(long, default_value_t = 1.0)]
     temperature: f64,
+    /// CaLMFlow's distribution head: variational (the paper's), cvae, mixture or flow
+    /// (default: mixture, as `calmflow train`).
+    #[arg(long)]
+    head: Option<HeadKind>,
+    /// What the head predicts: state, increment or endpoint (default: the head's own,
+    /// endpoint for mixture, state for variational).
+    #[arg(long)]
+    predict: Option<String>,
+    /// Brownian-bridge noise σ of the training paths (default: 0.3 when the head predicts
+    /// the endpoint, else 0).
+    #[arg(long)]
+    path_sigma: Option<f64>,
     /// Local GPT-NeoX / Pythia directory (model.safetensors, config.json, tokenizer.json)
     /// to initialise the backbone and tokenize prompts. Nothing is downloaded.
     #[arg(long)]
@@ -452,6 +465,21 @@ fn heldout(args: HeldOutArgs) -> Result<(), String> {
     job.batch_size = args.batch;
     job.n_times = args.n_times;
     job.temperature = args.temperature;
+    if let Some(head) = args.head {
+        job.head = head;
+        job.predict = head.default_predict();
+    }
+    if let Some(p) = &args.predict {
+        job.predict = serde_json::from_value(serde_json::Value::String(p.clone()))
+            .map_err(|_| format!("--predict {p:?}: expected state, increment or endpoint"))?;
+    }
+    job.path_sigma = args
+        .path_sigma
+        .unwrap_or(if job.predict.steps_to_endpoint() {
+            calmflow::model::RECOMMENDED_BRIDGE_SIGMA
+        } else {
+            0.0
+        });
     job.init_from = args.init_from;
     job.tokenizer = args.tokenizer;
     job.train_embeddings = args.train_embeddings;
