@@ -210,11 +210,11 @@ struct HeldOutArgs {
     #[arg(long, default_value_t = 1.0)]
     temperature: f64,
     /// CaLMFlow's distribution head: variational (the paper's), cvae, mixture or flow
-    /// (default: mixture, as `calmflow train`).
+    /// (default: mixture over increments, the best measured on this study).
     #[arg(long)]
     head: Option<HeadKind>,
-    /// What the head predicts: state, increment or endpoint (default: the head's own,
-    /// endpoint for mixture, state for variational).
+    /// What the head predicts: state, increment or endpoint (default: increment; with
+    /// --head, that head's own: endpoint for mixture, state for variational).
     #[arg(long)]
     predict: Option<String>,
     /// Brownian-bridge noise σ of the training paths (default: 0.3 when the head predicts
