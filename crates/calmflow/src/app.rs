@@ -236,6 +236,15 @@ pub(crate) fn load_pretrained<B: burn::tensor::backend::Backend>(
     Ok(model)
 }
 
+/// `", bridge paths σ = …"` for a progress line, empty for straight paths.
+pub(crate) fn bridge_note(path_sigma: f64) -> String {
+    if path_sigma > 0.0 {
+        format!(", bridge paths σ = {path_sigma}")
+    } else {
+        String::new()
+    }
+}
+
 /// Creates an output directory (and its parents).
 pub(crate) fn create_out_dir(dir: &Path) -> AppResult<()> {
     std::fs::create_dir_all(dir).map_err(|e| {
@@ -744,11 +753,7 @@ impl BackendTask for DemoJob {
             self.layers,
             self.head,
             self.predict,
-            if self.path_sigma > 0.0 {
-                format!(", bridge paths σ = {}", self.path_sigma)
-            } else {
-                String::new()
-            },
+            bridge_note(self.path_sigma),
             self.steps
         ));
         let json = serde_json::to_value(&config).unwrap_or_default();

@@ -34,7 +34,7 @@ use rand::seq::SliceRandom;
 use serde::Serialize;
 
 use crate::app::{
-    AppError, AppResult, FitRun, TrainOutcome, create_out_dir, fit, load_pretrained,
+    AppError, AppResult, FitRun, TrainOutcome, bridge_note, create_out_dir, fit, load_pretrained,
     pretrained_shape,
 };
 use crate::backend::BackendTask;
@@ -434,11 +434,7 @@ impl BackendTask for HeldOutJob {
             config.layers,
             job.head,
             job.predict,
-            if job.path_sigma > 0.0 {
-                format!(", bridge paths σ = {}", job.path_sigma)
-            } else {
-                String::new()
-            },
+            bridge_note(job.path_sigma),
             job.steps
         ));
         let run = |label: &str, steps: usize, coupling: Coupling| FitRun {
