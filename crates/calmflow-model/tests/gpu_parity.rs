@@ -10,6 +10,8 @@
 
 mod backend;
 
+use backend::rng_lock;
+
 use burn::backend::{Autodiff, NdArray};
 use burn::module::{AutodiffModule, Module, ModuleVisitor, Param};
 use burn::tensor::backend::{AutodiffBackend, Backend};
@@ -52,13 +54,6 @@ fn assert_close<const D: usize, B1: Backend, B2: Backend>(
 
 fn to_gpu<const D: usize>(t: &Tensor<Cpu, D>) -> Tensor<Gpu, D> {
     Tensor::from_data(t.to_data(), &Default::default())
-}
-
-/// The CPU backend's RNG is one global state; seeded sections hold this lock.
-static RNG: std::sync::Mutex<()> = std::sync::Mutex::new(());
-
-fn rng_lock() -> std::sync::MutexGuard<'static, ()> {
-    RNG.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 fn cpu_random<const D: usize>(shape: [usize; D], seed: u64) -> Tensor<Cpu, D> {

@@ -5,28 +5,16 @@
 mod backend;
 
 use burn::tensor::backend::Backend;
-use burn::tensor::{Distribution, Tensor, TensorData};
-use calmflow_model::{CalmFlowConfig, CalmFlowModel, DistributionHead, HeadKind, Predict};
+use burn::tensor::{Tensor, TensorData};
+use calmflow_model::{CalmFlowConfig, DistributionHead, HeadKind, Predict};
 use calmflow_tokenize::{SpaceTimeLayout, pack};
+
+use backend::{max_abs_diff, model, random, rng_lock};
 
 type B = backend::TestBackend;
 
-static RNG: std::sync::Mutex<()> = std::sync::Mutex::new(());
-
-fn rng_lock() -> std::sync::MutexGuard<'static, ()> {
-    RNG.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
-}
-
 fn values<const D: usize>(t: Tensor<B, D>) -> Vec<f32> {
     t.into_data().convert::<f32>().to_vec().unwrap()
-}
-
-fn max_abs_diff<const D: usize>(a: Tensor<B, D>, b: Tensor<B, D>) -> f32 {
-    values(a)
-        .iter()
-        .zip(&values(b))
-        .map(|(x, y)| (x - y).abs())
-        .fold(0.0, f32::max)
 }
 
 fn config(head: HeadKind, predict: Predict) -> CalmFlowConfig {
@@ -40,20 +28,6 @@ fn config(head: HeadKind, predict: Predict) -> CalmFlowConfig {
         .with_predict(predict)
         .with_mixture_components(3)
         .with_flow_steps(3)
-}
-
-fn model(config: &CalmFlowConfig, seed: u64) -> CalmFlowModel<B> {
-    let device = Default::default();
-    let _guard = rng_lock();
-    B::seed(&device, seed);
-    config.init::<B>(&device).unwrap()
-}
-
-fn random<const D: usize>(shape: [usize; D], seed: u64) -> Tensor<B, D> {
-    let device = Default::default();
-    let _guard = rng_lock();
-    B::seed(&device, seed);
-    Tensor::random(shape, Distribution::Normal(0.0, 1.0), &device)
 }
 
 const PREDICTS: [Predict; 3] = [Predict::State, Predict::Increment, Predict::Endpoint];

@@ -12,26 +12,10 @@ use calmflow_model::{
 };
 use calmflow_tokenize::{SpaceTimeLayout, pack};
 
+use backend::{max_abs_diff, model, random, rng_lock};
+
 type B = backend::TestBackend;
 type AD = Autodiff<B>;
-
-/// The backends' RNG is one global state: tests running in parallel threads would
-/// interleave their draws between `seed` and use. Every seeded section holds this lock.
-static RNG: std::sync::Mutex<()> = std::sync::Mutex::new(());
-
-fn rng_lock() -> std::sync::MutexGuard<'static, ()> {
-    RNG.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
-}
-
-fn max_abs_diff<const D: usize, Bk: Backend>(a: Tensor<Bk, D>, b: Tensor<Bk, D>) -> f32 {
-    let a: Vec<f32> = a.into_data().convert::<f32>().to_vec().unwrap();
-    let b: Vec<f32> = b.into_data().convert::<f32>().to_vec().unwrap();
-    assert_eq!(a.len(), b.len());
-    a.iter()
-        .zip(&b)
-        .map(|(x, y)| (x - y).abs())
-        .fold(0.0, f32::max)
-}
 
 fn small_config(dim: usize, n_space: usize) -> CalmFlowConfig {
     CalmFlowConfig::new(dim)
@@ -40,20 +24,6 @@ fn small_config(dim: usize, n_space: usize) -> CalmFlowConfig {
         .with_layers(2)
         .with_heads(4)
         .with_rotary_fraction(0.5)
-}
-
-fn model(config: &CalmFlowConfig, seed: u64) -> CalmFlowModel<B> {
-    let device = Default::default();
-    let _guard = rng_lock();
-    B::seed(&device, seed);
-    config.init::<B>(&device).unwrap()
-}
-
-fn random<const D: usize>(shape: [usize; D], seed: u64) -> Tensor<B, D> {
-    let device = Default::default();
-    let _guard = rng_lock();
-    B::seed(&device, seed);
-    Tensor::random(shape, Distribution::Normal(0.0, 1.0), &device)
 }
 
 #[test]
