@@ -446,7 +446,7 @@ pub struct SampleOutcome {
 /// point `i`): a sequence of `P` trajectories then holds distinct points, as it does
 /// without `--repeat` and in training, not `P` copies of one. [`draws_together`] puts the
 /// outputs in the order of [`SampleJob::repeat`].
-fn source_points(job: &SampleJob, checkpoint: &Checkpoint) -> AppResult<Array2<f32>> {
+fn source_points(job: &SampleJob, extra: &Result<RunExtra, TrainError>) -> AppResult<Array2<f32>> {
     if job.repeat == 0 {
         return Err(AppError::Other(
             "--repeat must be ≥ 1 (draws per source point)".into(),
@@ -458,7 +458,7 @@ fn source_points(job: &SampleJob, checkpoint: &Checkpoint) -> AppResult<Array2<f
         if job.n == 0 {
             return Err(AppError::Other("--n must be ≥ 1".into()));
         }
-        let extra: RunExtra = checkpoint.config_field("extra")?;
+        let extra = extra.as_ref().map_err(|e| AppError::Other(e.to_string()))?;
         let side = extra.data.side("source", &extra.base)?;
         side.draw(job.n, &mut seeded_rng(job.seed))
     };
@@ -526,9 +526,17 @@ impl BackendTask for SampleJob {
     fn run<B: AutodiffBackend>(self, device: B::Device) -> Self::Output {
         type I<B> = <B as AutodiffBackend>::InnerBackend;
         let checkpoint = Checkpoint::open(&self.checkpoint)?;
-        let extra: Option<RunExtra> = checkpoint.config_field("extra").ok();
-        let map = extra.as_ref().and_then(|e| e.standardization.clone());
-        let mut x0 = source_points(&self, &checkpoint)?;
+        // Checkpoints of other jobs (heldout) record another `extra`: only a run trained
+        // in standardised coordinates needs it to parse, to map its samples back.
+        let extra = checkpoint.config_field::<RunExtra>("extra");
+        let map = match &extra {
+            Ok(e) => e.standardization.clone(),
+            Err(e) if checkpoint.config["extra"].get("standardization").is_some() => {
+                return Err(AppError::Other(e.to_string()));
+            }
+            Err(_) => None,
+        };
+        let mut x0 = source_points(&self, &extra)?;
         if let Some(map) = &map {
             x0 = map.source_to_model(x0)?;
         }
@@ -542,7 +550,7 @@ impl BackendTask for SampleJob {
                     .map_err(TrainError::from)?;
                 let temperature = self
                     .temperature
-                    .or(extra.and_then(|e| e.temperature))
+                    .or(extra.as_ref().ok().and_then(|e| e.temperature))
                     .unwrap_or(0.2);
                 let options = GenerationOptions {
                     n_times: settings.n_times,

@@ -469,6 +469,29 @@ fn standardized_runs_sample_in_the_data_coordinates() {
             assert!((t[[i, last, j]] - s[[i, j]]).abs() < 1e-3);
         }
     }
+    // A damaged record of the map is an error, not samples left in standardised
+    // coordinates.
+    let path = d.join("r/checkpoints/step-00000006/config.json");
+    let mut damaged = config.clone();
+    damaged["extra"]["standardization"]["scale"] = serde_json::json!("wide");
+    std::fs::write(&path, serde_json::to_string(&damaged).unwrap()).unwrap();
+    // With --source the run's data section is not needed: only the map is.
+    write(d, "src.csv", "0.5,0.5\n-1,2\n");
+    let o = calmflow(
+        &[
+            "sample",
+            "--checkpoint",
+            "r/checkpoints",
+            "--source",
+            "src.csv",
+            "--out",
+            "z.npy",
+        ],
+        d,
+    );
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(stderr(&o).contains("extra"), "{}", stderr(&o));
+    assert!(!d.join("z.npy").exists());
 }
 
 /// A missing file, a bad configuration field, a checkpoint of another shape and a
