@@ -20,14 +20,14 @@ use ndarray::{Array2, Array3};
 use rand::Rng as _;
 use serde::{Deserialize, Serialize};
 
-use crate::condition::{ConditionBatch, ConditionTable};
+use crate::condition::ConditionTable;
 use crate::coupling::Coupling;
 use crate::error::{TrainError, invalid, shape_error};
 
 // `Result` stays unimported: the `Config` derive expands to code that names it.
 type TrainResult<T> = crate::error::Result<T>;
 use crate::loss::LossTerms;
-use crate::objective::FlowObjective;
+use crate::objective::{DrawnBatch, FlowObjective, batch_conditions};
 use crate::ode::{OdeSolver, SolveStats, integrate};
 use crate::path::{ConditionalPath, NoiseSchedule};
 
@@ -233,15 +233,14 @@ impl<B: Backend> FlowObjective<B> for VelocityMlp<B> {
         Ok(())
     }
 
-    fn objective(
+    fn draw(
         &self,
         x0: &Array2<f32>,
         x1: &Array2<f32>,
-        conditions: Option<&ConditionBatch<'_>>,
+        conditions: Option<&[usize]>,
         settings: &CfmSettings,
         rng: &mut Rng,
-        device: &B::Device,
-    ) -> TrainResult<LossTerms<B>> {
+    ) -> TrainResult<DrawnBatch> {
         let (n, d) = x0.dim();
         if d != self.dim || x1.dim() != (n, d) {
             return Err(shape_error(
@@ -250,40 +249,50 @@ impl<B: Backend> FlowObjective<B> for VelocityMlp<B> {
                 (x0.dim(), x1.dim()),
             ));
         }
-        let (mut xt, mut ut, mut times) =
-            (vec![0.0f32; n * d], vec![0.0f32; n * d], vec![0.0f32; n]);
+        let (mut xt, mut ut, mut times) = (
+            Array2::<f32>::zeros((n, d)),
+            Array2::<f32>::zeros((n, d)),
+            Array2::<f32>::zeros((n, 1)),
+        );
         for i in 0..n {
             let t: f64 = rng.random();
-            times[i] = t as f32;
+            times[[i, 0]] = t as f32;
             let (a, b) = (x0.row(i).to_vec(), x1.row(i).to_vec());
-            settings.path.point(
-                t,
-                &a,
-                &b,
-                rng,
-                &mut xt[i * d..(i + 1) * d],
-                &mut ut[i * d..(i + 1) * d],
-            );
+            let (mut p, mut u) = (vec![0.0f32; d], vec![0.0f32; d]);
+            settings.path.point(t, &a, &b, rng, &mut p, &mut u);
+            xt.row_mut(i).assign(&ndarray::ArrayView1::from(&p));
+            ut.row_mut(i).assign(&ndarray::ArrayView1::from(&u));
         }
-        let xt = Tensor::<B, 2>::from_data(TensorData::new(xt, [n, d]), device);
-        let ut = Tensor::<B, 2>::from_data(TensorData::new(ut, [n, d]), device);
-        let t = Tensor::<B, 2>::from_data(TensorData::new(times, [n, 1]), device);
-        let condition = match conditions {
-            None => None,
-            Some(c) => {
-                if c.conditions.len() != n {
-                    return Err(shape_error(
-                        "conditions",
-                        format!("one per pair ({n})"),
-                        c.conditions.len(),
-                    ));
-                }
-                Some(code_tensor::<B>(&c.table.features(c.conditions, 1), device))
-            }
+        DrawnBatch::new(vec![xt, ut, times], 1, conditions.map(<[usize]>::to_vec))
+    }
+
+    fn batch_loss(
+        &self,
+        batch: &DrawnBatch,
+        table: Option<&ConditionTable>,
+        _settings: &CfmSettings,
+        device: &B::Device,
+    ) -> TrainResult<LossTerms<B>> {
+        let [xt, ut, t] = [0, 1, 2].map(|k| batch.field(k));
+        let (Some(xt), Some(ut), Some(t)) = (xt, ut, t) else {
+            return Err(invalid("a CFM batch holds x_t, u_t and t"));
         };
-        let rec = (self.forward_conditional(xt, t, condition) - ut)
-            .powi_scalar(2)
-            .mean();
+        if xt.ncols() != self.dim || ut.ncols() != self.dim || t.ncols() != 1 {
+            return Err(shape_error(
+                "CFM batch",
+                format!("x_t and u_t of width {}, t of width 1", self.dim),
+                (xt.dim(), ut.dim(), t.dim()),
+            ));
+        }
+        let condition = batch_conditions(batch, table)?
+            .map(|c| code_tensor::<B>(&c.table.features(c.conditions, 1), device));
+        let rec = (self.forward_conditional(
+            code_tensor::<B>(xt, device),
+            code_tensor::<B>(t, device),
+            condition,
+        ) - code_tensor::<B>(ut, device))
+        .powi_scalar(2)
+        .mean();
         Ok(LossTerms {
             total: rec.clone(),
             rec,

@@ -72,6 +72,21 @@ pub enum TrainError {
         /// The underlying error.
         source: std::io::Error,
     },
+    /// The replicas of a data-parallel run could not agree (joining the collective, an
+    /// all-reduce, a replica that stopped).
+    #[error("data-parallel training: {0}")]
+    Collective(String),
+    /// A replica of a data-parallel run failed; the run stopped on every device.
+    #[error("replica {peer} (device {device}) failed, training stopped on every device: {source}")]
+    Peer {
+        /// The replica (0 is the trainer's own device).
+        peer: usize,
+        /// Its device, as the backend names it.
+        device: String,
+        /// What went wrong there.
+        #[source]
+        source: Box<TrainError>,
+    },
     /// A model error.
     #[error(transparent)]
     Model(#[from] ModelError),

@@ -23,6 +23,7 @@ mod generate;
 mod loss;
 mod objective;
 mod ode;
+mod parallel;
 mod path;
 mod schedule;
 mod trainer;
@@ -39,7 +40,7 @@ pub use generate::{
     choose_temperature, generate,
 };
 pub use loss::{LossTerms, VolterraFlowLoss};
-pub use objective::{CalmFlowSettings, FlowObjective};
+pub use objective::{CalmFlowSettings, DrawnBatch, FlowObjective};
 pub use ode::{AdaptiveSettings, OdeSolution, OdeSolver, SolveStats, integrate};
 pub use path::{ConditionalPath, Interpolant, NoiseSchedule};
 pub use schedule::{LrDecay, LrSchedule};

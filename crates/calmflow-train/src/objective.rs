@@ -15,10 +15,111 @@ use crate::error::{Result, invalid, shape_error};
 use crate::loss::{LossTerms, VolterraFlowLoss};
 use crate::path::{ConditionalPath, Interpolant, NoiseSchedule};
 
+/// One step's examples after the step's host-side random draws (the points on the
+/// conditional paths), before any device work: what a device turns into a loss.
+///
+/// A data-parallel run draws the whole batch once, exactly as a single device does, and
+/// gives each peer a contiguous [`share`](DrawnBatch::share) of the examples; every loss
+/// is a mean over examples, so the peers' losses average to the one-device loss.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DrawnBatch {
+    fields: Vec<Array2<f32>>,
+    per_example: usize,
+    conditions: Option<Vec<usize>>,
+}
+
+impl DrawnBatch {
+    /// `fields`: per-pair inputs, one row per pair, all with the same rows (a multiple of
+    /// `per_example`); `conditions`: one per example, for conditional data.
+    pub fn new(
+        fields: Vec<Array2<f32>>,
+        per_example: usize,
+        conditions: Option<Vec<usize>>,
+    ) -> Result<Self> {
+        let rows = fields.first().map_or(0, Array2::nrows);
+        if per_example == 0 || rows == 0 || !rows.is_multiple_of(per_example) {
+            return Err(shape_error(
+                "drawn batch",
+                format!("a positive multiple of {per_example} pairs"),
+                rows,
+            ));
+        }
+        if let Some(f) = fields.iter().find(|f| f.nrows() != rows) {
+            return Err(shape_error(
+                "drawn batch fields",
+                format!("{rows} rows in every field"),
+                f.nrows(),
+            ));
+        }
+        if let Some(c) = &conditions
+            && c.len() * per_example != rows
+        {
+            return Err(shape_error(
+                "conditions",
+                format!("one per example ({})", rows / per_example),
+                c.len(),
+            ));
+        }
+        Ok(Self {
+            fields,
+            per_example,
+            conditions,
+        })
+    }
+
+    /// Examples (CaLMFlow sequences, CFM pairs).
+    pub fn examples(&self) -> usize {
+        self.pairs() / self.per_example
+    }
+
+    /// Pairs (rows of every field).
+    pub fn pairs(&self) -> usize {
+        self.fields[0].nrows()
+    }
+
+    /// The `k`-th per-pair input.
+    pub fn field(&self, k: usize) -> Option<&Array2<f32>> {
+        self.fields.get(k)
+    }
+
+    /// The condition of each example (conditional data).
+    pub fn conditions(&self) -> Option<&[usize]> {
+        self.conditions.as_deref()
+    }
+
+    /// Examples `[peer·E/peers, (peer+1)·E/peers)` of the `E` examples: peer `peer`'s
+    /// share of a batch split evenly among `peers`.
+    pub fn share(&self, peer: usize, peers: usize) -> Result<Self> {
+        let examples = self.examples();
+        if peers == 0 || peer >= peers || !examples.is_multiple_of(peers) {
+            return Err(invalid(format!(
+                "a batch of {examples} examples cannot be split evenly among {peers} peers \
+                 (asked for share {peer})"
+            )));
+        }
+        let each = examples / peers;
+        let (first, last) = (peer * each, (peer + 1) * each);
+        let rows = ndarray::s![first * self.per_example..last * self.per_example, ..];
+        Ok(Self {
+            fields: self
+                .fields
+                .iter()
+                .map(|f| f.slice(rows).to_owned())
+                .collect(),
+            per_example: self.per_example,
+            conditions: self.conditions.as_ref().map(|c| c[first..last].to_vec()),
+        })
+    }
+}
+
 /// A model trainable by flow matching on coupled `(x0, x1)` pairs.
+///
+/// A step is split in two: [`draw`](FlowObjective::draw) makes every host-side random
+/// draw of the step (path noise, times), and [`batch_loss`](FlowObjective::batch_loss)
+/// runs the device work, on the whole batch or on one peer's share of it.
 pub trait FlowObjective<B: Backend>: Module<B> {
     /// The settings of the objective (paths, grid, loss weights).
-    type Settings: Clone + std::fmt::Debug + Serialize + DeserializeOwned + Send;
+    type Settings: Clone + std::fmt::Debug + Serialize + DeserializeOwned + Send + Sync;
 
     /// A short name of the model family, stored in checkpoints (`"calmflow"`, `"cfm"`).
     const KIND: &'static str;
@@ -33,9 +134,29 @@ pub trait FlowObjective<B: Backend>: Module<B> {
     /// Checks that the model can read these conditions (`None`: unconditional data).
     fn check_conditions(&self, table: Option<&ConditionTable>) -> Result<()>;
 
-    /// The loss on pairs `x0`, `x1` (`n × D`, `n` a multiple of
+    /// The host-side draws of a step on pairs `x0`, `x1` (`n × D`, `n` a multiple of
     /// [`FlowObjective::pairs_per_example`]); `conditions`, for conditional data, gives
     /// the condition of each example; `rng` draws any path noise or times.
+    fn draw(
+        &self,
+        x0: &Array2<f32>,
+        x1: &Array2<f32>,
+        conditions: Option<&[usize]>,
+        settings: &Self::Settings,
+        rng: &mut Rng,
+    ) -> Result<DrawnBatch>;
+
+    /// The loss on drawn examples; `table` is the condition table of conditional data.
+    fn batch_loss(
+        &self,
+        batch: &DrawnBatch,
+        table: Option<&ConditionTable>,
+        settings: &Self::Settings,
+        device: &B::Device,
+    ) -> Result<LossTerms<B>>;
+
+    /// [`draw`](FlowObjective::draw) then [`batch_loss`](FlowObjective::batch_loss): the
+    /// loss on pairs `x0`, `x1`.
     fn objective(
         &self,
         x0: &Array2<f32>,
@@ -44,7 +165,27 @@ pub trait FlowObjective<B: Backend>: Module<B> {
         settings: &Self::Settings,
         rng: &mut Rng,
         device: &B::Device,
-    ) -> Result<LossTerms<B>>;
+    ) -> Result<LossTerms<B>> {
+        let batch = self.draw(x0, x1, conditions.map(|c| c.conditions), settings, rng)?;
+        self.batch_loss(&batch, conditions.map(|c| c.table), settings, device)
+    }
+}
+
+/// The condition table and the batch's conditions, which come together or not at all.
+pub(crate) fn batch_conditions<'a>(
+    batch: &'a DrawnBatch,
+    table: Option<&'a ConditionTable>,
+) -> Result<Option<ConditionBatch<'a>>> {
+    match (table, batch.conditions()) {
+        (None, None) => Ok(None),
+        (Some(table), Some(conditions)) => Ok(Some(ConditionBatch { table, conditions })),
+        (Some(_), None) => Err(invalid(
+            "conditional data, but the batch carries no conditions",
+        )),
+        (None, Some(_)) => Err(invalid(
+            "the batch carries conditions, but no condition table was given",
+        )),
+    }
 }
 
 /// CaLMFlow's training problem: paths on `N` time points, `P` trajectories per sequence,
@@ -160,33 +301,57 @@ impl<B: Backend> FlowObjective<B> for CalmFlowModel<B> {
         }
     }
 
-    fn objective(
+    fn draw(
         &self,
         x0: &Array2<f32>,
         x1: &Array2<f32>,
-        conditions: Option<&ConditionBatch<'_>>,
+        conditions: Option<&[usize]>,
         settings: &CalmFlowSettings,
         rng: &mut Rng,
+    ) -> Result<DrawnBatch> {
+        settings.layout(self.n_space())?;
+        let (n, d) = x0.dim();
+        if x1.dim() != (n, d) {
+            return Err(shape_error(
+                "CaLMFlow pairs",
+                format!("two ({n}, {d}) arrays"),
+                (x0.dim(), x1.dim()),
+            ));
+        }
+        let paths = trajectories(x0, x1, &settings.path, settings.n_times, rng)?;
+        let paths = Array2::from_shape_vec((n, settings.n_times * d), paths)
+            .map_err(|e| shape_error("trajectories", format!("({n}, N·D)"), e))?;
+        DrawnBatch::new(
+            vec![paths],
+            settings.n_traj,
+            conditions.map(<[usize]>::to_vec),
+        )
+    }
+
+    fn batch_loss(
+        &self,
+        batch: &DrawnBatch,
+        table: Option<&ConditionTable>,
+        settings: &CalmFlowSettings,
         device: &B::Device,
     ) -> Result<LossTerms<B>> {
         let layout = settings.layout(self.n_space())?;
-        let (n, d) = x0.dim();
-        let paths = trajectories(x0, x1, &settings.path, settings.n_times, rng)?;
-        let paths =
-            Tensor::<B, 3>::from_data(TensorData::new(paths, [n, settings.n_times, d]), device);
+        let paths = batch
+            .field(0)
+            .ok_or_else(|| invalid("a CaLMFlow batch holds its trajectories"))?;
+        let (n, width) = paths.dim();
+        let d = width / settings.n_times;
+        let paths = Tensor::<B, 3>::from_data(
+            TensorData::new(
+                paths.iter().copied().collect::<Vec<_>>(),
+                [n, settings.n_times, d],
+            ),
+            device,
+        );
         let slots = pack(paths, &layout)?;
-        let prompt = match conditions {
+        let prompt = match batch_conditions(batch, table)? {
             None => None,
-            Some(c) => {
-                if c.conditions.len() * settings.n_traj != n {
-                    return Err(shape_error(
-                        "conditions",
-                        format!("one per sequence ({})", n / settings.n_traj.max(1)),
-                        c.conditions.len(),
-                    ));
-                }
-                Some(c.table.embed(self, c.conditions, device)?)
-            }
+            Some(c) => Some(c.table.embed(self, c.conditions, device)?),
         };
         let terms = self.head_loss(slots, prompt.as_ref(), &layout)?;
         VolterraFlowLoss {

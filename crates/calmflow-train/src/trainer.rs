@@ -7,23 +7,28 @@
 
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicBool;
 use std::time::Instant;
+
+use burn::collective::PeerId;
 
 use burn::module::AutodiffModule;
 use burn::optim::adaptor::OptimizerAdaptor;
-use burn::optim::{AdamW, AdamWConfig, GradientsParams, Optimizer};
+use burn::optim::{AdamW, AdamWConfig, Optimizer};
 use burn::tensor::ElementConversion;
 use burn::tensor::backend::AutodiffBackend;
 use calmflow_data::{Rng, seeded_rng};
 use serde::{Deserialize, Serialize};
 
 use crate::checkpoint::{CHECKPOINT_FORMAT, Checkpoint, TrainState, write_checkpoint};
-use crate::clip::clip_global_norm;
 use crate::condition::ConditionBatch;
 use crate::coupling::Coupling;
 use crate::data::FlowData;
 use crate::error::{Result, TrainError, invalid};
 use crate::objective::FlowObjective;
+use crate::parallel::{
+    FailureLog, PeerGroup, Replica, Shared, StepInputs, StepStats, Work, replica_step,
+};
 use crate::schedule::{LrDecay, LrSchedule};
 
 /// Optimisation settings; defaults follow METHOD §6 for small from-scratch models.
@@ -64,6 +69,11 @@ pub struct TrainConfig {
     pub checkpoint_every: usize,
     /// Step directories kept under the checkpoint root.
     pub keep_checkpoints: usize,
+    /// Devices of a data-parallel run by name (`["cuda:0", "cuda:1"]`, `["cpu", "cpu"]`):
+    /// a model replica on each, every step's `batch_size` examples split evenly among
+    /// them (`docs/scaling.md`). Empty: one device. The program resolves the names
+    /// ([`Trainer::with_replicas`] takes the devices).
+    pub devices: Vec<String>,
 }
 
 impl Default for TrainConfig {
@@ -86,6 +96,7 @@ impl Default for TrainConfig {
             validate_every: 500,
             checkpoint_every: 1000,
             keep_checkpoints: 2,
+            devices: Vec::new(),
         }
     }
 }
@@ -106,6 +117,14 @@ impl TrainConfig {
             return Err(invalid(format!(
                 "train.steps, train.batch_size and train.log_every must be ≥ 1 (got {}, {}, {})",
                 self.steps, self.batch_size, self.log_every
+            )));
+        }
+        if self.devices.len() > 1 && !self.batch_size.is_multiple_of(self.devices.len()) {
+            return Err(invalid(format!(
+                "train.batch_size = {} does not split evenly among the {} devices of \
+                 train.devices",
+                self.batch_size,
+                self.devices.len()
             )));
         }
         positive("learning_rate", self.learning_rate)?;
@@ -214,7 +233,32 @@ fn step_seed(seed: u64, step: u64, stream: u64) -> u64 {
     z ^ (z >> 31)
 }
 
+/// The backend seed of `replica` in step `step`: replica 0 (and a one-device run) uses
+/// stream 2; replicas 1, 2, … streams of their own.
+fn replica_seed(seed: u64, step: usize, replica: usize) -> u64 {
+    let stream = if replica == 0 {
+        2
+    } else {
+        0x1000 + replica as u64
+    };
+    step_seed(seed, step as u64, stream)
+}
+
 type Adam<M, B> = OptimizerAdaptor<AdamW, M, B>;
+
+/// AdamW with the run's settings.
+fn optimizer<B, M>(config: &TrainConfig) -> Adam<M, B>
+where
+    B: AutodiffBackend,
+    M: AutodiffModule<B>,
+{
+    AdamWConfig::new()
+        .with_beta_1(config.beta1 as f32)
+        .with_beta_2(config.beta2 as f32)
+        .with_epsilon(config.epsilon as f32)
+        .with_weight_decay(config.weight_decay as f32)
+        .init::<B, M>()
+}
 
 /// Source points, target points and (for conditional data) each example's condition.
 type Pairs = (
@@ -235,6 +279,7 @@ where
     settings: M::Settings,
     data: FlowData,
     device: B::Device,
+    replicas: Vec<B::Device>,
     step: usize,
     elapsed: f64,
     checkpoint_root: Option<PathBuf>,
@@ -263,12 +308,7 @@ where
         config.validate()?;
         model.check_settings(&settings)?;
         model.check_conditions(data.conditions.as_ref().map(|c| &c.table))?;
-        let optim = AdamWConfig::new()
-            .with_beta_1(config.beta1 as f32)
-            .with_beta_2(config.beta2 as f32)
-            .with_epsilon(config.epsilon as f32)
-            .with_weight_decay(config.weight_decay as f32)
-            .init::<B, M>();
+        let optim = optimizer::<B, M>(&config);
         Ok(Self {
             model: Some(model),
             optim,
@@ -276,6 +316,7 @@ where
             settings,
             data,
             device,
+            replicas: Vec::new(),
             step: 0,
             elapsed: 0.0,
             checkpoint_root: None,
@@ -284,6 +325,23 @@ where
             log_path: None,
             history: Vec::new(),
         })
+    }
+
+    /// Trains data-parallel: a replica of the model on each of `devices` besides the
+    /// trainer's own device (which stays replica 0: it logs, validates and checkpoints),
+    /// each step's `train.batch_size` examples split evenly among the replicas and the
+    /// gradients averaged by burn-collective's all-reduce before every optimizer step
+    /// (see `docs/scaling.md`). The devices may repeat (two replicas on one CPU).
+    pub fn with_replicas(mut self, devices: Vec<B::Device>) -> Result<Self> {
+        let peers = devices.len() + 1;
+        if !self.config.batch_size.is_multiple_of(peers) {
+            return Err(invalid(format!(
+                "train.batch_size = {} does not split evenly among {peers} devices",
+                self.config.batch_size
+            )));
+        }
+        self.replicas = devices;
+        Ok(self)
     }
 
     /// Writes checkpoints under `root`; `extra` is stored with them (e.g. how the data
@@ -517,6 +575,124 @@ where
         last_step: usize,
         observer: &mut dyn TrainObserver,
     ) -> Result<TrainSummary> {
+        if self.replicas.is_empty() {
+            return self.run_loop(last_step, observer, None);
+        }
+        let shared = Shared {
+            settings: self.settings.clone(),
+            table: self.data.conditions.as_ref().map(|c| c.table.clone()),
+            grad_clip: self.config.grad_clip,
+            seed: self.config.seed,
+        };
+        let record = self.optim.to_record();
+        let replicas: Vec<_> = self
+            .replicas
+            .iter()
+            .map(|device| Replica {
+                model: self.model().clone().fork(device),
+                optim: optimizer::<B, M>(&self.config).load_record(record.clone()),
+                device: device.clone(),
+            })
+            .collect();
+        let (log, done) = (FailureLog::default(), AtomicBool::new(false));
+        std::thread::scope(|scope| {
+            let mut group = PeerGroup::start::<B, M, Adam<M, B>>(
+                scope,
+                &self.device,
+                replicas,
+                &shared,
+                &log,
+                &done,
+                replica_seed,
+            )?;
+            let summary = self.run_loop(last_step, observer, Some(&mut group))?;
+            group.finish::<B>()?;
+            Ok(summary)
+        })
+    }
+
+    /// One optimizer step: the step's draws, then the replicas' work (one replica without
+    /// a group).
+    fn train_step(
+        &mut self,
+        step: usize,
+        lr: f64,
+        group: Option<&mut PeerGroup<'_>>,
+    ) -> Result<StepStats> {
+        let seed = step_seed(self.config.seed, step as u64, 0);
+        let mut rng = seeded_rng(seed);
+        B::seed(&self.device, replica_seed(self.config.seed, step, 0));
+        let (x0, x1, conditions) = self.pairs(&mut rng)?;
+        let batch = self
+            .model()
+            .draw(&x0, &x1, conditions.as_deref(), &self.settings, &mut rng)?;
+        let table = self.data.conditions.as_ref().map(|c| &c.table);
+        let inputs = |batch| StepInputs {
+            batch,
+            table,
+            settings: &self.settings,
+            step,
+            lr,
+            grad_clip: self.config.grad_clip,
+        };
+        let Some(group) = group else {
+            let model = self
+                .model
+                .take()
+                .expect("the trainer always holds its model between steps");
+            let (model, stats) = replica_step::<B, M, _>(
+                model,
+                &mut self.optim,
+                &inputs(&batch),
+                &self.device,
+                None,
+            );
+            self.model = Some(model);
+            return stats;
+        };
+        let peers = group.peers();
+        for peer in 1..peers {
+            let work = Work {
+                step,
+                lr,
+                batch: batch.share(peer, peers)?,
+            };
+            if group.send(peer, work).is_err() {
+                return Err(group.fail(None));
+            }
+        }
+        let own = batch.share(0, peers)?;
+        let model = self
+            .model
+            .take()
+            .expect("the trainer always holds its model between steps");
+        let (model, stats) = replica_step::<B, M, _>(
+            model,
+            &mut self.optim,
+            &inputs(&own),
+            &self.device,
+            Some(PeerId::from(0usize)),
+        );
+        self.model = Some(model);
+        let mut all = match stats {
+            Ok(s) => vec![s],
+            Err(e) => return Err(group.fail(Some((format!("{:?}", self.device), e)))),
+        };
+        for peer in 1..peers {
+            match group.result(peer) {
+                Ok(s) => all.push(s),
+                Err(_) => return Err(group.fail(None)),
+            }
+        }
+        Ok(StepStats::mean(&all))
+    }
+
+    fn run_loop(
+        &mut self,
+        last_step: usize,
+        observer: &mut dyn TrainObserver,
+        mut group: Option<&mut PeerGroup<'_>>,
+    ) -> Result<TrainSummary> {
         let last_step = last_step.min(self.config.steps);
         let mut log = self.open_log()?;
         let schedule = self.config.schedule();
@@ -529,48 +705,13 @@ where
         let mut val_loss = f64::NAN;
         while self.step < last_step {
             let step = self.step + 1;
-            let seed = step_seed(self.config.seed, step as u64, 0);
-            let mut rng = seeded_rng(seed);
-            B::seed(&self.device, step_seed(self.config.seed, step as u64, 2));
-            let (x0, x1, conditions) = self.pairs(&mut rng)?;
-            let model = self.take_model();
-            let batch = match (&self.data.conditions, &conditions) {
-                (Some(cd), Some(conditions)) => Some(ConditionBatch {
-                    table: &cd.table,
-                    conditions,
-                }),
-                _ => None,
-            };
-            let objective = model.objective(
-                &x0,
-                &x1,
-                batch.as_ref(),
-                &self.settings,
-                &mut rng,
-                &self.device,
-            );
-            let terms = match objective {
-                Ok(t) => t,
-                Err(e) => {
-                    self.model = Some(model);
-                    return Err(e);
-                }
-            };
-            let loss: f64 = terms.total.clone().into_scalar().elem();
-            if !loss.is_finite() {
-                self.model = Some(model);
-                return Err(TrainError::NonFiniteLoss { step, loss });
-            }
-            let rec: f64 = terms.rec.clone().into_scalar().elem();
-            let kl: Option<f64> = terms.kl.clone().map(|k| k.into_scalar().elem());
-            let mut grads = GradientsParams::from_grads(terms.total.backward(), &model);
-            let grad_norm = if self.config.grad_clip > 0.0 {
-                clip_global_norm::<B, M>(&model, &mut grads, self.config.grad_clip)
-            } else {
-                crate::clip::global_grad_norm::<B, M>(&model, &grads)
-            };
             let lr = schedule.at(step);
-            self.model = Some(self.optim.step(lr, model, grads));
+            let StepStats {
+                loss,
+                rec,
+                kl,
+                grad_norm,
+            } = self.train_step(step, lr, group.as_deref_mut())?;
             self.step = step;
             window.0 += loss;
             window.1 += rec;

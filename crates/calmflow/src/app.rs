@@ -19,7 +19,7 @@ use calmflow_train::{
 use ndarray::{Array2, Array3};
 use serde::{Deserialize, Serialize};
 
-use crate::backend::BackendTask;
+use crate::backend::{BackendTask, ParallelBackendTask};
 use crate::config::{ConfigError, DataSection, RunConfig, TemperatureSection};
 use crate::plot::{self, PlotError, Series};
 use crate::progress::ProgressBar;
@@ -174,7 +174,7 @@ fn train_any<B, M>(
     settings: M::Settings,
     job: &TrainJob,
     (data, standardization): (FlowData, Option<Standardization>),
-    device: B::Device,
+    devices: &[B::Device],
     label: &str,
 ) -> AppResult<(M, TrainOutcome)>
 where
@@ -196,7 +196,7 @@ where
         quiet: job.quiet,
         label: label.to_string(),
     };
-    fit(model, model_config, settings, data, device, &run)
+    fit(model, model_config, settings, data, devices, &run)
 }
 
 /// With a pretrained directory, finds its files and gives `config` the backbone shape of
@@ -267,14 +267,14 @@ pub(crate) struct FitRun {
     pub label: String,
 }
 
-/// Trains `model` with checkpoints under `out/checkpoints`, a JSON-lines log and a
-/// progress bar.
+/// Trains `model` (on `devices[0]`) with checkpoints under `out/checkpoints`, a
+/// JSON-lines log and a progress bar; data-parallel with a replica on each further device.
 pub(crate) fn fit<B, M>(
     model: M,
     model_config: serde_json::Value,
     settings: M::Settings,
     data: FlowData,
-    device: B::Device,
+    devices: &[B::Device],
     run: &FitRun,
 ) -> AppResult<(M, TrainOutcome)>
 where
@@ -285,16 +285,35 @@ where
     let parameters = model.num_params();
     create_out_dir(&run.out)?;
     let checkpoints = run.out.join("checkpoints");
+    let (device, replicas) = devices
+        .split_first()
+        .ok_or_else(|| AppError::Other("no device to train on".into()))?;
     let mut trainer = Trainer::new(
         model,
         model_config,
         settings,
         run.train.clone(),
         data,
-        device,
+        device.clone(),
     )?
     .with_checkpoints(&checkpoints, run.extra.clone())
     .with_log_file(run.out.join("train_log.jsonl"));
+    if !replicas.is_empty() {
+        trainer = trainer.with_replicas(replicas.to_vec())?;
+        if !run.quiet {
+            let names: Vec<String> = devices.iter().map(|d| format!("{d:?}")).collect();
+            eprintln!(
+                "{}: data-parallel on {} devices ({}): each step's {} examples split into \
+                 {} shares of {}, gradients averaged by all-reduce",
+                run.label,
+                devices.len(),
+                names.join(", "),
+                run.train.batch_size,
+                devices.len(),
+                run.train.batch_size / devices.len()
+            );
+        }
+    }
     if run.resume {
         let checkpoint = Checkpoint::open(&checkpoints)?;
         trainer = trainer.resume_from(&checkpoint)?;
@@ -346,6 +365,19 @@ impl BackendTask for TrainJob {
     type Output = AppResult<TrainOutcome>;
 
     fn run<B: AutodiffBackend>(self, device: B::Device) -> Self::Output {
+        ParallelBackendTask::run::<B>(self, vec![device])
+    }
+}
+
+impl ParallelBackendTask for TrainJob {
+    type Output = AppResult<TrainOutcome>;
+
+    /// Trains on `devices[0]`, data-parallel with a replica on each further device.
+    fn run<B: AutodiffBackend>(self, devices: Vec<B::Device>) -> Self::Output {
+        let device = devices
+            .first()
+            .cloned()
+            .ok_or_else(|| AppError::Other("no device to train on".into()))?;
         let data = self.prepare()?;
         B::seed(&device, self.config.train.seed);
         let dim = data.0.dim();
@@ -360,15 +392,8 @@ impl BackendTask for TrainJob {
                 let json = serde_json::to_value(&config).unwrap_or_default();
                 let settings = self.config.flow;
                 let validation = data.0.validation.clone();
-                let (model, mut outcome) = train_any(
-                    model,
-                    json,
-                    settings,
-                    &self,
-                    data,
-                    device.clone(),
-                    "calmflow",
-                )?;
+                let (model, mut outcome) =
+                    train_any(model, json, settings, &self, data, &devices, "calmflow")?;
                 let section = &self.config.temperature;
                 if section.sweep {
                     outcome.temperature = Some(sweep_temperature(
@@ -397,7 +422,7 @@ impl BackendTask for TrainJob {
                 let (settings, coupling) = self.config.cfm.variant.setup(self.config.cfm.sigma);
                 let mut job = self.clone();
                 job.config.train.coupling = coupling;
-                Ok(train_any(model, json, settings, &job, data, device, "cfm")?.1)
+                Ok(train_any(model, json, settings, &job, data, &devices, "cfm")?.1)
             }
         }
     }
@@ -772,7 +797,7 @@ impl BackendTask for DemoJob {
             settings,
             &calm_job,
             data,
-            device.clone(),
+            std::slice::from_ref(&device),
             "calmflow",
         )?;
         let model = model.valid();
@@ -826,7 +851,7 @@ impl BackendTask for DemoJob {
             cfm_settings as CfmSettings,
             &cfm_job,
             data,
-            device.clone(),
+            std::slice::from_ref(&device),
             "i-cfm",
         )?;
         let cfm = cfm.valid();

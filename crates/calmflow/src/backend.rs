@@ -72,6 +72,15 @@ pub enum BackendError {
         /// What the backend reported.
         message: String,
     },
+    /// The devices of a data-parallel run belong to different backends.
+    #[error(
+        "the devices of a data-parallel run must share one backend (all `cpu`, all \
+         `wgpu[:i]` or all `cuda[:i]`); got {0}"
+    )]
+    MixedBackends(String),
+    /// A data-parallel run was given no device.
+    #[error("no device given")]
+    NoDevices,
     /// The device is known, but its backend was not compiled into this build.
     #[error(
         "device `{device}` needs calmflow built with the `{feature}` cargo feature \
@@ -102,26 +111,27 @@ impl DeviceSpec {
     /// `libcuda` is missing, wgpu when no adapter exists) is reported as
     /// [`BackendError::DeviceFailed`] instead of aborting the program.
     pub fn run<T: BackendTask>(self, task: T) -> Result<T::Output, BackendError> {
-        let outcome =
-            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.dispatch(task)));
-        outcome.unwrap_or_else(|payload| {
-            let message = payload
-                .downcast_ref::<String>()
-                .cloned()
-                .or_else(|| payload.downcast_ref::<&str>().map(|s| s.to_string()))
-                .unwrap_or_else(|| "the backend panicked".into());
-            Err(BackendError::DeviceFailed {
-                device: self,
-                message: format!(
-                    "{message} (is the {} driver installed and the device index valid?)",
-                    match self {
-                        DeviceSpec::Cuda { .. } => "NVIDIA",
-                        DeviceSpec::Wgpu { .. } => "Vulkan/Metal",
-                        DeviceSpec::Cpu => "CPU",
-                    }
-                ),
-            })
-        })
+        catch_backend_panic(self, || self.dispatch(task))
+    }
+
+    /// Runs `task` data-parallel on `devices` (one model replica each; the same device
+    /// may repeat), which must all belong to one backend. A panic of the backend is
+    /// reported as for [`DeviceSpec::run`].
+    pub fn run_parallel<T: ParallelBackendTask>(
+        devices: &[DeviceSpec],
+        task: T,
+    ) -> Result<T::Output, BackendError> {
+        let first = *devices.first().ok_or(BackendError::NoDevices)?;
+        if devices.iter().any(|d| d.feature() != first.feature()) {
+            return Err(BackendError::MixedBackends(
+                devices
+                    .iter()
+                    .map(DeviceSpec::to_string)
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            ));
+        }
+        catch_backend_panic(first, || dispatch_parallel(devices, task))
     }
 
     fn dispatch<T: BackendTask>(self, task: T) -> Result<T::Output, BackendError> {
@@ -153,6 +163,78 @@ impl DeviceSpec {
                     compiled: compiled_backends().join(", "),
                 })
             }
+        }
+    }
+}
+
+/// Runs `work`, turning a backend panic on `device` into [`BackendError::DeviceFailed`].
+fn catch_backend_panic<O>(
+    device: DeviceSpec,
+    work: impl FnOnce() -> Result<O, BackendError>,
+) -> Result<O, BackendError> {
+    let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(work));
+    outcome.unwrap_or_else(|payload| {
+        let message = payload
+            .downcast_ref::<String>()
+            .cloned()
+            .or_else(|| payload.downcast_ref::<&str>().map(|s| s.to_string()))
+            .unwrap_or_else(|| "the backend panicked".into());
+        Err(BackendError::DeviceFailed {
+            device,
+            message: format!(
+                "{message} (is the {} driver installed and the device index valid?)",
+                match device {
+                    DeviceSpec::Cuda { .. } => "NVIDIA",
+                    DeviceSpec::Wgpu { .. } => "Vulkan/Metal",
+                    DeviceSpec::Cpu => "CPU",
+                }
+            ),
+        })
+    })
+}
+
+/// [`DeviceSpec::run_parallel`] once the devices are known to share a backend.
+fn dispatch_parallel<T: ParallelBackendTask>(
+    devices: &[DeviceSpec],
+    task: T,
+) -> Result<T::Output, BackendError> {
+    match devices[0] {
+        #[cfg(feature = "ndarray")]
+        DeviceSpec::Cpu => Ok(task.run::<CpuAutodiff>(vec![
+            burn::backend::ndarray::NdArrayDevice::Cpu;
+            devices.len()
+        ])),
+        #[cfg(feature = "wgpu")]
+        DeviceSpec::Wgpu { .. } => {
+            use burn::backend::wgpu::WgpuDevice;
+            let devices = devices
+                .iter()
+                .map(|d| match d {
+                    DeviceSpec::Wgpu { index: Some(i) } => WgpuDevice::DiscreteGpu(*i),
+                    _ => WgpuDevice::DefaultDevice,
+                })
+                .collect();
+            Ok(task.run::<WgpuAutodiff>(devices))
+        }
+        #[cfg(feature = "cuda")]
+        DeviceSpec::Cuda { .. } => {
+            let devices = devices
+                .iter()
+                .map(|d| match d {
+                    DeviceSpec::Cuda { index } => burn::backend::cuda::CudaDevice::new(*index),
+                    _ => burn::backend::cuda::CudaDevice::new(0),
+                })
+                .collect();
+            Ok(task.run::<CudaAutodiff>(devices))
+        }
+        #[allow(unreachable_patterns)]
+        other => {
+            drop(task);
+            Err(BackendError::NotCompiled {
+                device: other,
+                feature: other.feature(),
+                compiled: compiled_backends().join(", "),
+            })
         }
     }
 }
@@ -200,6 +282,15 @@ pub trait BackendTask {
     type Output;
     /// Runs the task on `device` of backend `B`.
     fn run<B: AutodiffBackend>(self, device: B::Device) -> Self::Output;
+}
+
+/// Work run data-parallel on several devices of one backend by
+/// [`DeviceSpec::run_parallel`].
+pub trait ParallelBackendTask {
+    /// What the task returns.
+    type Output;
+    /// Runs the task on `devices` (at least one) of backend `B`.
+    fn run<B: AutodiffBackend>(self, devices: Vec<B::Device>) -> Self::Output;
 }
 
 /// The backends compiled into this build, by cargo feature name.
@@ -329,6 +420,30 @@ mod tests {
         assert!(
             report.relative_error < 1e-5 && report.gflops > 0.0,
             "{report:?}"
+        );
+    }
+
+    #[test]
+    fn parallel_devices_must_share_a_backend() {
+        struct Count;
+        impl ParallelBackendTask for Count {
+            type Output = usize;
+            fn run<B: AutodiffBackend>(self, devices: Vec<B::Device>) -> usize {
+                devices.len()
+            }
+        }
+        let mixed = [DeviceSpec::Cpu, DeviceSpec::Cuda { index: 0 }];
+        let err = DeviceSpec::run_parallel(&mixed, Count).unwrap_err();
+        assert_eq!(err, BackendError::MixedBackends("cpu, cuda:0".into()));
+        assert!(err.to_string().contains("share one backend"), "{err}");
+        assert_eq!(
+            DeviceSpec::run_parallel(&[], Count).unwrap_err(),
+            BackendError::NoDevices
+        );
+        #[cfg(feature = "ndarray")]
+        assert_eq!(
+            DeviceSpec::run_parallel(&[DeviceSpec::Cpu; 3], Count),
+            Ok(3)
         );
     }
 

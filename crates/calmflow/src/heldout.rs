@@ -451,7 +451,7 @@ impl BackendTask for HeldOutJob {
             json,
             settings,
             make_data()?,
-            device.clone(),
+            std::slice::from_ref(&device),
             &run("calmflow", job.steps, Coupling::ExactOt),
         )?;
         let model = model.valid();
@@ -474,7 +474,7 @@ impl BackendTask for HeldOutJob {
             json,
             cfm_settings,
             make_data()?,
-            device.clone(),
+            std::slice::from_ref(&device),
             &run("cfm", job.cfm_steps, cfm_coupling),
         )?;
         let cfm = cfm.valid();

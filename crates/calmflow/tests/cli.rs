@@ -763,3 +763,117 @@ fn heldout_runs_at_toy_size_and_rejects_bad_conditions() {
         assert!(e.contains(needle) && e.lines().count() == 1, "{e}");
     }
 }
+
+/// The logged losses of a run, by step.
+fn logged_losses(path: &Path) -> Vec<(u64, f64)> {
+    std::fs::read_to_string(path)
+        .unwrap()
+        .lines()
+        .map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).unwrap();
+            (v["step"].as_u64().unwrap(), v["loss"].as_f64().unwrap())
+        })
+        .collect()
+}
+
+/// `train --devices cpu,cpu` (two replicas, 4 sequences each) logs the losses of the
+/// one-device run with batch 8 to f32 rounding (no dropout: its draws come from one
+/// process-wide CPU stream that the replicas share); an interrupted two-device run
+/// resumes; devices of two backends and an uneven split are one-line errors;
+/// `[train] devices` works as the flag does.
+#[test]
+fn train_on_two_cpu_replicas_matches_one_device() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let config = TINY.replace("heads = 2\n", "heads = 2\ndropout = 0.0\n");
+    write(d, "run.toml", &config);
+    let o = calmflow(
+        &["train", "--config", "run.toml", "--out", "one", "--quiet"],
+        d,
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let o = calmflow(
+        &[
+            "train",
+            "--config",
+            "run.toml",
+            "--out",
+            "two",
+            "--steps",
+            "3",
+            "--devices",
+            "cpu,cpu",
+        ],
+        d,
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("data-parallel on 2 devices"),
+        "{}",
+        stderr(&o)
+    );
+    let o = calmflow(
+        &[
+            "train",
+            "--config",
+            "run.toml",
+            "--out",
+            "two",
+            "--resume",
+            "--devices",
+            "cpu,cpu",
+            "--quiet",
+        ],
+        d,
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let (one, two) = (
+        logged_losses(&d.join("one/train_log.jsonl")),
+        logged_losses(&d.join("two/train_log.jsonl")),
+    );
+    assert_eq!(one.len(), two.len(), "{one:?} vs {two:?}");
+    for ((s1, l1), (s2, l2)) in one.iter().zip(&two) {
+        assert_eq!(s1, s2);
+        assert!(
+            (l1 - l2).abs() <= 1e-4 * l1.abs(),
+            "step {s1}: {l1} vs {l2}"
+        );
+    }
+    let config_json =
+        std::fs::read_to_string(d.join("two/checkpoints/step-00000006/config.json")).unwrap();
+    let recorded: serde_json::Value = serde_json::from_str(&config_json).unwrap();
+    assert_eq!(
+        recorded["train"]["devices"],
+        serde_json::json!(["cpu", "cpu"])
+    );
+
+    let o = calmflow(
+        &[
+            "train",
+            "--config",
+            "run.toml",
+            "--out",
+            "x",
+            "--devices",
+            "cpu,cuda:0",
+        ],
+        d,
+    );
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("share one backend"), "{}", stderr(&o));
+    write(
+        d,
+        "three.toml",
+        &config.replace(
+            "[train]\n",
+            "[train]\ndevices = [\"cpu\", \"cpu\", \"cpu\"]\n",
+        ),
+    );
+    let o = calmflow(&["train", "--config", "three.toml", "--out", "x"], d);
+    assert!(!o.status.success());
+    assert!(
+        stderr(&o).contains("train.batch_size = 8 does not split evenly among the 3 devices"),
+        "{}",
+        stderr(&o)
+    );
+}

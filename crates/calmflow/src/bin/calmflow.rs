@@ -167,9 +167,15 @@ struct TrainArgs {
     /// + config.json); its shape replaces the [model] backbone fields. Nothing is downloaded.
     #[arg(long)]
     init_from: Option<PathBuf>,
-    /// Device: cpu, wgpu[:i] or cuda[:i] (among the compiled backends).
-    #[arg(long, default_value = "cpu")]
-    device: DeviceSpec,
+    /// Device: cpu, wgpu[:i] or cuda[:i] (among the compiled backends) [default: cpu,
+    /// or the devices of [train] devices].
+    #[arg(long)]
+    device: Option<DeviceSpec>,
+    /// Train data-parallel on these devices of one backend, comma-separated (e.g.
+    /// cuda:0,cuda:1, or cpu,cpu): a model replica on each, every step's batch split
+    /// evenly among them; overrides [train] devices.
+    #[arg(long, value_delimiter = ',', conflicts_with = "device")]
+    devices: Vec<DeviceSpec>,
     /// No progress output.
     #[arg(long)]
     quiet: bool,
@@ -340,6 +346,29 @@ fn train(args: TrainArgs, kind: ModelKind) -> Result<(), String> {
     if let Some(steps) = args.steps {
         config.train.steps = steps;
     }
+    let devices: Vec<DeviceSpec> = if !args.devices.is_empty() {
+        args.devices.clone()
+    } else if let Some(device) = args.device {
+        vec![device]
+    } else if !config.train.devices.is_empty() {
+        config
+            .train
+            .devices
+            .iter()
+            .map(|name| {
+                name.parse()
+                    .map_err(|e: calmflow::backend::BackendError| format!("train.devices: {e}"))
+            })
+            .collect::<Result<_, _>>()?
+    } else {
+        vec![DeviceSpec::Cpu]
+    };
+    // The checkpoint records the devices the run used.
+    config.train.devices = if devices.len() > 1 {
+        devices.iter().map(DeviceSpec::to_string).collect()
+    } else {
+        Vec::new()
+    };
     let default_out = match kind {
         ModelKind::CalmFlow => "runs/calmflow",
         ModelKind::Cfm => "runs/cfm",
@@ -357,7 +386,13 @@ fn train(args: TrainArgs, kind: ModelKind) -> Result<(), String> {
         kind,
         init_from: args.init_from.clone(),
     };
-    let outcome = on_device(args.device, job)?;
+    let outcome = if let [device] = devices[..] {
+        on_device(device, job)?
+    } else {
+        DeviceSpec::run_parallel(&devices, job)
+            .map_err(|e| e.to_string())?
+            .map_err(|e| e.to_string())?
+    };
     let s = &outcome.summary;
     println!(
         "trained {} parameters for {} steps in {:.1} s ({:.2} steps/s): final loss {:.4}, \
