@@ -11,8 +11,9 @@
 //!   speed suite's model benches built for burn-cuda, and a script that checks an NVIDIA
 //!   GPU: those tests (including their parity tests against the CPU backend), the matmul
 //!   parity and rate of `calmflow devices --check`, the model benches (criterion output
-//!   under `$OUT/criterion`), then the demo and the held-out experiment on `cuda:0` at
-//!   reduced size, each timed. The binaries are stripped and packed with xz
+//!   under `$OUT/criterion`), the demo, a training run on `cuda:0` and the same run
+//!   data-parallel on every GPU (`docs/scaling.md`), and the held-out experiment on
+//!   `cuda:0` at reduced size, each timed. The binaries are stripped and packed with xz
 //!   (`payload.tar.xz`, unpacked by the script). With `--prepare` it only
 //!   builds (to carry the folder to a GPU machine); otherwise it runs the script when
 //!   `nvidia-smi` finds a GPU.
@@ -112,6 +113,33 @@ part "speed suite (model benches) on cuda:0" bench-model.txt \
   env CRITERION_HOME="$OUT/criterion" "$HERE/bench-model" --bench
 part "demo on cuda:0 (reduced: 300 CaLMFlow steps, 1000 CFM steps)" demo.txt \
   "$BIN" demo --device cuda:0 --steps 300 --cfm-steps 1000 --out "$OUT/demo" --quiet
+# Data-parallel training (docs/scaling.md): one GPU, then every GPU (two replicas on
+# cuda:0 when there is only one, which checks the machinery but cannot speed up).
+N_GPU=$(nvidia-smi --list-gpus | wc -l)
+DEVS=$(seq -s, -f 'cuda:%g' 0 $((N_GPU - 1)))
+[ "$N_GPU" -lt 2 ] && DEVS="cuda:0,cuda:0"
+cat > "$OUT/data-parallel.toml" <<'TOML'
+[model]
+hidden = 128
+layers = 4
+heads = 4
+dropout = 0.0
+[flow]
+n_times = 16
+[train]
+steps = 300
+batch_size = 256
+log_every = 50
+validate_every = 0
+checkpoint_every = 0
+[temperature]
+sweep = false
+TOML
+part "training on cuda:0 (H 128, 4 layers, batch 256, 300 steps)" train-one.txt \
+  "$BIN" train --config "$OUT/data-parallel.toml" --out "$OUT/train-one" --device cuda:0 --quiet
+part "data-parallel training on $DEVS (same run)" train-data-parallel.txt \
+  "$BIN" train --config "$OUT/data-parallel.toml" --out "$OUT/train-data-parallel" \
+  --devices "$DEVS" --quiet
 part "held-out single-cell experiment on cuda:0 (reduced: 300 + 1000 steps)" heldout.txt \
   "$BIN" heldout --device cuda:0 --steps 300 --cfm-steps 1000 --out "$OUT/heldout" --quiet
 if [ ${#FAILED[@]} -gt 0 ]; then

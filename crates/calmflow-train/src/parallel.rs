@@ -21,11 +21,17 @@ use std::sync::{Mutex, MutexGuard};
 use std::thread::{Scope, ScopedJoinHandle};
 use std::time::Duration;
 
-use burn::collective::{CollectiveConfig, PeerId, ReduceOperation, register, reset_collective};
+use std::marker::PhantomData;
+
+use burn::collective::{
+    CollectiveConfig, PeerId, ReduceOperation, all_reduce, register, reset_collective,
+};
 use burn::module::AutodiffModule;
+use burn::module::{ModuleVisitor, Param};
 use burn::optim::{GradientsParams, Optimizer};
 use burn::tensor::ElementConversion;
 use burn::tensor::backend::AutodiffBackend;
+use burn::tensor::{Tensor, TensorPrimitive};
 
 use crate::clip::{clip_global_norm, global_grad_norm};
 use crate::condition::ConditionTable;
@@ -107,18 +113,22 @@ where
     let kl: Option<f64> = terms.kl.clone().map(|k| k.into_scalar().elem());
     let mut grads = GradientsParams::from_grads(terms.total.backward(), &model);
     if let Some(peer) = peer {
-        grads = match grads.all_reduce::<B::InnerBackend>(peer, ReduceOperation::Mean) {
-            Ok(g) => g,
-            Err(e) => {
-                return (
-                    model,
-                    Err(TrainError::Collective(format!(
-                        "the gradient all-reduce failed on peer {}: {e:?}",
-                        peer.0
-                    ))),
-                );
-            }
+        let mut average = AverageGradients::<B> {
+            grads: &mut grads,
+            peer,
+            error: None,
+            backend: PhantomData,
         };
+        model.visit(&mut average);
+        if let Some(e) = average.error {
+            return (
+                model,
+                Err(TrainError::Collective(format!(
+                    "the gradient all-reduce failed on peer {}: {e:?}",
+                    peer.0
+                ))),
+            );
+        }
     }
     let grad_norm = if inputs.grad_clip > 0.0 {
         clip_global_norm::<B, M>(&model, &mut grads, inputs.grad_clip)
@@ -126,15 +136,81 @@ where
         global_grad_norm::<B, M>(&model, &grads)
     };
     let model = optim.step(inputs.lr, model, grads);
-    (
-        model,
-        Ok(StepStats {
-            loss,
-            rec,
-            kl,
-            grad_norm,
-        }),
-    )
+    let mut stats = StepStats {
+        loss,
+        rec,
+        kl,
+        grad_norm,
+    };
+    if let Some(peer) = peer {
+        // Every replica learns the mean over all replicas.
+        let local = [loss, rec, kl.unwrap_or(0.0)].map(|v| v as f32);
+        let tensor = Tensor::<B::InnerBackend, 1>::from_floats(local, device);
+        match all_reduce::<B::InnerBackend>(
+            peer,
+            tensor.into_primitive().tensor(),
+            ReduceOperation::Mean,
+        ) {
+            Ok(mean) => {
+                let mean =
+                    Tensor::<B::InnerBackend, 1>::from_primitive(TensorPrimitive::Float(mean));
+                let v: Vec<f32> = mean
+                    .into_data()
+                    .convert::<f32>()
+                    .to_vec()
+                    .unwrap_or_default();
+                if let [l, r, k] = v[..] {
+                    stats.loss = l as f64;
+                    stats.rec = r as f64;
+                    stats.kl = kl.map(|_| k as f64);
+                }
+            }
+            Err(e) => {
+                return (
+                    model,
+                    Err(TrainError::Collective(format!(
+                        "the loss all-reduce failed on peer {}: {e:?}",
+                        peer.0
+                    ))),
+                );
+            }
+        }
+    }
+    (model, Ok(stats))
+}
+
+/// Replaces every gradient by its mean over all replicas, parameter by parameter in the
+/// module's own order. burn-optim's `GradientsParams::all_reduce` goes in `ParamId`
+/// order instead, and parameter ids are drawn at random when a model is built: replicas
+/// built separately (in particular in separate processes) would pair different
+/// parameters, while the module's order is the same wherever the model is built.
+struct AverageGradients<'a, B: AutodiffBackend> {
+    grads: &'a mut GradientsParams,
+    peer: PeerId,
+    error: Option<burn::collective::CollectiveError>,
+    backend: PhantomData<B>,
+}
+
+impl<B: AutodiffBackend> ModuleVisitor<B> for AverageGradients<'_, B> {
+    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<B, D>>) {
+        if self.error.is_some() {
+            return;
+        }
+        let Some(grad) = self.grads.remove::<B::InnerBackend, D>(param.id) else {
+            return;
+        };
+        match all_reduce::<B::InnerBackend>(
+            self.peer,
+            grad.into_primitive().tensor(),
+            ReduceOperation::Mean,
+        ) {
+            Ok(mean) => self.grads.register(
+                param.id,
+                Tensor::<B::InnerBackend, D>::from_primitive(TensorPrimitive::Float(mean)),
+            ),
+            Err(e) => self.error = Some(e),
+        }
+    }
 }
 
 /// One step's work for a helper replica.
