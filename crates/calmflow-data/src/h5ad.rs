@@ -28,7 +28,10 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use hdf5_reader::group::Group;
-use hdf5_reader::{Dataset, Datatype, Hdf5File};
+use hdf5_reader::{ByteOrder, Dataset, Datatype, FilterRegistry, Hdf5File, OpenOptions};
+
+mod lzf;
+pub use lzf::{FILTER_LZF, LzfError, lzf_decompress};
 use ndarray::Array2;
 
 use crate::error::{DataError, Result};
@@ -174,8 +177,8 @@ pub enum Column {
     Int(Vec<Option<i64>>),
     /// Boolean values; `None` where a nullable boolean column is masked.
     Bool(Vec<Option<bool>>),
-    /// Strings.
-    String(Vec<String>),
+    /// Strings; `None` where a nullable string column is masked.
+    String(Vec<Option<String>>),
     /// A column this reader cannot decode (an encoding it does not support, or damaged
     /// data). The file still reads; asking for this column is the error.
     Unreadable {
@@ -264,7 +267,11 @@ impl DataFrame {
                         .ok_or_else(|| missing(row))
                 })
                 .collect(),
-            Column::String(v) => Ok(v.clone()),
+            Column::String(v) => v
+                .iter()
+                .enumerate()
+                .map(|(row, x)| x.clone().ok_or_else(|| missing(row)))
+                .collect(),
             Column::Int(v) => v
                 .iter()
                 .enumerate()
@@ -366,9 +373,42 @@ pub fn read_h5ad(path: impl AsRef<Path>) -> Result<AnnData> {
             std::io::Error::new(std::io::ErrorKind::NotFound, "no such file"),
         ));
     }
-    let file = Hdf5File::open(path)
+    let file = Hdf5File::open_with_options(path, open_options())
         .map_err(|e| h5_error(Some(path), "/", format!("not a readable HDF5 file: {e}")))?;
     Reader { file: &file, path }.read()
+}
+
+/// The HDF5 reader's built-in filters plus LZF (h5py's filter 32000), whose client data
+/// are `[filter version, LZF version, chunk bytes]`.
+fn open_options() -> OpenOptions {
+    let mut filters = FilterRegistry::new();
+    filters.register(
+        FILTER_LZF,
+        Box::new(|filter, data, _| {
+            let declared = filter.client_data.get(2).copied().unwrap_or(0) as usize;
+            let max_len = if declared > 0 {
+                declared
+            } else {
+                data.len().saturating_mul(132)
+            };
+            lzf_decompress(data, max_len)
+                .map_err(|e| hdf5_reader::error::Error::DecompressionError(e.to_string()))
+        }),
+    );
+    OpenOptions::default().with_filter_registry(filters)
+}
+
+/// An IEEE half-precision number (anndata writes `X` as float16 when asked to).
+fn f16_to_f64(bits: u16) -> f64 {
+    let sign = if bits & 0x8000 == 0 { 1.0 } else { -1.0 };
+    let exponent = i32::from((bits >> 10) & 0x1f);
+    let fraction = f64::from(bits & 0x3ff);
+    match exponent {
+        0 => sign * fraction * 2f64.powi(-24),
+        31 if fraction == 0.0 => sign * f64::INFINITY,
+        31 => f64::NAN,
+        _ => sign * (1.0 + fraction / 1024.0) * 2f64.powi(exponent - 15),
+    }
 }
 
 struct Reader<'a> {
@@ -395,7 +435,27 @@ impl Reader<'_> {
         } else if groups.iter().any(|g| g == "X") {
             self.sparse(&self.group("/X")?, "/X")?
         } else {
-            return Err(self.err("/X", "the file has no expression matrix X"));
+            // Dense layers are datasets, sparse ones groups.
+            let layers: Vec<String> = self
+                .group("/layers")
+                .ok()
+                .and_then(|g| g.member_names().ok())
+                .map(|(dense, sparse)| dense.into_iter().chain(sparse).collect())
+                .unwrap_or_default();
+            return Err(self.err(
+                "/X",
+                if layers.is_empty() {
+                    "the file has no expression matrix X".to_string()
+                } else {
+                    format!(
+                        "the file has no expression matrix X, only layers ({}); calmflow reads \
+                         X: store the layer you want as X (in Python: adata.X = \
+                         adata.layers[\"{}\"]; adata.write_h5ad(...))",
+                        layers.join(", "),
+                        layers[0]
+                    )
+                },
+            ));
         };
         let (n_obs, n_vars) = x.shape();
         let obs = self.dataframe("obs", n_obs)?;
@@ -650,6 +710,25 @@ impl Reader<'_> {
                     ordered,
                 })
             }
+            "nullable-string-array" => {
+                let values_el = part("values");
+                let values = self.strings(&self.dataset(&values_el)?, &values_el)?;
+                let mask_el = part("mask");
+                let mask = self.ints(&self.dataset(&mask_el)?, &mask_el)?;
+                if mask.len() != values.len() {
+                    return Err(self.err(
+                        &mask_el,
+                        format!("has {} rows, values has {}", mask.len(), values.len()),
+                    ));
+                }
+                Ok(Column::String(
+                    values
+                        .into_iter()
+                        .zip(mask)
+                        .map(|(v, m)| (m == 0).then_some(v))
+                        .collect(),
+                ))
+            }
             "nullable-integer" | "nullable-boolean" => {
                 let values_el = part("values");
                 let values = self.ints(&self.dataset(&values_el)?, &values_el)?;
@@ -675,7 +754,7 @@ impl Reader<'_> {
                 element,
                 format!(
                     "column encoding `{other}` is not supported (categorical, nullable-integer, \
-                     nullable-boolean, array, string-array are)"
+                     nullable-boolean, nullable-string-array, array, string-array are)"
                 ),
             )),
         }
@@ -687,7 +766,10 @@ impl Reader<'_> {
     fn category_labels(&self, element: &str) -> Result<Vec<String>> {
         let ds = self.dataset(element)?;
         Ok(match self.plain_column(&ds, element)? {
-            Column::String(v) => v,
+            Column::String(v) => v
+                .into_iter()
+                .map(|x| x.unwrap_or_else(|| "<NA>".into()))
+                .collect(),
             Column::Int(v) => v
                 .into_iter()
                 .map(|x| x.map_or_else(|| "<NA>".into(), |x| x.to_string()))
@@ -727,9 +809,9 @@ impl Reader<'_> {
             ));
         }
         match ds.dtype() {
-            Datatype::String { .. } | Datatype::VarLen { .. } => {
-                Ok(Column::String(self.strings(ds, element)?))
-            }
+            Datatype::String { .. } | Datatype::VarLen { .. } => Ok(Column::String(
+                self.strings(ds, element)?.into_iter().map(Some).collect(),
+            )),
             Datatype::FloatingPoint { .. } => Ok(Column::Float(self.floats(ds, element)?)),
             Datatype::FixedPoint { .. } => Ok(Column::Int(
                 self.ints(ds, element)?.into_iter().map(Some).collect(),
@@ -783,11 +865,32 @@ impl Reader<'_> {
                 ds.read_into(&mut v).map_err(read)?;
                 Ok(v)
             }
-            Datatype::FixedPoint { .. } => Ok(self
-                .ints(ds, element)?
-                .into_iter()
-                .map(|v| v as f64)
-                .collect()),
+            Datatype::FloatingPoint {
+                size: 2,
+                byte_order,
+            } => {
+                let big = matches!(byte_order, ByteOrder::BigEndian);
+                let bytes = ds.read_raw_bytes().map_err(read)?;
+                Ok(bytes
+                    .chunks_exact(2)
+                    .map(|b| {
+                        let pair = [b[0], b[1]];
+                        f16_to_f64(if big {
+                            u16::from_be_bytes(pair)
+                        } else {
+                            u16::from_le_bytes(pair)
+                        })
+                    })
+                    .collect())
+            }
+            // Integers, and booleans (h5py writes them as an enum FALSE/TRUE on int8).
+            Datatype::FixedPoint { .. } | Datatype::Enum { .. } | Datatype::Bitfield { .. } => {
+                Ok(self
+                    .ints(ds, element)?
+                    .into_iter()
+                    .map(|v| v as f64)
+                    .collect())
+            }
             other => Err(self.err(element, format!("datatype {other:?} is not numeric"))),
         }
     }
@@ -873,4 +976,24 @@ fn to_usize(v: i64) -> Option<usize> {
 /// with this crate.
 pub fn bundled_pbmc68k_reduced() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("data/pbmc68k_reduced/pbmc68k_reduced.h5ad")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::f16_to_f64;
+
+    #[test]
+    fn half_precision_decodes_every_class() {
+        assert_eq!(f16_to_f64(0x3c00), 1.0);
+        assert_eq!(f16_to_f64(0xc000), -2.0);
+        assert_eq!(f16_to_f64(0x3555), 0.333251953125);
+        assert_eq!(f16_to_f64(0x7bff), 65504.0);
+        assert_eq!(f16_to_f64(0x0001), 2f64.powi(-24));
+        assert_eq!(f16_to_f64(0x03ff), 1023.0 * 2f64.powi(-24));
+        assert_eq!(f16_to_f64(0x8000), 0.0);
+        assert!(f16_to_f64(0x8000).is_sign_negative());
+        assert_eq!(f16_to_f64(0x7c00), f64::INFINITY);
+        assert_eq!(f16_to_f64(0xfc00), f64::NEG_INFINITY);
+        assert!(f16_to_f64(0x7e00).is_nan());
+    }
 }

@@ -492,3 +492,96 @@ fn malformed_files_are_errors_naming_the_element() {
         Err(DataError::Io { .. })
     ));
 }
+
+/// A file of `tests/fixtures/anndata`, written by the anndata package (0.12.19) itself
+/// with `make_fixtures.py` there.
+fn anndata_fixture(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/anndata")
+        .join(name)
+}
+
+/// The `X` of every fixture: `arange(24).reshape(6, 4) / 4` (exact in float16 too).
+fn fixture_x() -> ndarray::Array2<f32> {
+    ndarray::Array2::from_shape_fn((6, 4), |(i, j)| (i * 4 + j) as f32 / 4.0)
+}
+
+fn fixture_cell_types() -> Vec<String> {
+    ["B", "T", "B", "NK", "T", "B"].map(String::from).to_vec()
+}
+
+/// `compression="lzf"` (h5py's filter 32000) on every dataset, dense and CSR `X`.
+#[test]
+fn anndata_lzf_files_read_exactly() {
+    for name in ["lzf.h5ad", "csr_lzf.h5ad"] {
+        let adata = read_h5ad(anndata_fixture(name)).unwrap();
+        assert_eq!(adata.x.to_dense(), fixture_x(), "{name}");
+        assert_eq!(
+            adata.obs.index,
+            (0..6).map(|i| format!("c{i}")).collect::<Vec<_>>()
+        );
+        assert_eq!(adata.obs.labels("cell_type").unwrap(), fixture_cell_types());
+    }
+    let adata = read_h5ad(anndata_fixture("csr_lzf.h5ad")).unwrap();
+    let Expression::Csr(csr) = &adata.x else {
+        panic!("csr_lzf stores X as CSR")
+    };
+    assert_eq!(csr.data.len(), 23, "every entry but the zero at (0, 0)");
+}
+
+#[test]
+fn anndata_float16_x_reads_exactly() {
+    let adata = read_h5ad(anndata_fixture("float16.h5ad")).unwrap();
+    assert_eq!(adata.x.to_dense(), fixture_x());
+}
+
+/// pandas' `string` dtype, written unconverted: `nullable-string-array` (values + mask).
+#[test]
+fn anndata_nullable_strings_keep_their_missing_rows() {
+    let adata = read_h5ad(anndata_fixture("nullable_strings.h5ad")).unwrap();
+    let donor = adata.obs.column("donor").unwrap();
+    let want: Vec<Option<String>> = [Some("d1"), None, Some("d2"), Some("d1"), Some("d2"), None]
+        .iter()
+        .map(|v| v.map(String::from))
+        .collect();
+    assert_eq!(donor, &Column::String(want));
+    let err = adata.obs.labels("donor").unwrap_err().to_string();
+    assert!(err.contains("row 1 has a missing value"), "{err}");
+}
+
+/// Integer and boolean categories, and boolean and integer `obsm` matrices.
+#[test]
+fn anndata_integer_boolean_categories_and_obsm_read() {
+    let adata = read_h5ad(anndata_fixture("categories_obsm.h5ad")).unwrap();
+    assert_eq!(
+        adata.obs.labels("batch").unwrap(),
+        ["1", "2", "1", "2", "3", "1"].map(String::from).to_vec()
+    );
+    assert_eq!(
+        adata.obs.labels("treated").unwrap(),
+        ["True", "False", "True", "True", "False", "False"]
+            .map(String::from)
+            .to_vec()
+    );
+    let counts = ndarray::Array2::from_shape_fn((6, 3), |(i, j)| (i * 3 + j) as f32);
+    assert_eq!(adata.obsm["counts"], counts);
+    let mask = ndarray::array![[1., 0.], [0., 0.], [1., 1.], [1., 1.], [1., 1.], [1., 0.]];
+    assert_eq!(adata.obsm["mask"], mask);
+    assert!(
+        adata.unreadable_obsm.is_empty(),
+        "{:?}",
+        adata.unreadable_obsm
+    );
+}
+
+#[test]
+fn anndata_file_without_x_names_its_layers() {
+    let err = read_h5ad(anndata_fixture("layers_only.h5ad"))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("no expression matrix X, only layers (counts)")
+            && err.contains("adata.X = adata.layers[\"counts\"]"),
+        "{err}"
+    );
+}

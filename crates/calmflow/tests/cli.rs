@@ -876,4 +876,16 @@ fn train_on_two_cpu_replicas_matches_one_device() {
         "{}",
         stderr(&o)
     );
+    write(
+        d,
+        "unknown.toml",
+        &config.replace("[train]\n", "[train]\ndevices = [\"cpu\", \"tpu:0\"]\n"),
+    );
+    let o = calmflow(&["train", "--config", "unknown.toml", "--out", "x"], d);
+    assert!(!o.status.success());
+    assert!(
+        stderr(&o).contains("train.devices: unknown device `tpu:0`"),
+        "{}",
+        stderr(&o)
+    );
 }
