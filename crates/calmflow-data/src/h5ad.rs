@@ -713,41 +713,16 @@ impl Reader<'_> {
             "nullable-string-array" => {
                 let values_el = part("values");
                 let values = self.strings(&self.dataset(&values_el)?, &values_el)?;
-                let mask_el = part("mask");
-                let mask = self.ints(&self.dataset(&mask_el)?, &mask_el)?;
-                if mask.len() != values.len() {
-                    return Err(self.err(
-                        &mask_el,
-                        format!("has {} rows, values has {}", mask.len(), values.len()),
-                    ));
-                }
-                Ok(Column::String(
-                    values
-                        .into_iter()
-                        .zip(mask)
-                        .map(|(v, m)| (m == 0).then_some(v))
-                        .collect(),
-                ))
+                Ok(Column::String(self.masked(values, &part("mask"))?))
             }
             "nullable-integer" | "nullable-boolean" => {
                 let values_el = part("values");
                 let values = self.ints(&self.dataset(&values_el)?, &values_el)?;
-                let mask_el = part("mask");
-                let mask = self.ints(&self.dataset(&mask_el)?, &mask_el)?;
-                if mask.len() != values.len() {
-                    return Err(self.err(
-                        &mask_el,
-                        format!("has {} rows, values has {}", mask.len(), values.len()),
-                    ));
-                }
-                let kept = values
-                    .iter()
-                    .zip(&mask)
-                    .map(|(&v, &m)| (m == 0).then_some(v));
+                let kept = self.masked(values, &part("mask"))?;
                 Ok(if encoding == "nullable-integer" {
-                    Column::Int(kept.collect())
+                    Column::Int(kept)
                 } else {
-                    Column::Bool(kept.map(|v| v.map(|v| v != 0)).collect())
+                    Column::Bool(kept.into_iter().map(|v| v.map(|v| v != 0)).collect())
                 })
             }
             other => Err(self.err(
@@ -827,6 +802,22 @@ impl Reader<'_> {
                 format!("column datatype {other:?} is not supported"),
             )),
         }
+    }
+
+    /// `values` with `None` where the boolean dataset `mask_el` (pandas' `isna`) is set.
+    fn masked<T>(&self, values: Vec<T>, mask_el: &str) -> Result<Vec<Option<T>>> {
+        let mask = self.ints(&self.dataset(mask_el)?, mask_el)?;
+        if mask.len() != values.len() {
+            return Err(self.err(
+                mask_el,
+                format!("has {} rows, values has {}", mask.len(), values.len()),
+            ));
+        }
+        Ok(values
+            .into_iter()
+            .zip(mask)
+            .map(|(v, m)| (m == 0).then_some(v))
+            .collect())
     }
 
     fn matrix(&self, ds: &Dataset, element: &str) -> Result<Array2<f32>> {

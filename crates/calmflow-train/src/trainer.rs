@@ -25,7 +25,7 @@ use crate::condition::ConditionBatch;
 use crate::coupling::Coupling;
 use crate::data::FlowData;
 use crate::error::{Result, TrainError, invalid};
-use crate::objective::FlowObjective;
+use crate::objective::{DrawnBatch, FlowObjective};
 use crate::parallel::{
     FailureLog, PeerGroup, Replica, Shared, StepInputs, StepStats, Work, replica_step,
 };
@@ -626,29 +626,8 @@ where
         let batch = self
             .model()
             .draw(&x0, &x1, conditions.as_deref(), &self.settings, &mut rng)?;
-        let table = self.data.conditions.as_ref().map(|c| &c.table);
-        let inputs = |batch| StepInputs {
-            batch,
-            table,
-            settings: &self.settings,
-            step,
-            lr,
-            grad_clip: self.config.grad_clip,
-        };
         let Some(group) = group else {
-            let model = self
-                .model
-                .take()
-                .expect("the trainer always holds its model between steps");
-            let (model, stats) = replica_step::<B, M, _>(
-                model,
-                &mut self.optim,
-                &inputs(&batch),
-                &self.device,
-                None,
-            );
-            self.model = Some(model);
-            return stats;
+            return self.own_step(&batch, step, lr, None);
         };
         let peers = group.peers();
         for peer in 1..peers {
@@ -662,18 +641,7 @@ where
             }
         }
         let own = batch.share(0, peers)?;
-        let model = self
-            .model
-            .take()
-            .expect("the trainer always holds its model between steps");
-        let (model, stats) = replica_step::<B, M, _>(
-            model,
-            &mut self.optim,
-            &inputs(&own),
-            &self.device,
-            Some(PeerId::from(0usize)),
-        );
-        self.model = Some(model);
+        let stats = self.own_step(&own, step, lr, Some(PeerId::from(0usize)));
         let mut all = match stats {
             Ok(s) => vec![s],
             Err(e) => return Err(group.fail(Some((format!("{:?}", self.device), e)))),
@@ -685,6 +653,32 @@ where
             }
         }
         Ok(StepStats::mean(&all))
+    }
+
+    /// The trainer's own replica's step on `batch` (all of it, or replica 0's share).
+    fn own_step(
+        &mut self,
+        batch: &DrawnBatch,
+        step: usize,
+        lr: f64,
+        peer: Option<PeerId>,
+    ) -> Result<StepStats> {
+        let inputs = StepInputs {
+            batch,
+            table: self.data.conditions.as_ref().map(|c| &c.table),
+            settings: &self.settings,
+            step,
+            lr,
+            grad_clip: self.config.grad_clip,
+        };
+        let model = self
+            .model
+            .take()
+            .expect("the trainer always holds its model between steps");
+        let (model, stats) =
+            replica_step::<B, M, _>(model, &mut self.optim, &inputs, &self.device, peer);
+        self.model = Some(model);
+        stats
     }
 
     fn run_loop(

@@ -2,6 +2,7 @@
 //! one-hot labels both learn two condition-dependent Gaussian maps.
 
 mod backend;
+mod prompts;
 
 use std::sync::Mutex;
 
@@ -10,10 +11,10 @@ use burn::module::AutodiffModule;
 use burn::tensor::backend::Backend;
 use calmflow_data::{Rng, Sampler, seeded_rng};
 use calmflow_model::CalmFlowConfig;
-use calmflow_tokenize::{PromptTemplate, PromptTokenizer, WordTokenizer};
+use calmflow_tokenize::PromptTokenizer;
 use calmflow_train::{
-    CalmFlowSettings, CfmVariant, ConditionTable, FlowData, GenerationOptions, OdeSolver,
-    PointSource, Silent, TrainConfig, Trainer, VelocityMlpConfig, cfm_sample, generate,
+    CalmFlowSettings, CfmVariant, FlowData, GenerationOptions, OdeSolver, PointSource, Silent,
+    TrainConfig, Trainer, VelocityMlpConfig, cfm_sample, generate,
 };
 use ndarray::Array2;
 use rand_distr::{Distribution, Normal};
@@ -47,21 +48,7 @@ fn data(seed: u64) -> (FlowData, PromptTokenizer) {
     let target = Array2::from_shape_fn((400, 1), |(i, _)| {
         (MEANS[conditions[i]] + noise.sample(&mut rng)) as f32
     });
-    let template = PromptTemplate::parse("Generate a {level} sample:").unwrap();
-    let labels = [vec!["lo".to_string()], vec!["hi".to_string()]];
-    let texts: Vec<String> = labels
-        .iter()
-        .map(|l| template.fill(&["level"], l).unwrap())
-        .collect();
-    let tokenizer = PromptTokenizer::Word(WordTokenizer::from_texts(&texts));
-    let prompts = texts.iter().map(|t| tokenizer.encode(t).unwrap()).collect();
-    let table = ConditionTable::new(
-        vec!["level".into()],
-        labels.to_vec(),
-        prompts,
-        tokenizer.pad_id(),
-    )
-    .unwrap();
+    let (table, tokenizer) = prompts::level_table();
     let data = FlowData::conditional(
         PointSource::Sampler(Box::new(StdNormal)),
         target,

@@ -4,6 +4,7 @@
 //! failing replica and a panicking replica are typed errors that arrive in bounded time.
 
 mod backend;
+mod prompts;
 
 use std::sync::Mutex;
 use std::time::Duration;
@@ -14,7 +15,6 @@ use burn::tensor::Tensor;
 use burn::tensor::backend::Backend;
 use calmflow_data::{Rng, Sampler, seeded_rng};
 use calmflow_model::{CalmFlowConfig, HeadKind};
-use calmflow_tokenize::{PromptTemplate, PromptTokenizer, WordTokenizer};
 use calmflow_train::{
     CalmFlowSettings, CfmSettings, CfmVariant, Checkpoint, ConditionTable, DrawnBatch, FlowData,
     FlowObjective, LossTerms, PointSource, Silent, TrainConfig, TrainError, Trainer, VelocityMlp,
@@ -274,21 +274,7 @@ fn prompted_data() -> FlowData {
     let target = Array2::from_shape_fn((200, 1), |(i, _)| {
         (if conditions[i] == 0 { -2.0 } else { 2.0 } + noise.sample(&mut rng)) as f32
     });
-    let template = PromptTemplate::parse("Generate a {level} sample:").unwrap();
-    let labels = [vec!["lo".to_string()], vec!["hi".to_string()]];
-    let texts: Vec<String> = labels
-        .iter()
-        .map(|l| template.fill(&["level"], l).unwrap())
-        .collect();
-    let tokenizer = PromptTokenizer::Word(WordTokenizer::from_texts(&texts));
-    let prompts = texts.iter().map(|t| tokenizer.encode(t).unwrap()).collect();
-    let table = ConditionTable::new(
-        vec!["level".into()],
-        labels.to_vec(),
-        prompts,
-        tokenizer.pad_id(),
-    )
-    .unwrap();
+    let (table, _) = prompts::level_table();
     FlowData::conditional(
         PointSource::Sampler(Box::new(Gaussian { mean: 0.0, dim: 1 })),
         target,

@@ -114,6 +114,15 @@ impl DeviceSpec {
         catch_backend_panic(self, || self.dispatch(task))
     }
 
+    /// The error for a device whose backend this build lacks.
+    fn not_compiled(self) -> BackendError {
+        BackendError::NotCompiled {
+            device: self,
+            feature: self.feature(),
+            compiled: compiled_backends().join(", "),
+        }
+    }
+
     /// Runs `task` data-parallel on `devices` (one model replica each; the same device
     /// may repeat), which must all belong to one backend. A panic of the backend is
     /// reported as for [`DeviceSpec::run`].
@@ -157,11 +166,7 @@ impl DeviceSpec {
             other => {
                 // Built without that backend (or with none at all): the task is not run.
                 drop(task);
-                Err(BackendError::NotCompiled {
-                    device: other,
-                    feature: other.feature(),
-                    compiled: compiled_backends().join(", "),
-                })
+                Err(other.not_compiled())
             }
         }
     }
@@ -230,11 +235,7 @@ fn dispatch_parallel<T: ParallelBackendTask>(
         #[allow(unreachable_patterns)]
         other => {
             drop(task);
-            Err(BackendError::NotCompiled {
-                device: other,
-                feature: other.feature(),
-                compiled: compiled_backends().join(", "),
-            })
+            Err(other.not_compiled())
         }
     }
 }
