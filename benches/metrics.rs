@@ -1,9 +1,10 @@
 //! Exact W2 (an O(n³) assignment) and multiscale MMD (O(n² D)) at n = 500, 1000, 2000
-//! in D = 2 and D = 100.
+//! in D = 2 and D = 100; energy distance (three O(n² D) distance matrices) at n = 1000 in
+//! D = 1000, the shape of a single-cell comparison in gene space.
 #![allow(missing_docs)] // criterion's macros generate undocumented items
 
 use calmflow_benches::normal_points;
-use calmflow_metrics::{TORCHCFM_SIGMAS, mmd2_biased, w2_exact};
+use calmflow_metrics::{TORCHCFM_SIGMAS, energy_distance, mmd2_biased, w2_exact};
 use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
 use std::hint::black_box;
 use std::time::Duration;
@@ -30,6 +31,13 @@ fn metrics(c: &mut Criterion) {
             });
         }
     }
+    let (x, y) = (
+        normal_points(1000, 1000, 0.0, 1),
+        normal_points(1000, 1000, 0.5, 2),
+    );
+    group.bench_function(BenchmarkId::new("energy", "n1000_d1000"), |b| {
+        b.iter(|| energy_distance(black_box(x.view()), black_box(y.view())).expect("energy"))
+    });
     group.finish();
 }
 

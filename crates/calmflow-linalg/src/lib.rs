@@ -17,6 +17,7 @@
 //! ```
 
 use ndarray::{Array1, Array2, ArrayView2, Axis};
+use rayon::prelude::*;
 
 /// Element types accepted as sample matrices.
 pub trait Real: Copy {
@@ -91,19 +92,53 @@ pub fn sqrt_psd(a: &Array2<f64>) -> Array2<f64> {
 }
 
 /// Squared Euclidean distances `‖x_i − y_j‖²` between the rows of `x` and `y`
-/// (computed directly, not by the cancellation-prone `‖x‖² + ‖y‖² − 2x·y`).
+/// (computed directly, not by the cancellation-prone `‖x‖² + ‖y‖² − 2x·y`: a point's
+/// distance to itself is exactly 0).
+///
+/// Rows of the result are computed in parallel (rayon), and each sum with four partial
+/// sums that the compiler can vectorise; every entry is the same whatever the number of
+/// threads.
 pub fn pairwise_sq_dists<T: Real>(x: ArrayView2<'_, T>, y: ArrayView2<'_, T>) -> Array2<f64> {
-    let x = to_f64(x);
-    let y = to_f64(y);
-    let mut d = Array2::zeros((x.nrows(), y.nrows()));
-    for (i, xi) in x.rows().into_iter().enumerate() {
-        let xi = xi.as_slice().unwrap_or(&[]);
-        for (j, yj) in y.rows().into_iter().enumerate() {
-            let yj = yj.as_slice().unwrap_or(&[]);
-            d[[i, j]] = xi.iter().zip(yj).map(|(a, b)| (a - b) * (a - b)).sum();
+    // Row-major copies, whatever the layout of the views (a transposed view maps to a
+    // column-major array, whose rows are not slices).
+    let x = to_f64(x).as_standard_layout().into_owned();
+    let y = to_f64(y).as_standard_layout().into_owned();
+    let (n, m) = (x.nrows(), y.nrows());
+    let mut d = Array2::<f64>::zeros((n, m));
+    if n == 0 || m == 0 {
+        return d;
+    }
+    let rows: Vec<&[f64]> = y
+        .rows()
+        .into_iter()
+        .map(|r| r.to_slice().expect("rows of a row-major array are slices"))
+        .collect();
+    let out = d
+        .as_slice_mut()
+        .expect("a freshly allocated array is contiguous");
+    out.par_chunks_mut(m).enumerate().for_each(|(i, row)| {
+        let xi = x.row(i);
+        let xi = xi.to_slice().expect("rows of a row-major array are slices");
+        for (dij, yj) in row.iter_mut().zip(&rows) {
+            *dij = sq_dist(xi, yj);
+        }
+    });
+    d
+}
+
+/// `Σ (a_k − b_k)²` with four partial sums (sequential below four terms).
+fn sq_dist(a: &[f64], b: &[f64]) -> f64 {
+    let (ca, cb) = (a.chunks_exact(4), b.chunks_exact(4));
+    let (ra, rb) = (ca.remainder(), cb.remainder());
+    let mut acc = [0.0f64; 4];
+    for (p, q) in ca.zip(cb) {
+        for k in 0..4 {
+            let t = p[k] - q[k];
+            acc[k] += t * t;
         }
     }
-    d
+    let tail: f64 = ra.iter().zip(rb).map(|(p, q)| (p - q) * (p - q)).sum();
+    (acc[0] + acc[1]) + (acc[2] + acc[3]) + tail
 }
 
 #[cfg(test)]
@@ -145,5 +180,31 @@ mod tests {
         let y = array![[3.0f32, 4.0]];
         let d = pairwise_sq_dists(x.view(), y.view());
         assert_eq!(d, array![[25.0], [13.0]]);
+    }
+
+    /// Long rows (the four partial sums and the tail), transposed views, empty sets,
+    /// and exact zeros on the diagonal, against a sequential f64 re-computation.
+    #[test]
+    fn pairwise_distances_of_long_rows_and_any_layout() {
+        let x = Array2::from_shape_fn((7, 11), |(i, k)| ((i * 13 + k * 7) % 17) as f64 / 3.0 - 2.0);
+        let y = Array2::from_shape_fn((11, 5), |(k, j)| ((k * 5 + j * 3) % 11) as f64 / 7.0);
+        let yt = y.t(); // 5 × 11, column-major
+        let d = pairwise_sq_dists(x.view(), yt);
+        assert_eq!(d.dim(), (7, 5));
+        for i in 0..7 {
+            for j in 0..5 {
+                let want: f64 = (0..11).map(|k| (x[[i, k]] - yt[[j, k]]).powi(2)).sum();
+                assert!(
+                    (d[[i, j]] - want).abs() <= 1e-12 * want.max(1.0),
+                    "({i}, {j})"
+                );
+            }
+        }
+        let own = pairwise_sq_dists(x.view(), x.view());
+        assert!((0..7).all(|i| own[[i, i]] == 0.0));
+        assert_eq!(
+            pairwise_sq_dists(x.view(), x.slice(ndarray::s![..0, ..])).dim(),
+            (7, 0)
+        );
     }
 }
