@@ -473,14 +473,8 @@ impl Reader<'_> {
                     .dataset(&element)
                     .and_then(|d| self.matrix(&d, &element))
                     .and_then(|m| {
-                        if m.nrows() == n_obs {
-                            Ok(m)
-                        } else {
-                            Err(self.err(
-                                &element,
-                                format!("has {} rows, X has {n_obs} cells", m.nrows()),
-                            ))
-                        }
+                        let rows = m.nrows();
+                        self.with_rows(m, rows, n_obs, &element, &format!("X has {n_obs} cells"))
                     });
                 match read {
                     Ok(m) => {
@@ -646,14 +640,14 @@ impl Reader<'_> {
                 self.dataset(&el).and_then(|d| self.plain_column(&d, &el))
             };
             let read = read.and_then(|column| {
-                if column.len() == n_rows {
-                    Ok(column)
-                } else {
-                    Err(self.err(
-                        &el,
-                        format!("has {} rows, the dataframe has {n_rows}", column.len()),
-                    ))
-                }
+                let rows = column.len();
+                self.with_rows(
+                    column,
+                    rows,
+                    n_rows,
+                    &el,
+                    &format!("the dataframe has {n_rows}"),
+                )
             });
             // A column nobody asks for must not make the file unreadable: keep the fault
             // and report it when the column is used.
@@ -801,6 +795,23 @@ impl Reader<'_> {
                 element,
                 format!("column datatype {other:?} is not supported"),
             )),
+        }
+    }
+
+    /// `value` (with `rows` rows, read from `element`) if it has the `want` rows of its
+    /// table; else the error "has `rows` rows, `table`" (what the table has).
+    fn with_rows<T>(
+        &self,
+        value: T,
+        rows: usize,
+        want: usize,
+        element: &str,
+        table: &str,
+    ) -> Result<T> {
+        if rows == want {
+            Ok(value)
+        } else {
+            Err(self.err(element, format!("has {rows} rows, {table}")))
         }
     }
 

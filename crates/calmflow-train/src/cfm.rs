@@ -249,20 +249,26 @@ impl<B: Backend> FlowObjective<B> for VelocityMlp<B> {
                 (x0.dim(), x1.dim()),
             ));
         }
-        let (mut xt, mut ut, mut times) = (
-            Array2::<f32>::zeros((n, d)),
-            Array2::<f32>::zeros((n, d)),
-            Array2::<f32>::zeros((n, 1)),
-        );
+        let (mut xt, mut ut, mut times) =
+            (vec![0.0f32; n * d], vec![0.0f32; n * d], vec![0.0f32; n]);
         for i in 0..n {
             let t: f64 = rng.random();
-            times[[i, 0]] = t as f32;
+            times[i] = t as f32;
             let (a, b) = (x0.row(i).to_vec(), x1.row(i).to_vec());
-            let (mut p, mut u) = (vec![0.0f32; d], vec![0.0f32; d]);
-            settings.path.point(t, &a, &b, rng, &mut p, &mut u);
-            xt.row_mut(i).assign(&ndarray::ArrayView1::from(&p));
-            ut.row_mut(i).assign(&ndarray::ArrayView1::from(&u));
+            settings.path.point(
+                t,
+                &a,
+                &b,
+                rng,
+                &mut xt[i * d..(i + 1) * d],
+                &mut ut[i * d..(i + 1) * d],
+            );
         }
+        let field = |v: Vec<f32>, width: usize| {
+            Array2::from_shape_vec((n, width), v)
+                .map_err(|e| shape_error("CFM draws", format!("({n}, {width})"), e))
+        };
+        let (xt, ut, times) = (field(xt, d)?, field(ut, d)?, field(times, 1)?);
         DrawnBatch::new(vec![xt, ut, times], 1, conditions.map(<[usize]>::to_vec))
     }
 

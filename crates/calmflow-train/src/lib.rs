@@ -42,6 +42,7 @@ pub use generate::{
 pub use loss::{LossTerms, VolterraFlowLoss};
 pub use objective::{CalmFlowSettings, DrawnBatch, FlowObjective};
 pub use ode::{AdaptiveSettings, OdeSolution, OdeSolver, SolveStats, integrate};
+pub use parallel::panic_message;
 pub use path::{ConditionalPath, Interpolant, NoiseSchedule};
 pub use schedule::{LrDecay, LrSchedule};
 pub use trainer::{LogRecord, Silent, TrainConfig, TrainObserver, TrainSummary, Trainer};

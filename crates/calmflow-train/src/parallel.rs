@@ -14,6 +14,7 @@
 //! which wakes replicas blocked in an all-reduce with an error instead of leaving them
 //! waiting for a peer that will never come.
 
+use std::marker::PhantomData;
 use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{Receiver, Sender, channel};
@@ -21,13 +22,10 @@ use std::sync::{Mutex, MutexGuard};
 use std::thread::{Scope, ScopedJoinHandle};
 use std::time::Duration;
 
-use std::marker::PhantomData;
-
 use burn::collective::{
     CollectiveConfig, PeerId, ReduceOperation, all_reduce, register, reset_collective,
 };
-use burn::module::AutodiffModule;
-use burn::module::{ModuleVisitor, Param};
+use burn::module::{AutodiffModule, ModuleVisitor, Param};
 use burn::optim::{GradientsParams, Optimizer};
 use burn::tensor::ElementConversion;
 use burn::tensor::backend::AutodiffBackend;
@@ -37,6 +35,7 @@ use crate::clip::{clip_global_norm, global_grad_norm};
 use crate::condition::ConditionTable;
 use crate::error::{Result, TrainError};
 use crate::objective::{DrawnBatch, FlowObjective};
+use crate::trainer::step_seed;
 
 /// The process-wide lock of burn-collective's local server.
 static COLLECTIVE: Mutex<()> = Mutex::new(());
@@ -44,10 +43,21 @@ static COLLECTIVE: Mutex<()> = Mutex::new(());
 /// How often the watchdog resets the collective while a failed run winds down.
 const WATCHDOG_PERIOD: Duration = Duration::from_millis(10);
 
+/// The backend seed of `replica` in step `step`: replica 0 (and a one-device run) uses
+/// stream 2; replicas 1, 2, … streams of their own.
+pub(crate) fn replica_seed(seed: u64, step: usize, replica: usize) -> u64 {
+    let stream = if replica == 0 {
+        2
+    } else {
+        0x1000 + replica as u64
+    };
+    step_seed(seed, step as u64, stream)
+}
+
 /// What one replica measured in one step.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub(crate) struct StepStats {
-    /// Loss of the replica's examples.
+    /// Loss of the replica's examples (the trainer averages the replicas').
     pub loss: f64,
     /// Reconstruction term.
     pub rec: f64,
@@ -136,46 +146,12 @@ where
         global_grad_norm::<B, M>(&model, &grads)
     };
     let model = optim.step(inputs.lr, model, grads);
-    let mut stats = StepStats {
+    let stats = StepStats {
         loss,
         rec,
         kl,
         grad_norm,
     };
-    if let Some(peer) = peer {
-        // Every replica learns the mean over all replicas.
-        let local = [loss, rec, kl.unwrap_or(0.0)].map(|v| v as f32);
-        let tensor = Tensor::<B::InnerBackend, 1>::from_floats(local, device);
-        match all_reduce::<B::InnerBackend>(
-            peer,
-            tensor.into_primitive().tensor(),
-            ReduceOperation::Mean,
-        ) {
-            Ok(mean) => {
-                let mean =
-                    Tensor::<B::InnerBackend, 1>::from_primitive(TensorPrimitive::Float(mean));
-                let v: Vec<f32> = mean
-                    .into_data()
-                    .convert::<f32>()
-                    .to_vec()
-                    .unwrap_or_default();
-                if let [l, r, k] = v[..] {
-                    stats.loss = l as f64;
-                    stats.rec = r as f64;
-                    stats.kl = kl.map(|_| k as f64);
-                }
-            }
-            Err(e) => {
-                return (
-                    model,
-                    Err(TrainError::Collective(format!(
-                        "the loss all-reduce failed on peer {}: {e:?}",
-                        peer.0
-                    ))),
-                );
-            }
-        }
-    }
     (model, Ok(stats))
 }
 
@@ -277,12 +253,12 @@ pub(crate) struct Shared<S> {
     pub seed: u64,
 }
 
-fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+/// The message of a caught panic (`panic!` payloads are a `String` or a `&str`).
+pub fn panic_message(payload: &(dyn std::any::Any + Send)) -> Option<String> {
     payload
         .downcast_ref::<String>()
         .cloned()
         .or_else(|| payload.downcast_ref::<&str>().map(|s| s.to_string()))
-        .unwrap_or_else(|| "a panic without a message".into())
 }
 
 impl<'scope> PeerGroup<'scope> {
@@ -295,7 +271,6 @@ impl<'scope> PeerGroup<'scope> {
         shared: &'scope Shared<M::Settings>,
         log: &'scope FailureLog,
         done: &'scope AtomicBool,
-        seed_stream: fn(u64, usize, usize) -> u64,
     ) -> Result<Self>
     where
         B: AutodiffBackend,
@@ -337,6 +312,7 @@ impl<'scope> PeerGroup<'scope> {
                     return Err(TrainError::Collective(format!(
                         "peer {k} panicked while joining the collective: {}",
                         panic_message(p.as_ref())
+                            .unwrap_or_else(|| "a panic without a message".into())
                     )));
                 }
             }
@@ -371,7 +347,7 @@ impl<'scope> PeerGroup<'scope> {
                 } = replica;
                 let outcome = std::panic::catch_unwind(AssertUnwindSafe(|| {
                     while let Ok(work) = work_rx.recv() {
-                        B::seed(&device, seed_stream(shared.seed, work.step, peer));
+                        B::seed(&device, replica_seed(shared.seed, work.step, peer));
                         let inputs = StepInputs {
                             batch: &work.batch,
                             table: shared.table.as_ref(),
@@ -408,6 +384,7 @@ impl<'scope> PeerGroup<'scope> {
                         TrainError::Collective(format!(
                             "the replica panicked: {}",
                             panic_message(p.as_ref())
+                                .unwrap_or_else(|| "a panic without a message".into())
                         )),
                     ),
                 }

@@ -27,7 +27,7 @@ use crate::data::FlowData;
 use crate::error::{Result, TrainError, invalid};
 use crate::objective::{DrawnBatch, FlowObjective};
 use crate::parallel::{
-    FailureLog, PeerGroup, Replica, Shared, StepInputs, StepStats, Work, replica_step,
+    FailureLog, PeerGroup, Replica, Shared, StepInputs, StepStats, Work, replica_seed, replica_step,
 };
 use crate::schedule::{LrDecay, LrSchedule};
 
@@ -224,24 +224,13 @@ pub struct TrainSummary {
 
 /// A seed for step `step` of a run seeded `seed` (SplitMix64 of the pair), so that the
 /// draws of different steps and runs are unrelated.
-fn step_seed(seed: u64, step: u64, stream: u64) -> u64 {
+pub(crate) fn step_seed(seed: u64, step: u64, stream: u64) -> u64 {
     let mut z = seed
         .wrapping_add(step.wrapping_mul(0x9E37_79B9_7F4A_7C15))
         .wrapping_add(stream.wrapping_mul(0xD1B5_4A32_D192_ED03));
     z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
     z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
     z ^ (z >> 31)
-}
-
-/// The backend seed of `replica` in step `step`: replica 0 (and a one-device run) uses
-/// stream 2; replicas 1, 2, … streams of their own.
-fn replica_seed(seed: u64, step: usize, replica: usize) -> u64 {
-    let stream = if replica == 0 {
-        2
-    } else {
-        0x1000 + replica as u64
-    };
-    step_seed(seed, step as u64, stream)
 }
 
 type Adam<M, B> = OptimizerAdaptor<AdamW, M, B>;
@@ -603,7 +592,6 @@ where
                 &shared,
                 &log,
                 &done,
-                replica_seed,
             )?;
             let summary = self.run_loop(last_step, observer, Some(&mut group))?;
             group.finish::<B>()?;

@@ -179,10 +179,7 @@ fn catch_backend_panic<O>(
 ) -> Result<O, BackendError> {
     let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(work));
     outcome.unwrap_or_else(|payload| {
-        let message = payload
-            .downcast_ref::<String>()
-            .cloned()
-            .or_else(|| payload.downcast_ref::<&str>().map(|s| s.to_string()))
+        let message = calmflow_train::panic_message(payload.as_ref())
             .unwrap_or_else(|| "the backend panicked".into());
         Err(BackendError::DeviceFailed {
             device,
