@@ -18,6 +18,10 @@ use calmflow_train::{AdaptiveSettings, OdeSolver, VelocityMlpConfig, cfm_sample}
 use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
 use std::time::Duration;
 
+// The program's allocator (`calmflow`'s binary): the steps are timed as it runs them.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 // The backend the benches run on.
 #[cfg(not(any(feature = "wgpu", feature = "cuda")))]
 type Bk = calmflow::backend::Cpu;

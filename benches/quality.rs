@@ -30,6 +30,10 @@ use calmflow_train::{
 use ndarray::Array2;
 use serde::Serialize;
 
+// The program's allocator (`calmflow`'s binary), so that training times match it.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 type B = Autodiff<NdArray<f32>>;
 
 /// The head the program defaults to, and its settings (chosen by the heads table).

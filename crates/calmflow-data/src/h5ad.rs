@@ -16,6 +16,9 @@
 //! is listed in [`AnnData::unreadable_obsm`], so an exotic column beside the conditions
 //! never stops a run.
 //!
+//! [`write_h5ad`] writes the same encoding back (dense float32 `X`, dataframes, `obsm`),
+//! atomically, for generated cells that scanpy opens.
+//!
 //! ```no_run
 //! let adata = calmflow_data::h5ad::read_h5ad("data/pbmc68k_reduced/pbmc68k_reduced.h5ad")?;
 //! let x = adata.x.to_dense();
@@ -31,7 +34,9 @@ use hdf5_reader::group::Group;
 use hdf5_reader::{ByteOrder, Dataset, Datatype, FilterRegistry, Hdf5File, OpenOptions};
 
 mod lzf;
+mod write;
 pub use lzf::{FILTER_LZF, LzfError, lzf_decompress};
+pub use write::write_h5ad;
 use ndarray::Array2;
 
 use crate::error::{DataError, Result};

@@ -169,6 +169,67 @@ impl Pca {
         })
     }
 
+    /// A fitted PCA from its parts (as recorded in a checkpoint): the data mean (`d`), the
+    /// `d × k` components, the variance along each component (`k`) and the data's total
+    /// variance. The components' columns must be orthonormal (to 1e-6): the inverse map is
+    /// their transpose.
+    pub fn from_parts(
+        mean: Vec<f64>,
+        components: Array2<f64>,
+        explained_variance: Vec<f64>,
+        total_variance: f64,
+    ) -> Result<Self> {
+        let (d, k) = components.dim();
+        if k == 0 || d != mean.len() || explained_variance.len() != k {
+            return Err(DataError::invalid(
+                "components",
+                format!(
+                    "a {d} × {k} matrix does not fit a mean of {} coordinates and {} variances",
+                    mean.len(),
+                    explained_variance.len()
+                ),
+            ));
+        }
+        let all_finite = mean
+            .iter()
+            .chain(components.iter())
+            .chain(explained_variance.iter())
+            .all(|v| v.is_finite());
+        if !all_finite || !(total_variance >= 0.0) {
+            return Err(DataError::invalid(
+                "components",
+                "the PCA record holds non-finite or negative values",
+            ));
+        }
+        let gram = components.t().dot(&components);
+        let worst = gram
+            .indexed_iter()
+            .map(|((i, j), &g)| (g - if i == j { 1.0 } else { 0.0 }).abs())
+            .fold(0.0, f64::max);
+        if worst > 1e-6 {
+            return Err(DataError::invalid(
+                "components",
+                format!("the columns are not orthonormal (|CᵀC − I| up to {worst:.2e})"),
+            ));
+        }
+        Ok(Self {
+            mean: Array1::from(mean),
+            components,
+            explained_variance: Array1::from(explained_variance),
+            total_variance,
+        })
+    }
+
+    /// The data mean the components are centred on (`d`).
+    pub fn mean(&self) -> &Array1<f64> {
+        &self.mean
+    }
+
+    /// The data's total variance (the trace of its covariance).
+    pub fn total_variance(&self) -> f64 {
+        self.total_variance
+    }
+
     /// Number of components `k`.
     pub fn n_components(&self) -> usize {
         self.components.ncols()
@@ -213,6 +274,32 @@ impl Pca {
 mod tests {
     use super::*;
     use crate::rng::seeded_rng;
+
+    #[test]
+    fn pca_rebuilt_from_its_parts_maps_as_the_fitted_one() {
+        let mut rng = seeded_rng(5);
+        let x = crate::StandardNormal { dim: 6 }.sample(200, &mut rng);
+        let pca = Pca::fit(x.view(), 3).unwrap();
+        let back = Pca::from_parts(
+            pca.mean().to_vec(),
+            pca.components().clone(),
+            pca.explained_variance().to_vec(),
+            pca.total_variance(),
+        )
+        .unwrap();
+        assert_eq!(back, pca);
+        let mut skewed = pca.components().clone();
+        skewed[[0, 0]] += 0.1;
+        let e = Pca::from_parts(
+            pca.mean().to_vec(),
+            skewed,
+            pca.explained_variance().to_vec(),
+            pca.total_variance(),
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("not orthonormal"), "{e}");
+        assert!(Pca::from_parts(vec![0.0; 5], pca.components().clone(), vec![1.0; 3], 1.0).is_err());
+    }
     use crate::synthetic::{Sampler, StandardNormal};
 
     /// Samples `N(m, A Aᵀ)` with a known covariance.

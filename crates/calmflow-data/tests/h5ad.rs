@@ -585,3 +585,70 @@ fn anndata_file_without_x_names_its_layers() {
         "{err}"
     );
 }
+
+#[test]
+fn written_anndata_reads_back_exactly() {
+    use calmflow_data::h5ad::{AnnData, DataFrame, write_h5ad};
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("generated.h5ad");
+    let frame = |name: &str, index: &[&str], columns: Vec<(String, Column)>| DataFrame {
+        index: index.iter().map(|s| s.to_string()).collect(),
+        columns,
+        name: name.into(),
+        file: path.clone(),
+    };
+    let adata = AnnData {
+        x: Expression::Dense(ndarray::array![[0.5, -1.0], [2.25, 0.0], [1e-3, 7.0]]),
+        obs: frame(
+            "obs",
+            &["cell0", "cell1", "cell2"],
+            vec![
+                (
+                    "cell_type".into(),
+                    Column::Categorical {
+                        codes: vec![1, 0, 1],
+                        categories: vec!["B".into(), "CD14+ Monocyte".into()],
+                        ordered: false,
+                    },
+                ),
+                (
+                    "note".into(),
+                    Column::String(vec![Some("a".into()), Some("b".into()), Some("G2/M".into())]),
+                ),
+                ("dose".into(), Column::Int(vec![Some(3), None, Some(-2)])),
+                ("count".into(), Column::Int(vec![Some(1), Some(2), Some(3)])),
+                ("score".into(), Column::Float(vec![0.25, f64::NAN, 1.5])),
+            ],
+        ),
+        var: frame("var", &["g0", "g1"], vec![]),
+        obsm: [("X_pca".to_string(), ndarray::array![[1.0f32], [2.0], [3.0]])].into(),
+        unreadable_obsm: Default::default(),
+    };
+    write_h5ad(&path, &adata).unwrap();
+    let back = read_h5ad(&path).unwrap();
+    assert_eq!(back.x, adata.x);
+    assert_eq!(back.obs.index, adata.obs.index);
+    assert_eq!(back.var.index, adata.var.index);
+    assert_eq!(back.obsm, adata.obsm);
+    assert_eq!(back.obs.labels("cell_type").unwrap(), ["CD14+ Monocyte", "B", "CD14+ Monocyte"]);
+    for name in ["cell_type", "note", "dose", "count"] {
+        assert_eq!(back.obs.column(name).unwrap(), adata.obs.column(name).unwrap(), "{name}");
+    }
+    let Column::Float(score) = back.obs.column("score").unwrap() else {
+        panic!("score is a float column")
+    };
+    assert_eq!((score[0], score[2]), (0.25, 1.5));
+    assert!(score[1].is_nan());
+
+    // What cannot be written is an error naming the element, and nothing is left behind.
+    let mut bad = adata.clone();
+    bad.obs.columns.push(("flag".into(), Column::Bool(vec![Some(true); 3])));
+    let bad_path = dir.path().join("bad.h5ad");
+    let e = write_h5ad(&bad_path, &bad).unwrap_err().to_string();
+    assert!(e.contains("obs/flag") && e.contains("boolean"), "{e}");
+    assert!(!bad_path.exists());
+    let mut short = adata;
+    short.obs.index.pop();
+    let e = write_h5ad(&bad_path, &short).unwrap_err().to_string();
+    assert!(e.contains("the index has 2 rows where the matrix has 3"), "{e}");
+}

@@ -19,6 +19,9 @@
 //! assert_eq!(table.feature_dim(), 4);
 //! assert_eq!(table.features(&[1], 1).row(0).to_vec(), [0.0, 1.0, 0.0, 1.0]);
 //! assert_eq!(table.index_of(&["T", "S"]), Some(1));
+//! // A combination never listed, from labels that were: B in phase S.
+//! assert_eq!(table.features_of(&["B", "S"], 1).unwrap().row(0).to_vec(), [1.0, 0.0, 0.0, 1.0]);
+//! assert!(table.features_of(&["NK", "S"], 1).unwrap_err().to_string().contains("known: B, T"));
 //! ```
 
 use burn::tensor::backend::Backend;
@@ -160,6 +163,41 @@ impl ConditionTable {
             }
         }
         out
+    }
+
+    /// The distinct labels of column `k` (sorted: the order of its one-hot positions).
+    pub fn values(&self, k: usize) -> &[String] {
+        self.vocab.get(k).map_or(&[], Vec::as_slice)
+    }
+
+    /// The one-hot code of a label combination, `repeat` identical rows: one label per
+    /// column, each seen in some condition of the table (the combination itself need not
+    /// be one). An unknown label is an error that lists the column's labels.
+    pub fn features_of<S: AsRef<str>>(&self, labels: &[S], repeat: usize) -> Result<Array2<f32>> {
+        if labels.len() != self.columns.len() {
+            return Err(invalid(format!(
+                "{} labels for the {} condition columns ({})",
+                labels.len(),
+                self.columns.len(),
+                self.columns.join(", ")
+            )));
+        }
+        let mut out = Array2::zeros((repeat, self.feature_dim()));
+        let mut offset = 0;
+        for ((vocab, column), label) in self.vocab.iter().zip(&self.columns).zip(labels) {
+            let pos = vocab
+                .binary_search_by(|v| v.as_str().cmp(label.as_ref()))
+                .map_err(|_| {
+                    invalid(format!(
+                        "unknown {column} `{}`; known: {}",
+                        label.as_ref(),
+                        vocab.join(", ")
+                    ))
+                })?;
+            out.column_mut(offset + pos).fill(1.0);
+            offset += vocab.len();
+        }
+        Ok(out)
     }
 
     /// The prompts of `conditions`, left-padded to one length.

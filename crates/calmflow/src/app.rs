@@ -20,6 +20,7 @@ use ndarray::{Array2, Array3};
 use serde::{Deserialize, Serialize};
 
 use crate::backend::{BackendTask, ParallelBackendTask};
+use crate::cells::{CellSpec, CellStudy, CellsRecord, ResolvedCondition, default_template};
 use crate::config::{ConfigError, DataSection, RunConfig, TemperatureSection};
 use crate::plot::{self, PlotError, Series};
 use crate::progress::ProgressBar;
@@ -63,6 +64,17 @@ pub struct RunExtra {
     /// generated points.
     #[serde(default)]
     pub standardization: Option<Standardization>,
+    /// The cells of a conditional run (`[data] h5ad`): conditions, prompts, PCA.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cells: Option<CellsRecord>,
+}
+
+/// A training job's data, ready to train on.
+pub(crate) struct Prepared {
+    data: FlowData,
+    standardization: Option<Standardization>,
+    /// The study of a conditional run.
+    cells: Option<CellStudy>,
 }
 
 /// Which model a training job trains.
@@ -173,7 +185,7 @@ fn train_any<B, M>(
     model_config: serde_json::Value,
     settings: M::Settings,
     job: &TrainJob,
-    (data, standardization): (FlowData, Option<Standardization>),
+    prepared: Prepared,
     devices: &[B::Device],
     label: &str,
 ) -> AppResult<(M, TrainOutcome)>
@@ -182,11 +194,17 @@ where
     M: FlowObjective<B> + AutodiffModule<B>,
     M::InnerModule: FlowObjective<B::InnerBackend, Settings = M::Settings>,
 {
+    let Prepared {
+        data,
+        standardization,
+        cells,
+    } = prepared;
     let extra = RunExtra {
         data: job.config.data.clone(),
         base: job.base.clone(),
         temperature: None,
         standardization,
+        cells: cells.as_ref().map(CellStudy::record).transpose()?,
     };
     let run = FitRun {
         train: job.config.train.clone(),
@@ -338,12 +356,40 @@ where
 }
 
 impl TrainJob {
-    fn prepare(&self) -> AppResult<(FlowData, Option<Standardization>)> {
+    fn prepare(&self) -> AppResult<Prepared> {
         create_out_dir(&self.out)?;
         let text = self.config.to_toml();
         calmflow_data::write_atomically(&self.out.join("config.toml"), |w| {
             std::io::Write::write_all(w, text.as_bytes())
         })?;
+        let section = &self.config.data;
+        if let Some(h5ad) = &section.h5ad {
+            let columns = section.condition_columns();
+            let spec = CellSpec {
+                h5ad: crate::config::resolve(&self.base, h5ad),
+                template: section
+                    .prompt
+                    .clone()
+                    .unwrap_or_else(|| default_template(&columns)),
+                columns,
+                held_out: section.hold_out.iter().map(|h| vec![h.clone()]).collect(),
+                pca: section.pca.unwrap_or(crate::config::DEFAULT_PCA),
+                tokenizer: section
+                    .tokenizer
+                    .as_deref()
+                    .map(|t| crate::config::resolve(&self.base, t)),
+                init_from: self.init_from.clone(),
+            };
+            let study = CellStudy::load(spec)?;
+            if !self.quiet {
+                eprintln!("calmflow: {}", study.summary());
+            }
+            return Ok(Prepared {
+                data: study.flow_data(section.validation_fraction, self.config.train.seed)?,
+                standardization: Some(study.standardization()),
+                cells: Some(study),
+            });
+        }
         let (data, map) = self.config.data.load(&self.base, self.config.train.seed)?;
         if let (Some(map), false) = (&map, self.quiet) {
             eprintln!(
@@ -357,7 +403,11 @@ impl TrainJob {
                 }
             );
         }
-        Ok((data, map))
+        Ok(Prepared {
+            data,
+            standardization: map,
+            cells: None,
+        })
     }
 }
 
@@ -380,10 +430,16 @@ impl ParallelBackendTask for TrainJob {
             .ok_or_else(|| AppError::Other("no device to train on".into()))?;
         let data = self.prepare()?;
         B::seed(&device, self.config.train.seed);
-        let dim = data.0.dim();
+        let dim = data.data.dim();
+        let cond_dim = data.cells.as_ref().map(|c| c.table.feature_dim());
         match self.kind {
             ModelKind::CalmFlow => {
                 let mut config = self.config.calmflow_model(dim)?;
+                if let Some(cells) = &data.cells {
+                    config = config
+                        .with_vocab_size(cells.tokenizer.vocab_size())
+                        .with_freeze_embeddings(!self.config.data.train_embeddings);
+                }
                 let pretrained = pretrained_shape(self.init_from.as_deref(), &mut config)?;
                 let mut model = config.init::<B>(&device).map_err(TrainError::from)?;
                 if let Some(dir) = pretrained {
@@ -391,11 +447,19 @@ impl ParallelBackendTask for TrainJob {
                 }
                 let json = serde_json::to_value(&config).unwrap_or_default();
                 let settings = self.config.flow;
-                let validation = data.0.validation.clone();
+                let validation = data.data.validation.clone();
+                let conditional = data.cells.is_some();
                 let (model, mut outcome) =
                     train_any(model, json, settings, &self, data, &devices, "calmflow")?;
                 let section = &self.config.temperature;
-                if section.sweep {
+                if section.sweep && conditional && !self.quiet {
+                    eprintln!(
+                        "calmflow: no temperature sweep for a conditional run (it would score \
+                         every condition against the others' cells); `calmflow sample` uses τ \
+                         = {CONDITIONAL_TEMPERATURE} unless --temperature is given"
+                    );
+                }
+                if section.sweep && !conditional {
                     outcome.temperature = Some(sweep_temperature(
                         &model.valid(),
                         &validation,
@@ -416,7 +480,10 @@ impl ParallelBackendTask for TrainJob {
                             .into(),
                     ));
                 }
-                let config = self.config.cfm.network(dim);
+                let mut config = self.config.cfm.network(dim);
+                if let Some(cond_dim) = cond_dim {
+                    config = config.with_cond_dim(cond_dim);
+                }
                 let model = config.init::<B>(&device)?;
                 let json = serde_json::to_value(&config).unwrap_or_default();
                 let (settings, coupling) = self.config.cfm.variant.setup(self.config.cfm.sigma);
@@ -452,7 +519,16 @@ pub struct SampleJob {
     pub trajectories: bool,
     /// CaLMFlow or CFM.
     pub kind: ModelKind,
+    /// `column=label` pairs: the condition of a conditional (`[data] h5ad`) model, one
+    /// label per condition column.
+    pub condition: Vec<(String, String)>,
+    /// A free-text prompt instead of `condition` (CaLMFlow).
+    pub prompt: Option<String>,
 }
+
+/// The temperature `calmflow sample` uses for a conditional model unless told otherwise
+/// (the held-out study's, `docs/conditioning.md`).
+pub const CONDITIONAL_TEMPERATURE: f64 = 1.0;
 
 /// Generated points.
 #[derive(Debug, Clone)]
@@ -465,6 +541,20 @@ pub struct SampleOutcome {
     pub temperature: Option<f64>,
     /// Function evaluations (CFM).
     pub nfe: Option<usize>,
+    /// A conditional model's cells: what it was conditioned on, the record of its
+    /// training data, and the samples mapped to gene space (`samples` are PCA scores).
+    pub cells: Option<SampledCells>,
+}
+
+/// Cells generated by a conditional model.
+#[derive(Debug, Clone)]
+pub struct SampledCells {
+    /// The condition (labels and prompt).
+    pub condition: ResolvedCondition,
+    /// The checkpoint's record of its cells.
+    pub record: CellsRecord,
+    /// The samples in gene space `(n, genes)`.
+    pub genes: Array2<f32>,
 }
 
 /// The source points, `repeat` copies of the whole set one after another (row `r·n + i` is
@@ -565,6 +655,8 @@ impl BackendTask for SampleJob {
         if let Some(map) = &map {
             x0 = map.source_to_model(x0)?;
         }
+        let record = extra.as_ref().ok().and_then(|e| e.cells.clone());
+        let condition = self.resolve_condition(record.as_ref())?;
         match self.kind {
             ModelKind::CalmFlow => {
                 checkpoint.expect_kind("calmflow")?;
@@ -576,7 +668,11 @@ impl BackendTask for SampleJob {
                 let temperature = self
                     .temperature
                     .or(extra.as_ref().ok().and_then(|e| e.temperature))
-                    .unwrap_or(0.2);
+                    .unwrap_or(if record.is_some() {
+                        CONDITIONAL_TEMPERATURE
+                    } else {
+                        0.2
+                    });
                 let options = GenerationOptions {
                     n_times: settings.n_times,
                     n_traj: settings.n_traj,
@@ -585,11 +681,27 @@ impl BackendTask for SampleJob {
                     use_cache: true,
                     seed: self.seed,
                 };
-                let g = generate(&model, &x0, &options, None, self.trajectories, &device)?;
+                let prompt = match (&record, &condition) {
+                    (Some(record), Some(condition)) => {
+                        let (ids, padding) = record.prompt_tensors::<I<B>>(condition, &device);
+                        Some(model.embed_prompt(ids, padding).map_err(TrainError::from)?)
+                    }
+                    _ => None,
+                };
+                let g = generate(
+                    &model,
+                    &x0,
+                    &options,
+                    prompt.as_ref(),
+                    self.trajectories,
+                    &device,
+                )?;
                 let (samples, trajectories) =
                     to_data_coordinates(map.as_ref(), g.samples, g.trajectories)?;
+                let samples = draws_together(samples, self.repeat);
                 Ok(SampleOutcome {
-                    samples: draws_together(samples, self.repeat),
+                    cells: sampled_cells(record, condition, &samples)?,
+                    samples,
                     trajectories: trajectories.map(|t| draws_together(t, self.repeat)),
                     temperature: Some(temperature),
                     nfe: None,
@@ -600,11 +712,33 @@ impl BackendTask for SampleJob {
                 let config: VelocityMlpConfig = checkpoint.config_field("model")?;
                 let model = config.init::<I<B>>(&device)?;
                 let model = model.load_weights(&checkpoint.model_path(), &device)?;
-                let s = cfm_sample(&model, &x0, None, &self.solver, self.trajectories, &device)?;
+                let code = match (&record, &condition) {
+                    (Some(record), Some(condition)) => {
+                        if condition.labels.is_empty() {
+                            return Err(AppError::Other(
+                                "--prompt is for CaLMFlow; the CFM baseline reads one-hot \
+                                 labels: give --condition column=label instead"
+                                    .into(),
+                            ));
+                        }
+                        Some(record.table.features_of(&condition.labels, 1)?)
+                    }
+                    _ => None,
+                };
+                let s = cfm_sample(
+                    &model,
+                    &x0,
+                    code.as_ref(),
+                    &self.solver,
+                    self.trajectories,
+                    &device,
+                )?;
                 let (samples, trajectories) =
                     to_data_coordinates(map.as_ref(), s.samples, s.trajectories.map(|(_, t)| t))?;
+                let samples = draws_together(samples, self.repeat);
                 Ok(SampleOutcome {
-                    samples: draws_together(samples, self.repeat),
+                    cells: sampled_cells(record, condition, &samples)?,
+                    samples,
                     trajectories: trajectories.map(|t| draws_together(t, self.repeat)),
                     temperature: None,
                     nfe: Some(s.stats.nfe),
@@ -612,6 +746,56 @@ impl BackendTask for SampleJob {
             }
         }
     }
+}
+
+impl SampleJob {
+    /// The condition asked for, resolved against the checkpoint's cells: `None` for an
+    /// unconditional model (where asking for one is an error), and an error when a
+    /// conditional model is given none.
+    fn resolve_condition(
+        &self,
+        record: Option<&CellsRecord>,
+    ) -> AppResult<Option<ResolvedCondition>> {
+        let asked = !self.condition.is_empty() || self.prompt.is_some();
+        let Some(record) = record else {
+            return if asked {
+                Err(AppError::Other(
+                    "--condition and --prompt need a conditional model (trained with [data] \
+                     h5ad); this checkpoint is unconditional"
+                        .into(),
+                ))
+            } else {
+                Ok(None)
+            };
+        };
+        match (&self.prompt, self.condition.is_empty()) {
+            (Some(_), false) => Err(AppError::Other(
+                "give --condition or --prompt, not both".into(),
+            )),
+            (Some(text), true) => Ok(Some(record.free_prompt(text)?)),
+            (None, _) => {
+                let labels = record.labels(&self.condition)?;
+                Ok(Some(record.prompt_for(&labels)?))
+            }
+        }
+    }
+}
+
+/// The cells of a conditional model's samples (PCA scores) in gene space.
+fn sampled_cells(
+    record: Option<CellsRecord>,
+    condition: Option<ResolvedCondition>,
+    samples: &Array2<f32>,
+) -> AppResult<Option<SampledCells>> {
+    let (Some(record), Some(condition)) = (record, condition) else {
+        return Ok(None);
+    };
+    let genes = record.pca.pca()?.inverse_transform(samples.view())?;
+    Ok(Some(SampledCells {
+        condition,
+        record,
+        genes,
+    }))
 }
 
 /// `calmflow demo`: CaLMFlow and I-CFM on 8-Gaussians → moons, side by side.
@@ -774,7 +958,7 @@ impl BackendTask for DemoJob {
         };
         // CaLMFlow.
         let data = calm_job.prepare()?;
-        let (v0, v1) = data.0.validation.clone();
+        let (v0, v1) = data.data.validation.clone();
         B::seed(&device, self.seed);
         let config = calm_job.config.calmflow_model(2)?;
         let model = config.init::<B>(&device).map_err(TrainError::from)?;

@@ -60,7 +60,39 @@ pub struct DataSection {
     /// (a built-in source is reference noise and stays as it is). The map is recorded in
     /// the checkpoint and `calmflow sample` writes points in the data's coordinates.
     pub standardize: bool,
+    /// Conditional cells instead of `source` → `target`: an AnnData `.h5ad` file whose
+    /// expression is mapped to `pca` components (fitted on the training cells, each
+    /// component standardised); the source is N(0, I). CaLMFlow reads a prompt filled from
+    /// the cell's labels, CFM their one-hot codes (`docs/conditioning.md`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub h5ad: Option<String>,
+    /// `obs` columns whose labels are the condition (with `h5ad`; default `cell_type`,
+    /// `phase`).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub columns: Vec<String>,
+    /// The prompt template (with `h5ad`): `{column}` fields are filled with the cell's
+    /// labels (default: "Generate a cell with" and each column's label).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub prompt: Option<String>,
+    /// PCA components (with `h5ad`; default 16).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pca: Option<usize>,
+    /// Label combinations left out of training (with `h5ad`): the labels joined by '/' in
+    /// column order ("CD19+ B/S"; labels containing '/' such as "G2/M" are matched
+    /// against the file's labels).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub hold_out: Vec<String>,
+    /// A Hugging Face `tokenizer.json` for the prompts (with `h5ad`; default: the one of
+    /// `--init-from`, else a word-level tokenizer built from the prompts).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tokenizer: Option<String>,
+    /// Train the token-embedding table (with `h5ad`; frozen by default).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub train_embeddings: bool,
 }
+
+/// PCA components of a conditional `[data] h5ad` run when `pca` is not given.
+pub const DEFAULT_PCA: usize = 16;
 
 impl Default for DataSection {
     fn default() -> Self {
@@ -71,6 +103,13 @@ impl Default for DataSection {
             validation_fraction: 0.1,
             n_validation: 1000,
             standardize: false,
+            h5ad: None,
+            columns: Vec::new(),
+            prompt: None,
+            pca: None,
+            hold_out: Vec::new(),
+            tokenizer: None,
+            train_embeddings: false,
         }
     }
 }
@@ -79,6 +118,11 @@ impl DataSection {
     /// The source (`what = "source"`) or target (`"target"`) distribution: a built-in
     /// sampler, or a point file resolved against `base`.
     pub fn side(&self, what: &str, base: &Path) -> Result<PointSource, ConfigError> {
+        if self.h5ad.is_some() && what == "source" {
+            return Ok(PointSource::Sampler(Box::new(calmflow_data::StandardNormal {
+                dim: self.pca.unwrap_or(DEFAULT_PCA),
+            })));
+        }
         let spec = if what == "source" {
             &self.source
         } else {
@@ -127,7 +171,58 @@ impl DataSection {
     }
 }
 
-fn resolve(base: &Path, spec: &str) -> PathBuf {
+impl DataSection {
+    /// Checks the conditional fields: they need `h5ad`, and `h5ad` replaces `source` and
+    /// `target` (`endpoints_given`: whether the file set either).
+    pub fn validate_cells(&self, endpoints_given: bool) -> Result<(), ConfigError> {
+        let cell_fields = [
+            ("columns", !self.columns.is_empty()),
+            ("prompt", self.prompt.is_some()),
+            ("pca", self.pca.is_some()),
+            ("hold_out", !self.hold_out.is_empty()),
+            ("tokenizer", self.tokenizer.is_some()),
+            ("train_embeddings", self.train_embeddings),
+        ];
+        if self.h5ad.is_none() {
+            if let Some((name, _)) = cell_fields.iter().find(|(_, set)| *set) {
+                return Err(ConfigError::Invalid(format!(
+                    "[data] {name} belongs to a conditional run and needs [data] h5ad"
+                )));
+            }
+            return Ok(());
+        }
+        if endpoints_given {
+            return Err(ConfigError::Invalid(
+                "[data] h5ad replaces source and target (the source is N(0, I) in PCA space, \
+                 the target the file's cells): remove them"
+                    .into(),
+            ));
+        }
+        if self.standardize {
+            return Err(ConfigError::Invalid(
+                "[data] standardize does not apply to h5ad runs: their PCA components are \
+                 always standardised"
+                    .into(),
+            ));
+        }
+        if self.pca == Some(0) {
+            return Err(ConfigError::Invalid("[data] pca must be ≥ 1".into()));
+        }
+        Ok(())
+    }
+
+    /// The condition columns of an `h5ad` run (`cell_type`, `phase` unless given).
+    pub fn condition_columns(&self) -> Vec<String> {
+        if self.columns.is_empty() {
+            vec!["cell_type".into(), "phase".into()]
+        } else {
+            self.columns.clone()
+        }
+    }
+}
+
+/// Resolves a path of the configuration against the directory `base`.
+pub(crate) fn resolve(base: &Path, spec: &str) -> PathBuf {
     let p = Path::new(spec);
     if p.is_absolute() {
         p.to_path_buf()
@@ -380,7 +475,12 @@ impl RunConfig {
         let given =
             |section: &str, field: &str| document.get(section).and_then(|s| s.get(field)).is_some();
         let (path_given, coupling_given) = (given("flow", "path"), given("train", "coupling"));
+        let endpoints_given = given("data", "source") || given("data", "target");
         let config: Self = document.try_into().map_err(parse_error)?;
+        config
+            .data
+            .validate_cells(endpoints_given)
+            .map_err(|e| ConfigError::Invalid(format!("{origin}: {e}")))?;
         config
             .train
             .validate()
@@ -390,6 +490,13 @@ impl RunConfig {
             .validate()
             .map_err(|e| ConfigError::Invalid(format!("{origin}: {e}")))?;
         let mut config = config;
+        let head = config.model.head.unwrap_or(RECOMMENDED_HEAD);
+        if config.data.h5ad.is_some() && config.model.predict.is_none() && head == HeadKind::Mixture
+        {
+            // On cells the mixture over endpoints memorises the training cells; over
+            // increments it generated unseen conditions best (docs/heads.md, held-out study).
+            config.model.predict = Some(Predict::Increment);
+        }
         if !path_given {
             config.flow.path = config.recommended_path();
         }
@@ -462,6 +569,31 @@ impl RunConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn cells_fields_need_h5ad_and_replace_source_and_target() {
+        let c = RunConfig::parse(
+            "[data]\nh5ad = \"cells.h5ad\"\nhold_out = [\"B/S\"]\npca = 8\n",
+            "run.toml",
+        )
+        .unwrap();
+        assert_eq!(c.data.condition_columns(), ["cell_type", "phase"]);
+        assert_eq!(c.data.pca, Some(8));
+        // Cells default to the mixture over increments on straight paths.
+        assert_eq!(c.model.predict, Some(Predict::Increment));
+        assert_eq!(c.flow.path, ConditionalPath::straight());
+        // A file without h5ad prints as before: the conditional fields are left out.
+        assert!(!RunConfig::default().to_toml().contains("hold_out"));
+        for (text, needle) in [
+            ("[data]\ncolumns = [\"x\"]\n", "[data] columns belongs to a conditional run"),
+            ("[data]\nh5ad = \"a.h5ad\"\ntarget = \"moons\"\n", "h5ad replaces source and target"),
+            ("[data]\nh5ad = \"a.h5ad\"\nstandardize = true\n", "always standardised"),
+            ("[data]\nh5ad = \"a.h5ad\"\npca = 0\n", "pca must be ≥ 1"),
+        ] {
+            let e = RunConfig::parse(text, "run.toml").unwrap_err().to_string();
+            assert!(e.contains(needle), "{text}: {e}");
+        }
+    }
 
     #[test]
     fn empty_file_gives_the_method_defaults() {

@@ -13,20 +13,16 @@
 //! training cells of the same first label (e.g. the same cell type in other phases): the
 //! score of simply copying the nearest seen condition.
 
-use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use burn::module::{AutodiffModule, Module};
 use burn::tensor::backend::AutodiffBackend;
-use calmflow_data::h5ad::read_h5ad;
-use calmflow_data::{Conditions, Pca, Sampler, StandardNormal, Standardizer, seeded_rng};
+use calmflow_data::{Sampler, StandardNormal, seeded_rng};
 use calmflow_metrics::{energy_distance, mmd2_unbiased_median, r2_means};
-use calmflow_model::neox::NeoxDir;
 use calmflow_model::{CalmFlowConfig, HeadKind, Predict};
-use calmflow_tokenize::{HfTokenizer, PromptTemplate, PromptTokenizer, WordTokenizer};
 use calmflow_train::{
-    CalmFlowSettings, CfmVariant, ConditionTable, ConditionalPath, Coupling, FlowData,
-    GenerationOptions, NoiseSchedule, OdeSolver, PointSource, TrainConfig, TrainError,
+    CalmFlowSettings, CfmVariant, ConditionalPath, Coupling,
+    GenerationOptions, NoiseSchedule, OdeSolver, TrainConfig, TrainError,
     VelocityMlpConfig, cfm_sample, generate,
 };
 use ndarray::{Array2, ArrayView2, Axis};
@@ -38,6 +34,7 @@ use crate::app::{
     pretrained_shape,
 };
 use crate::backend::BackendTask;
+use crate::cells::{CellSpec, CellStudy};
 
 /// The (cell_type, phase) pairs held out by default: each has ≥ 20 cells in
 /// pbmc68k_reduced, and its cell type and phase both occur in other pairs.
@@ -217,30 +214,6 @@ fn scores(
     })
 }
 
-fn prompt_tokenizer(job: &HeldOutJob, texts: &[String]) -> AppResult<(PromptTokenizer, String)> {
-    let from_dir = match &job.init_from {
-        Some(dir) => NeoxDir::open(dir).map_err(TrainError::from)?.tokenizer,
-        None => None,
-    };
-    match job.tokenizer.clone().or(from_dir) {
-        Some(path) => {
-            let tok = HfTokenizer::from_file(&path).map_err(tokenize_error)?;
-            let tok = PromptTokenizer::HuggingFace(Box::new(tok));
-            let name = format!("{} ({} tokens)", path.display(), tok.vocab_size());
-            Ok((tok, name))
-        }
-        None => {
-            let tok = PromptTokenizer::Word(WordTokenizer::from_texts(texts));
-            let name = format!("built-in word-level ({} words)", tok.vocab_size());
-            Ok((tok, name))
-        }
-    }
-}
-
-fn tokenize_error(e: calmflow_tokenize::TokenizeError) -> AppError {
-    AppError::Other(e.to_string())
-}
-
 /// Picks one model's scores out of a condition's results.
 type ScoreOf = fn(&ConditionResult) -> &Scores;
 
@@ -300,83 +273,37 @@ impl BackendTask for HeldOutJob {
         };
         let job = &self;
         create_out_dir(&job.out)?;
-        // Data: expression, conditions, the held-out split.
-        let adata = read_h5ad(&job.h5ad)?;
-        let x = adata.x.to_dense();
-        let columns = job
-            .columns
-            .iter()
-            .map(|c| Ok((c.clone(), adata.obs.labels(c)?)))
-            .collect::<AppResult<Vec<_>>>()?;
-        let conditions = Conditions::new(columns)?;
-        let held_out: Vec<Vec<String>> = job
-            .held_out
-            .iter()
-            .map(|combo| match combo.as_slice() {
-                [joined] if job.columns.len() > 1 => conditions.split_joined(joined, '/'),
-                _ => Ok(combo.clone()),
-            })
-            .collect::<Result<_, _>>()?;
-        let (train_rows, _) = conditions.hold_out(&held_out)?;
-        let groups: BTreeMap<Vec<String>, Vec<usize>> = conditions.groups();
-        let combos: Vec<Vec<String>> = groups.keys().cloned().collect();
-        let mut condition_of = vec![0usize; x.nrows()];
-        for (c, rows) in groups.values().enumerate() {
-            for &r in rows {
-                condition_of[r] = c;
-            }
-        }
-        // PCA on training cells only, then per-component standardisation.
-        let x_train = x.select(Axis(0), &train_rows);
-        let pca = Pca::fit(x_train.view(), job.pca)?;
-        let explained = pca.explained_variance_ratio().sum();
-        let z = pca.transform(x.view())?;
-        let scaler = Standardizer::fit(z.select(Axis(0), &train_rows).view())?;
-        let s = scaler.transform(z.view())?;
-        say(format!(
-            "heldout: {} cells × {} genes; {} conditions, {} held out ({} training cells); \
-             PCA {} keeps {:.1}% of the variance",
-            x.nrows(),
-            x.ncols(),
-            combos.len(),
-            held_out.len(),
-            train_rows.len(),
-            job.pca,
-            100.0 * explained
-        ));
-        // Prompts and the condition table.
-        let template = PromptTemplate::parse(&job.template).map_err(tokenize_error)?;
-        let texts = combos
-            .iter()
-            .map(|labels| template.fill(&job.columns, labels))
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(tokenize_error)?;
-        let (tokenizer, tokenizer_name) = prompt_tokenizer(job, &texts)?;
-        let prompts = texts
-            .iter()
-            .map(|t| tokenizer.encode(t))
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(tokenize_error)?;
-        let table = ConditionTable::new(
-            job.columns.clone(),
-            combos.clone(),
-            prompts,
-            tokenizer.pad_id(),
-        )?;
-        let make_data = || -> AppResult<FlowData> {
-            Ok(FlowData::conditional(
-                PointSource::Sampler(Box::new(StandardNormal { dim: job.pca })),
-                s.select(Axis(0), &train_rows),
-                train_rows.iter().map(|&r| condition_of[r]).collect(),
-                table.clone(),
-                0.1,
-                job.seed,
-            )?)
-        };
+        // Data: expression, conditions, the held-out split, PCA, prompts.
+        let study = CellStudy::load(CellSpec {
+            h5ad: job.h5ad.clone(),
+            columns: job.columns.clone(),
+            held_out: job.held_out.clone(),
+            template: job.template.clone(),
+            pca: job.pca,
+            tokenizer: job.tokenizer.clone(),
+            init_from: job.init_from.clone(),
+        })?;
+        say(format!("heldout: {}", study.summary()));
+        let CellStudy {
+            x,
+            z,
+            pca,
+            scaler,
+            conditions,
+            held_out,
+            train_rows,
+            groups,
+            texts,
+            tokenizer,
+            tokenizer_name,
+            table,
+            ..
+        } = &study;
+        let make_data = || study.flow_data(0.1, job.seed);
         let extra = serde_json::json!({
             "heldout": job,
             "conditions": table,
-            "tokenizer": tokenizer.spec().map_err(tokenize_error)?,
+            "tokenizer": tokenizer.spec().map_err(|e| AppError::Other(e.to_string()))?,
         });
         let train = |steps: usize, coupling: Coupling| TrainConfig {
             steps,
@@ -490,7 +417,7 @@ impl BackendTask for HeldOutJob {
                 .filter(|&r| conditions.combination(r)[0] == label)
                 .collect()
         };
-        for held in &held_out {
+        for held in held_out {
             let c = table
                 .index_of(held)
                 .ok_or_else(|| AppError::Other(format!("no condition {held:?}")))?;
@@ -567,9 +494,9 @@ impl BackendTask for HeldOutJob {
         let outcome = HeldOutOutcome {
             job: self.clone(),
             n_train: train_rows.len(),
-            n_train_conditions: combos.len() - held_out.len(),
-            explained_variance: explained,
-            tokenizer: tokenizer_name,
+            n_train_conditions: table.len() - held_out.len(),
+            explained_variance: study.explained_variance(),
+            tokenizer: tokenizer_name.clone(),
             calmflow_training: calm_training,
             cfm_training,
             conditions: results,

@@ -23,6 +23,7 @@
 
 pub mod app;
 pub mod backend;
+pub mod cells;
 pub mod config;
 pub mod heldout;
 pub mod io;

@@ -889,3 +889,117 @@ fn train_on_two_cpu_replicas_matches_one_device() {
         stderr(&o)
     );
 }
+
+/// A conditional run from a configuration file on the bundled pbmc68k_reduced: prompted
+/// CaLMFlow and one-hot CFM trained from `[data] h5ad`, then cells sampled for a held-out
+/// combination by `--condition`, written as AnnData and read back.
+#[test]
+fn conditional_cells_train_from_a_config_and_sample_by_condition() {
+    use calmflow::data::h5ad::{Expression, bundled_pbmc68k_reduced, read_h5ad};
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let h5ad = bundled_pbmc68k_reduced();
+    let config = format!(
+        "[data]\nh5ad = {:?}\ncolumns = [\"cell_type\", \"phase\"]\nhold_out = [\"CD19+ B/S\"]\n\
+         pca = 4\n[model]\nhidden = 8\nlayers = 1\nheads = 2\n[flow]\nn_times = 4\n\
+         [train]\nsteps = 4\nbatch_size = 8\nvalidate_every = 2\ncheckpoint_every = 4\n",
+        h5ad.display().to_string()
+    );
+    write(d, "cells.toml", &config);
+    for (cmd, out) in [(vec!["train"], "calm"), (vec!["cfm", "train"], "cfm")] {
+        let mut args = cmd.clone();
+        args.extend(["--config", "cells.toml", "--out", out, "--quiet"]);
+        let o = calmflow(&args, d);
+        assert!(o.status.success(), "{args:?}: {}", stderr(&o));
+    }
+    let condition = [
+        "--condition",
+        "cell_type=CD19+ B",
+        "--condition",
+        "phase=S",
+    ];
+    let mut args = vec![
+        "sample",
+        "--checkpoint",
+        "calm/checkpoints",
+        "--n",
+        "30",
+        "--out",
+        "b.h5ad",
+    ];
+    args.extend(condition);
+    let o = calmflow(&args, d);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(
+        stdout(&o).contains("wrote 30 samples of \"Generate a cell with cell_type CD19+ B, phase S:\""),
+        "{}",
+        stdout(&o)
+    );
+    let cells = read_h5ad(d.join("b.h5ad")).unwrap();
+    assert_eq!((cells.n_obs(), cells.n_vars()), (30, 765));
+    let source = read_h5ad(&h5ad).unwrap();
+    assert_eq!(cells.var.index, source.var.index);
+    assert_eq!(cells.obs.labels("cell_type").unwrap(), vec!["CD19+ B"; 30]);
+    assert_eq!(cells.obs.labels("phase").unwrap(), vec!["S"; 30]);
+    let scores = &cells.obsm["X_pca"];
+    assert_eq!(scores.dim(), (30, 4));
+    // Gene space is the PCA of the training cells (everything but the 27 held-out ones),
+    // re-fitted here, applied backwards to the scores.
+    let labels = |c: &str| source.obs.labels(c).unwrap();
+    let (types, phases) = (labels("cell_type"), labels("phase"));
+    let train: Vec<usize> = (0..source.n_obs())
+        .filter(|&i| !(types[i] == "CD19+ B" && phases[i] == "S"))
+        .collect();
+    assert_eq!(train.len(), 700 - 27);
+    let x = source.x.to_dense().select(ndarray::Axis(0), &train);
+    let pca = calmflow::data::Pca::fit(x.view(), 4).unwrap();
+    let genes = pca.inverse_transform(scores.view()).unwrap();
+    let Expression::Dense(written) = &cells.x else {
+        panic!("generated X is dense")
+    };
+    let worst = (&genes - written).fold(0.0f32, |m, v| m.max(v.abs()));
+    assert!(worst < 1e-3, "gene space differs from the PCA inverse by {worst}");
+
+    // CFM from the same file: PCA scores and gene space as .npy.
+    let mut args = vec![
+        "cfm",
+        "sample",
+        "--checkpoint",
+        "cfm/checkpoints",
+        "--n",
+        "20",
+        "--out",
+        "c.npy",
+        "--genes",
+        "c_genes.npy",
+    ];
+    args.extend(condition);
+    let o = calmflow(&args, d);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let pcs = calmflow::data::npy::read_npy_matrix(d.join("c.npy")).unwrap();
+    let g = calmflow::data::npy::read_npy_matrix(d.join("c_genes.npy")).unwrap();
+    assert_eq!((pcs.dim(), g.dim()), ((20, 4), (20, 765)));
+
+    // Errors: one line, naming what is known.
+    for (extra, needle) in [
+        (vec!["--condition", "cell_type=CD19+ B", "--condition", "phase=M"], "unknown phase `M`; known: G1, G2M, S"),
+        (vec!["--condition", "cell_type=CD19+ B"], "no --condition phase=… given"),
+        (vec!["--condition", "tissue=lung"], "`tissue` is not a condition column"),
+    ] {
+        let mut args = vec!["sample", "--checkpoint", "calm/checkpoints", "--out", "e.npy"];
+        args.extend(extra);
+        let o = calmflow(&args, d);
+        assert_eq!(o.status.code(), Some(2));
+        let e = stderr(&o);
+        assert!(e.contains(needle) && e.lines().count() == 1, "{e}");
+    }
+    let o = calmflow(
+        &["cfm", "sample", "--checkpoint", "cfm/checkpoints", "--prompt", "a B cell", "--out", "e.npy"],
+        d,
+    );
+    assert!(stderr(&o).contains("--prompt is for CaLMFlow"), "{}", stderr(&o));
+    // A config that mixes the two forms of [data] is refused before anything runs.
+    write(d, "mixed.toml", &config.replace("pca = 4\n", "pca = 4\ntarget = \"moons\"\n"));
+    let o = calmflow(&["train", "--config", "mixed.toml", "--out", "m"], d);
+    assert!(stderr(&o).contains("h5ad replaces source and target"), "{}", stderr(&o));
+}
