@@ -369,8 +369,41 @@ fn python_float(v: f64) -> String {
 }
 
 /// Reads an `.h5ad` file: `X`, `obs`, `var` and `obsm` (`layers`, `uns`, `obsp`, … are
-/// not read).
+/// not read). [`read_h5ad_with`] reads a layer instead of `X`, or only some columns.
 pub fn read_h5ad(path: impl AsRef<Path>) -> Result<AnnData> {
+    read_h5ad_with(path, &ReadOptions::default())
+}
+
+/// What [`read_h5ad_with`] reads; the default reads everything [`read_h5ad`] does.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ReadOptions {
+    /// The expression matrix: this entry of `layers` instead of `X` (which then need not
+    /// exist).
+    pub layer: Option<String>,
+    /// Only these `obs` columns (`None`: all); each must exist (the error lists those that
+    /// do). Columns not asked for are never decoded.
+    pub obs_columns: Option<Vec<String>>,
+    /// Only these `var` columns (`None`: all; an empty list: the gene names only).
+    pub var_columns: Option<Vec<String>>,
+    /// Leave `obsm` out.
+    pub skip_obsm: bool,
+}
+
+impl ReadOptions {
+    /// What a conditional run needs: the expression (`X` or `layer`), the given `obs`
+    /// columns and the obs and var indices.
+    pub fn conditions(columns: &[String], layer: Option<String>) -> Self {
+        Self {
+            layer,
+            obs_columns: Some(columns.to_vec()),
+            var_columns: Some(Vec::new()),
+            skip_obsm: true,
+        }
+    }
+}
+
+/// Reads the parts of an `.h5ad` file that `options` names (see [`ReadOptions`]).
+pub fn read_h5ad_with(path: impl AsRef<Path>, options: &ReadOptions) -> Result<AnnData> {
     let path = path.as_ref();
     if !path.exists() {
         return Err(DataError::io(
@@ -380,7 +413,12 @@ pub fn read_h5ad(path: impl AsRef<Path>) -> Result<AnnData> {
     }
     let file = Hdf5File::open_with_options(path, open_options())
         .map_err(|e| h5_error(Some(path), "/", format!("not a readable HDF5 file: {e}")))?;
-    Reader { file: &file, path }.read()
+    Reader {
+        file: &file,
+        path,
+        options,
+    }
+    .read()
 }
 
 /// The HDF5 reader's built-in filters plus LZF (h5py's filter 32000), whose client data
@@ -419,6 +457,7 @@ fn f16_to_f64(bits: u16) -> f64 {
 struct Reader<'a> {
     file: &'a Hdf5File,
     path: &'a Path,
+    options: &'a ReadOptions,
 }
 
 impl Reader<'_> {
@@ -434,7 +473,9 @@ impl Reader<'_> {
         let (groups, datasets) = root
             .member_names()
             .map_err(|e| self.err("/", e.to_string()))?;
-        let x = if datasets.iter().any(|d| d == "X") {
+        let x = if let Some(layer) = &self.options.layer {
+            self.layer(layer)?
+        } else if datasets.iter().any(|d| d == "X") {
             let ds = self.dataset("/X")?;
             Expression::Dense(self.matrix(&ds, "/X")?)
         } else if groups.iter().any(|g| g == "X") {
@@ -453,9 +494,8 @@ impl Reader<'_> {
                     "the file has no expression matrix X".to_string()
                 } else {
                     format!(
-                        "the file has no expression matrix X, only layers ({}); calmflow reads \
-                         X: store the layer you want as X (in Python: adata.X = \
-                         adata.layers[\"{}\"]; adata.write_h5ad(...))",
+                        "the file has no expression matrix X, only layers ({}); choose one \
+                         ([data] layer = \"{}\", or ReadOptions::layer)",
                         layers.join(", "),
                         layers[0]
                     )
@@ -463,11 +503,11 @@ impl Reader<'_> {
             ));
         };
         let (n_obs, n_vars) = x.shape();
-        let obs = self.dataframe("obs", n_obs)?;
-        let var = self.dataframe("var", n_vars)?;
+        let obs = self.dataframe("obs", n_obs, self.options.obs_columns.as_deref())?;
+        let var = self.dataframe("var", n_vars, self.options.var_columns.as_deref())?;
         let mut obsm = BTreeMap::new();
         let mut unreadable_obsm = BTreeMap::new();
-        if groups.iter().any(|g| g == "obsm") {
+        if !self.options.skip_obsm && groups.iter().any(|g| g == "obsm") {
             let group = self.group("/obsm")?;
             let (_, names) = group
                 .member_names()
@@ -500,6 +540,47 @@ impl Reader<'_> {
             obsm,
             unreadable_obsm,
         })
+    }
+
+    /// The names in `/layers` (dense layers are datasets, sparse ones groups).
+    fn layer_names(&self) -> Vec<String> {
+        self.group("/layers")
+            .ok()
+            .and_then(|g| g.member_names().ok())
+            .map(|(sparse, dense)| dense.into_iter().chain(sparse).collect())
+            .unwrap_or_default()
+    }
+
+    /// The layer `name` as the expression matrix.
+    fn layer(&self, name: &str) -> Result<Expression> {
+        let element = format!("/layers/{name}");
+        let no_layers = || {
+            self.err(
+                &element,
+                format!("the file has no layers, so no layer `{name}` (omit the layer to read X)"),
+            )
+        };
+        let group = self.group("/layers").map_err(|_| no_layers())?;
+        let (sparse, dense) = group
+            .member_names()
+            .map_err(|e| self.err("/layers", e.to_string()))?;
+        if sparse.is_empty() && dense.is_empty() {
+            return Err(no_layers());
+        }
+        if dense.iter().any(|d| d == name) {
+            let ds = self.dataset(&element)?;
+            Ok(Expression::Dense(self.matrix(&ds, &element)?))
+        } else if sparse.iter().any(|g| g == name) {
+            self.sparse(&self.group(&element)?, &element)
+        } else {
+            Err(self.err(
+                &element,
+                format!(
+                    "no layer `{name}`; layers: {}",
+                    self.layer_names().join(", ")
+                ),
+            ))
+        }
     }
 
     fn group(&self, element: &str) -> Result<Group> {
@@ -601,7 +682,8 @@ impl Reader<'_> {
         }
     }
 
-    fn dataframe(&self, name: &str, n_rows: usize) -> Result<DataFrame> {
+    /// The dataframe `name`, with only the columns `wanted` when given.
+    fn dataframe(&self, name: &str, n_rows: usize, wanted: Option<&[String]>) -> Result<DataFrame> {
         let element = format!("/{name}");
         let group = self.group(&element)?;
         let encoding = self.encoding(&group, &element)?;
@@ -632,6 +714,19 @@ impl Reader<'_> {
                 )
             })?,
             Err(_) => Vec::new(),
+        };
+        let order = match wanted {
+            None => order,
+            Some(wanted) => {
+                if let Some(missing) = wanted.iter().find(|w| !order.contains(w)) {
+                    return Err(DataError::UnknownColumn {
+                        frame: name.to_string(),
+                        column: missing.clone(),
+                        present: order.join(", "),
+                    });
+                }
+                order.into_iter().filter(|c| wanted.contains(c)).collect()
+            }
         };
         let (groups, _) = group
             .member_names()

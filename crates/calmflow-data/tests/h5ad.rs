@@ -222,9 +222,9 @@ fn dense_x_and_every_column_kind_are_read() {
 /// Columns and obsm entries the reader cannot decode (an unknown encoding, codes past the
 /// categories, a boolean matrix, a wrong row count) leave the rest of the file readable;
 /// each is an error only when asked for.
-#[test]
-fn unreadable_columns_fail_only_when_asked_for() {
-    let dir = tempfile::tempdir().unwrap();
+/// A file whose `obs` has readable columns (`ok`, `note`) beside undecodable ones, and
+/// whose `obsm` has a matrix of the wrong row count.
+fn broken_columns() -> Hdf5Builder {
     let mut b = Hdf5Builder::new().dataset(dense_x());
     b = frame(
         b,
@@ -258,11 +258,16 @@ fn unreadable_columns_fail_only_when_asked_for() {
             .unwrap(),
         "array",
     ));
-    b = b.dataset(encoded(
+    b.dataset(encoded(
         DatasetBuilder::typed_data("obsm/X_bad", [2, 2], &[1.0f32, 2.0, 3.0, 4.0]).unwrap(),
         "array",
-    ));
-    let path = write(dir.path(), "mixed.h5ad", b);
+    ))
+}
+
+#[test]
+fn unreadable_columns_fail_only_when_asked_for() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = write(dir.path(), "mixed.h5ad", broken_columns());
     let a = read_h5ad(&path).unwrap();
     assert_eq!(a.obs.labels("note").unwrap(), ["x", "y", "z"]);
     assert_eq!(a.obs.labels("ok").unwrap(), ["1", "0", "1"]);
@@ -581,9 +586,51 @@ fn anndata_file_without_x_names_its_layers() {
         .to_string();
     assert!(
         err.contains("no expression matrix X, only layers (counts)")
-            && err.contains("adata.X = adata.layers[\"counts\"]"),
+            && err.contains("[data] layer = \"counts\""),
         "{err}"
     );
+}
+
+#[test]
+fn a_chosen_layer_is_the_expression_dense_or_sparse() {
+    use calmflow_data::h5ad::{ReadOptions, read_h5ad_with};
+    // make_fixtures.py: X = arange(24) / 4 as 6 × 4; layers_only keeps it as a dense
+    // layer, sparse_layer has X and 4·X as a CSR layer.
+    let x = ndarray::Array2::from_shape_fn((6, 4), |(i, j)| (i * 4 + j) as f32 / 4.0);
+    let layer = |file: &str, name: &str| {
+        let options = ReadOptions {
+            layer: Some(name.into()),
+            ..ReadOptions::default()
+        };
+        read_h5ad_with(anndata_fixture(file), &options)
+    };
+    assert_eq!(layer("layers_only.h5ad", "counts").unwrap().x.to_dense(), x);
+    let sparse = layer("sparse_layer.h5ad", "counts").unwrap();
+    assert!(matches!(sparse.x, Expression::Csr(_)));
+    assert_eq!(sparse.x.to_dense(), &x * 4.0);
+    assert_eq!(read_h5ad(anndata_fixture("sparse_layer.h5ad")).unwrap().x.to_dense(), x);
+    let e = layer("sparse_layer.h5ad", "spliced").unwrap_err().to_string();
+    assert!(e.contains("no layer `spliced`; layers: counts"), "{e}");
+    let e = layer("lzf.h5ad", "counts").unwrap_err().to_string();
+    assert!(e.contains("the file has no layers"), "{e}");
+}
+
+#[test]
+fn only_the_columns_asked_for_are_read() {
+    use calmflow_data::h5ad::{ReadOptions, read_h5ad_with};
+    let dir = tempfile::tempdir().unwrap();
+    // `weird` cannot be decoded: reading everything keeps it as unreadable, reading the
+    // conditions leaves it (and every other column, var's and obsm) untouched.
+    let path = write(dir.path(), "mixed.h5ad", broken_columns());
+    let options = ReadOptions::conditions(&["ok".to_string()], None);
+    let a = read_h5ad_with(&path, &options).unwrap();
+    assert_eq!(a.obs.columns.len(), 1);
+    assert_eq!(a.obs.labels("ok").unwrap(), ["1", "0", "1"]);
+    assert!(a.var.columns.is_empty() && a.obsm.is_empty() && a.unreadable_obsm.is_empty());
+    assert_eq!(a.obs.index.len(), 3);
+    let options = ReadOptions::conditions(&["cell_type".to_string()], None);
+    let e = read_h5ad_with(&path, &options).unwrap_err().to_string();
+    assert!(e.contains("`obs` has no column `cell_type`; columns: ok, note, weird, short, bad_codes"), "{e}");
 }
 
 #[test]

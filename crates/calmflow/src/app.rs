@@ -372,7 +372,8 @@ impl TrainJob {
                     .clone()
                     .unwrap_or_else(|| default_template(&columns)),
                 columns,
-                held_out: section.hold_out.iter().map(|h| vec![h.clone()]).collect(),
+                held_out: section.hold_out.iter().map(|h| h.parts()).collect(),
+                layer: section.layer.clone(),
                 pca: section.pca.unwrap_or(crate::config::DEFAULT_PCA),
                 tokenizer: section
                     .tokenizer

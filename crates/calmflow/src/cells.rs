@@ -12,7 +12,9 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use calmflow_data::h5ad::{AnnData, Column, DataFrame, Expression, read_h5ad, write_h5ad};
+use calmflow_data::h5ad::{
+    AnnData, Column, DataFrame, Expression, ReadOptions, read_h5ad_with, write_h5ad,
+};
 use calmflow_data::{Conditions, Pca, StandardNormal, Standardizer};
 use calmflow_model::neox::NeoxDir;
 use calmflow_tokenize::{
@@ -38,6 +40,8 @@ pub struct CellSpec {
     pub template: String,
     /// PCA components.
     pub pca: usize,
+    /// Read this layer as the expression instead of `X`.
+    pub layer: Option<String>,
     /// A Hugging Face `tokenizer.json`; default: the one in `init_from`, else a word-level
     /// tokenizer built from the prompts.
     pub tokenizer: Option<PathBuf>,
@@ -121,7 +125,11 @@ impl CellStudy {
                 "a cell study needs at least one condition column".into(),
             ));
         }
-        let adata = read_h5ad(&spec.h5ad)?;
+        // Only what the study uses: an exotic column elsewhere never stops it.
+        let adata = read_h5ad_with(
+            &spec.h5ad,
+            &ReadOptions::conditions(&spec.columns, spec.layer.clone()),
+        )?;
         let x = adata.x.to_dense();
         let columns = spec
             .columns

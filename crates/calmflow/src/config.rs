@@ -77,11 +77,16 @@ pub struct DataSection {
     /// PCA components (with `h5ad`; default 16).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub pca: Option<usize>,
-    /// Label combinations left out of training (with `h5ad`): the labels joined by '/' in
-    /// column order ("CD19+ B/S"; labels containing '/' such as "G2/M" are matched
-    /// against the file's labels).
+    /// Label combinations left out of training (with `h5ad`): each the labels joined by
+    /// '/' in column order ("CD19+ B/S"; labels containing '/' such as "G2/M" are matched
+    /// against the file's labels), or a list of labels (`["CD4+/CD25 T Reg", "G1"]`),
+    /// which allows any label.
     #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub hold_out: Vec<String>,
+    pub hold_out: Vec<HeldOutCombination>,
+    /// Read this entry of the file's `layers` as the expression instead of `X` (with
+    /// `h5ad`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub layer: Option<String>,
     /// A Hugging Face `tokenizer.json` for the prompts (with `h5ad`; default: the one of
     /// `--init-from`, else a word-level tokenizer built from the prompts).
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -89,6 +94,26 @@ pub struct DataSection {
     /// Train the token-embedding table (with `h5ad`; frozen by default).
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub train_embeddings: bool,
+}
+
+/// One held-out label combination of `[data] hold_out`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum HeldOutCombination {
+    /// The labels joined by '/' in column order.
+    Joined(String),
+    /// One label per condition column.
+    Labels(Vec<String>),
+}
+
+impl HeldOutCombination {
+    /// The form [`crate::cells::CellSpec::held_out`] takes: one joined string, or the labels.
+    pub fn parts(&self) -> Vec<String> {
+        match self {
+            Self::Joined(s) => vec![s.clone()],
+            Self::Labels(v) => v.clone(),
+        }
+    }
 }
 
 /// PCA components of a conditional `[data] h5ad` run when `pca` is not given.
@@ -108,6 +133,7 @@ impl Default for DataSection {
             prompt: None,
             pca: None,
             hold_out: Vec::new(),
+            layer: None,
             tokenizer: None,
             train_embeddings: false,
         }
@@ -180,6 +206,7 @@ impl DataSection {
             ("prompt", self.prompt.is_some()),
             ("pca", self.pca.is_some()),
             ("hold_out", !self.hold_out.is_empty()),
+            ("layer", self.layer.is_some()),
             ("tokenizer", self.tokenizer.is_some()),
             ("train_embeddings", self.train_embeddings),
         ];
@@ -573,12 +600,15 @@ mod tests {
     #[test]
     fn cells_fields_need_h5ad_and_replace_source_and_target() {
         let c = RunConfig::parse(
-            "[data]\nh5ad = \"cells.h5ad\"\nhold_out = [\"B/S\"]\npca = 8\n",
+            "[data]\nh5ad = \"cells.h5ad\"\nhold_out = [\"B/S\", [\"CD4+/CD25 T Reg\", \"G1\"]]\n\
+             pca = 8\n",
             "run.toml",
         )
         .unwrap();
         assert_eq!(c.data.condition_columns(), ["cell_type", "phase"]);
         assert_eq!(c.data.pca, Some(8));
+        let parts: Vec<Vec<String>> = c.data.hold_out.iter().map(|h| h.parts()).collect();
+        assert_eq!(parts, [vec!["B/S"], vec!["CD4+/CD25 T Reg", "G1"]]);
         // Cells default to the mixture over increments on straight paths.
         assert_eq!(c.model.predict, Some(Predict::Increment));
         assert_eq!(c.flow.path, ConditionalPath::straight());

@@ -63,6 +63,8 @@ pub struct HeldOutJob {
     pub template: String,
     /// PCA components `d`.
     pub pca: usize,
+    /// Read this layer as the expression instead of `X`.
+    pub layer: Option<String>,
     /// CaLMFlow training steps.
     pub steps: usize,
     /// CFM training steps.
@@ -117,6 +119,7 @@ impl HeldOutJob {
                 .collect(),
             template: DEFAULT_TEMPLATE.into(),
             pca: 16,
+            layer: None,
             steps: 2000,
             cfm_steps: 5000,
             batch_size: 64,
@@ -280,6 +283,7 @@ impl BackendTask for HeldOutJob {
             held_out: job.held_out.clone(),
             template: job.template.clone(),
             pca: job.pca,
+            layer: job.layer.clone(),
             tokenizer: job.tokenizer.clone(),
             init_from: job.init_from.clone(),
         })?;

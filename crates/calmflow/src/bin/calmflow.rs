@@ -207,6 +207,9 @@ struct HeldOutArgs {
     /// PCA components.
     #[arg(long, default_value_t = 16)]
     pca: usize,
+    /// Read this layer of the file as the expression instead of X.
+    #[arg(long)]
+    layer: Option<String>,
     /// CaLMFlow training steps.
     #[arg(long, default_value_t = 2000)]
     steps: usize,
@@ -569,6 +572,7 @@ fn heldout(args: HeldOutArgs) -> Result<(), String> {
     }
     job.template = args.template;
     job.pca = args.pca;
+    job.layer = args.layer;
     job.steps = args.steps;
     job.cfm_steps = args.cfm_steps;
     job.batch_size = args.batch;
