@@ -15,7 +15,7 @@ use std::time::Instant;
 use burn::backend::{Autodiff, NdArray};
 use burn::module::{AutodiffModule, Module};
 use burn::tensor::backend::Backend;
-use calmflow::plot::{self, Series, SweepPoint};
+use calmflow_cli::plot::{self, Series, SweepPoint};
 use calmflow_benches::StageProgress;
 use calmflow_data::{
     Checkerboard, Circles, EightGaussians, MixturePair, Moons, Sampler, StandardNormal, seeded_rng,

@@ -5,7 +5,8 @@
 //!
 //! This crate is the facade: it re-exports the layered crates and owns backend selection
 //! ([`backend`]), so that a program moves from the CPU to a GPU by a cargo feature and a
-//! `--device` flag.
+//! `--device` flag. The `calmflow` command-line program, its run configuration, jobs,
+//! plots and studies are the `calmflow-cli` crate, built on this one.
 //!
 //! | module | crate | what |
 //! | --- | --- | --- |
@@ -16,19 +17,8 @@
 //! | [`model`] | `calmflow-model` | encoder, causal backbone with KV cache, variational decoder |
 //! | [`train`] | `calmflow-train` | paths, couplings, loss, trainer, generation, CFM, ODE solvers |
 //! | [`backend`] | this crate | `--device` parsing and dispatch to the compiled burn backends |
-//! | [`config`] | this crate | the TOML run configuration (`docs/config.md`) |
-//! | [`app`] | this crate | train, sample and demo jobs behind the command-line program |
-//! | [`plot`] | this crate | PNG/SVG scatter and trajectory plots |
-//! | [`io`] | this crate | point files by extension (`.npy`, `.csv`) |
 
-pub mod app;
 pub mod backend;
-pub mod cells;
-pub mod config;
-pub mod heldout;
-pub mod io;
-pub mod plot;
-pub mod progress;
 
 pub use calmflow_data as data;
 pub use calmflow_metrics as metrics;

@@ -33,7 +33,7 @@ use crate::app::{
     AppError, AppResult, FitRun, TrainOutcome, bridge_note, create_out_dir, fit, load_pretrained,
     pretrained_shape,
 };
-use crate::backend::BackendTask;
+use calmflow::backend::BackendTask;
 use crate::cells::{CellSpec, CellStudy};
 
 /// The (cell_type, phase) pairs held out by default: each has ≥ 20 cells in

@@ -1,5 +1,5 @@
 //! What the `calmflow` program does, as library functions generic over the backend (run
-//! through [`DeviceSpec::run`](crate::backend::DeviceSpec::run)): train CaLMFlow or a CFM
+//! through [`DeviceSpec::run`](calmflow::backend::DeviceSpec::run)): train CaLMFlow or a CFM
 //! baseline from a [`RunConfig`], sample from a checkpoint, and the end-to-end demo.
 
 use std::path::{Path, PathBuf};
@@ -19,7 +19,7 @@ use calmflow_train::{
 use ndarray::{Array2, Array3};
 use serde::{Deserialize, Serialize};
 
-use crate::backend::{BackendTask, ParallelBackendTask};
+use calmflow::backend::{BackendTask, ParallelBackendTask};
 use crate::cells::{CellSpec, CellStudy, CellsRecord, ResolvedCondition, default_template};
 use crate::config::{ConfigError, DataSection, RunConfig, TemperatureSection};
 use crate::plot::{self, PlotError, Series};

@@ -5,16 +5,16 @@
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use calmflow::app::{DemoJob, ModelKind, SampleJob, TrainJob};
+use calmflow_cli::app::{DemoJob, ModelKind, SampleJob, TrainJob};
 use calmflow::backend::{DeviceSpec, MatmulCheck, compiled_backends};
-use calmflow::cells::write_cells;
-use calmflow::config::RunConfig;
+use calmflow_cli::cells::write_cells;
+use calmflow_cli::config::RunConfig;
 use calmflow::data::seeded_rng;
-use calmflow::heldout::HeldOutJob;
-use calmflow::io::{read_points, write_points};
+use calmflow_cli::heldout::HeldOutJob;
+use calmflow_cli::io::{read_points, write_points};
 use calmflow::metrics::{EvalOptions, MetricsReport, evaluate};
 use calmflow::model::HeadKind;
-use calmflow::plot::{self, Series};
+use calmflow_cli::plot::{self, Series};
 use calmflow::train::{AdaptiveSettings, OdeSolver};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
@@ -202,7 +202,7 @@ struct HeldOutArgs {
     #[arg(long = "hold-out")]
     hold_out: Vec<String>,
     /// Prompt template; {column} fields are filled from the labels.
-    #[arg(long, default_value = calmflow::heldout::DEFAULT_TEMPLATE)]
+    #[arg(long, default_value = calmflow_cli::heldout::DEFAULT_TEMPLATE)]
     template: String,
     /// PCA components.
     #[arg(long, default_value_t = 16)]
