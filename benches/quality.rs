@@ -15,8 +15,8 @@ use std::time::Instant;
 use burn::backend::{Autodiff, NdArray};
 use burn::module::{AutodiffModule, Module};
 use burn::tensor::backend::Backend;
-use calmflow_cli::plot::{self, Series, SweepPoint};
 use calmflow_benches::StageProgress;
+use calmflow_cli::plot::{self, Series, SweepPoint};
 use calmflow_data::{
     Checkerboard, Circles, EightGaussians, MixturePair, Moons, Sampler, StandardNormal, seeded_rng,
 };

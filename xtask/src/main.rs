@@ -216,7 +216,14 @@ fn gpu_check(flag: Option<&str>) -> Result<(), String> {
     ];
     run(
         "cargo",
-        &["build", "--release", "-p", "calmflow-cli", "--features", "cuda"],
+        &[
+            "build",
+            "--release",
+            "-p",
+            "calmflow-cli",
+            "--features",
+            "cuda",
+        ],
         &strip,
     )?;
     let dir = root().join("target").join("gpu-check");

@@ -19,11 +19,11 @@ use calmflow_train::{
 use ndarray::{Array2, Array3};
 use serde::{Deserialize, Serialize};
 
-use calmflow::backend::{BackendTask, ParallelBackendTask};
 use crate::cells::{CellSpec, CellStudy, CellsRecord, ResolvedCondition, default_template};
 use crate::config::{ConfigError, DataSection, RunConfig, TemperatureSection};
 use crate::plot::{self, PlotError, Series};
 use crate::progress::ProgressBar;
+use calmflow::backend::{BackendTask, ParallelBackendTask};
 
 /// Everything that can stop a command, each variant one clear line.
 #[derive(Debug, thiserror::Error)]

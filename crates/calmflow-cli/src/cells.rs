@@ -283,7 +283,12 @@ impl PcaRecord {
     fn of(pca: &Pca) -> Self {
         Self {
             mean: pca.mean().to_vec(),
-            components: pca.components().rows().into_iter().map(|r| r.to_vec()).collect(),
+            components: pca
+                .components()
+                .rows()
+                .into_iter()
+                .map(|r| r.to_vec())
+                .collect(),
             explained_variance: pca.explained_variance().to_vec(),
             total_variance: pca.total_variance(),
         }

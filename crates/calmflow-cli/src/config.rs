@@ -145,9 +145,11 @@ impl DataSection {
     /// sampler, or a point file resolved against `base`.
     pub fn side(&self, what: &str, base: &Path) -> Result<PointSource, ConfigError> {
         if self.h5ad.is_some() && what == "source" {
-            return Ok(PointSource::Sampler(Box::new(calmflow_data::StandardNormal {
-                dim: self.pca.unwrap_or(DEFAULT_PCA),
-            })));
+            return Ok(PointSource::Sampler(Box::new(
+                calmflow_data::StandardNormal {
+                    dim: self.pca.unwrap_or(DEFAULT_PCA),
+                },
+            )));
         }
         let spec = if what == "source" {
             &self.source
@@ -615,9 +617,18 @@ mod tests {
         // A file without h5ad prints as before: the conditional fields are left out.
         assert!(!RunConfig::default().to_toml().contains("hold_out"));
         for (text, needle) in [
-            ("[data]\ncolumns = [\"x\"]\n", "[data] columns belongs to a conditional run"),
-            ("[data]\nh5ad = \"a.h5ad\"\ntarget = \"moons\"\n", "h5ad replaces source and target"),
-            ("[data]\nh5ad = \"a.h5ad\"\nstandardize = true\n", "always standardised"),
+            (
+                "[data]\ncolumns = [\"x\"]\n",
+                "[data] columns belongs to a conditional run",
+            ),
+            (
+                "[data]\nh5ad = \"a.h5ad\"\ntarget = \"moons\"\n",
+                "h5ad replaces source and target",
+            ),
+            (
+                "[data]\nh5ad = \"a.h5ad\"\nstandardize = true\n",
+                "always standardised",
+            ),
             ("[data]\nh5ad = \"a.h5ad\"\npca = 0\n", "pca must be ≥ 1"),
         ] {
             let e = RunConfig::parse(text, "run.toml").unwrap_err().to_string();

@@ -21,9 +21,8 @@ use calmflow_data::{Sampler, StandardNormal, seeded_rng};
 use calmflow_metrics::{energy_distance, mmd2_unbiased_median, r2_means};
 use calmflow_model::{CalmFlowConfig, HeadKind, Predict};
 use calmflow_train::{
-    CalmFlowSettings, CfmVariant, ConditionalPath, Coupling,
-    GenerationOptions, NoiseSchedule, OdeSolver, TrainConfig, TrainError,
-    VelocityMlpConfig, cfm_sample, generate,
+    CalmFlowSettings, CfmVariant, ConditionalPath, Coupling, GenerationOptions, NoiseSchedule,
+    OdeSolver, TrainConfig, TrainError, VelocityMlpConfig, cfm_sample, generate,
 };
 use ndarray::{Array2, ArrayView2, Axis};
 use rand::seq::SliceRandom;
@@ -33,8 +32,8 @@ use crate::app::{
     AppError, AppResult, FitRun, TrainOutcome, bridge_note, create_out_dir, fit, load_pretrained,
     pretrained_shape,
 };
-use calmflow::backend::BackendTask;
 use crate::cells::{CellSpec, CellStudy};
+use calmflow::backend::BackendTask;
 
 /// The (cell_type, phase) pairs held out by default: each has ≥ 20 cells in
 /// pbmc68k_reduced, and its cell type and phase both occur in other pairs.

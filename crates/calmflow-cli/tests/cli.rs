@@ -912,12 +912,7 @@ fn conditional_cells_train_from_a_config_and_sample_by_condition() {
         let o = calmflow(&args, d);
         assert!(o.status.success(), "{args:?}: {}", stderr(&o));
     }
-    let condition = [
-        "--condition",
-        "cell_type=CD19+ B",
-        "--condition",
-        "phase=S",
-    ];
+    let condition = ["--condition", "cell_type=CD19+ B", "--condition", "phase=S"];
     let mut args = vec![
         "sample",
         "--checkpoint",
@@ -931,7 +926,8 @@ fn conditional_cells_train_from_a_config_and_sample_by_condition() {
     let o = calmflow(&args, d);
     assert!(o.status.success(), "{}", stderr(&o));
     assert!(
-        stdout(&o).contains("wrote 30 samples of \"Generate a cell with cell_type CD19+ B, phase S:\""),
+        stdout(&o)
+            .contains("wrote 30 samples of \"Generate a cell with cell_type CD19+ B, phase S:\""),
         "{}",
         stdout(&o)
     );
@@ -958,7 +954,10 @@ fn conditional_cells_train_from_a_config_and_sample_by_condition() {
         panic!("generated X is dense")
     };
     let worst = (&genes - written).fold(0.0f32, |m, v| m.max(v.abs()));
-    assert!(worst < 1e-3, "gene space differs from the PCA inverse by {worst}");
+    assert!(
+        worst < 1e-3,
+        "gene space differs from the PCA inverse by {worst}"
+    );
 
     // CFM from the same file: PCA scores and gene space as .npy.
     let mut args = vec![
@@ -982,11 +981,26 @@ fn conditional_cells_train_from_a_config_and_sample_by_condition() {
 
     // Errors: one line, naming what is known.
     for (extra, needle) in [
-        (vec!["--condition", "cell_type=CD19+ B", "--condition", "phase=M"], "unknown phase `M`; known: G1, G2M, S"),
-        (vec!["--condition", "cell_type=CD19+ B"], "no --condition phase=… given"),
-        (vec!["--condition", "tissue=lung"], "`tissue` is not a condition column"),
+        (
+            vec!["--condition", "cell_type=CD19+ B", "--condition", "phase=M"],
+            "unknown phase `M`; known: G1, G2M, S",
+        ),
+        (
+            vec!["--condition", "cell_type=CD19+ B"],
+            "no --condition phase=… given",
+        ),
+        (
+            vec!["--condition", "tissue=lung"],
+            "`tissue` is not a condition column",
+        ),
     ] {
-        let mut args = vec!["sample", "--checkpoint", "calm/checkpoints", "--out", "e.npy"];
+        let mut args = vec![
+            "sample",
+            "--checkpoint",
+            "calm/checkpoints",
+            "--out",
+            "e.npy",
+        ];
         args.extend(extra);
         let o = calmflow(&args, d);
         assert_eq!(o.status.code(), Some(2));
@@ -994,12 +1008,33 @@ fn conditional_cells_train_from_a_config_and_sample_by_condition() {
         assert!(e.contains(needle) && e.lines().count() == 1, "{e}");
     }
     let o = calmflow(
-        &["cfm", "sample", "--checkpoint", "cfm/checkpoints", "--prompt", "a B cell", "--out", "e.npy"],
+        &[
+            "cfm",
+            "sample",
+            "--checkpoint",
+            "cfm/checkpoints",
+            "--prompt",
+            "a B cell",
+            "--out",
+            "e.npy",
+        ],
         d,
     );
-    assert!(stderr(&o).contains("--prompt is for CaLMFlow"), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("--prompt is for CaLMFlow"),
+        "{}",
+        stderr(&o)
+    );
     // A config that mixes the two forms of [data] is refused before anything runs.
-    write(d, "mixed.toml", &config.replace("pca = 4\n", "pca = 4\ntarget = \"moons\"\n"));
+    write(
+        d,
+        "mixed.toml",
+        &config.replace("pca = 4\n", "pca = 4\ntarget = \"moons\"\n"),
+    );
     let o = calmflow(&["train", "--config", "mixed.toml", "--out", "m"], d);
-    assert!(stderr(&o).contains("h5ad replaces source and target"), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("h5ad replaces source and target"),
+        "{}",
+        stderr(&o)
+    );
 }

@@ -36,8 +36,8 @@ use hdf5_reader::{ByteOrder, Dataset, Datatype, FilterRegistry, Hdf5File, OpenOp
 mod lzf;
 mod write;
 pub use lzf::{FILTER_LZF, LzfError, lzf_decompress};
-pub use write::write_h5ad;
 use ndarray::Array2;
+pub use write::write_h5ad;
 
 use crate::error::{DataError, Result};
 

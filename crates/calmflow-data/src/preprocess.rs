@@ -298,7 +298,9 @@ mod tests {
         )
         .unwrap_err();
         assert!(e.to_string().contains("not orthonormal"), "{e}");
-        assert!(Pca::from_parts(vec![0.0; 5], pca.components().clone(), vec![1.0; 3], 1.0).is_err());
+        assert!(
+            Pca::from_parts(vec![0.0; 5], pca.components().clone(), vec![1.0; 3], 1.0).is_err()
+        );
     }
     use crate::synthetic::{Sampler, StandardNormal};
 

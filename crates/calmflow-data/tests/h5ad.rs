@@ -608,8 +608,16 @@ fn a_chosen_layer_is_the_expression_dense_or_sparse() {
     let sparse = layer("sparse_layer.h5ad", "counts").unwrap();
     assert!(matches!(sparse.x, Expression::Csr(_)));
     assert_eq!(sparse.x.to_dense(), &x * 4.0);
-    assert_eq!(read_h5ad(anndata_fixture("sparse_layer.h5ad")).unwrap().x.to_dense(), x);
-    let e = layer("sparse_layer.h5ad", "spliced").unwrap_err().to_string();
+    assert_eq!(
+        read_h5ad(anndata_fixture("sparse_layer.h5ad"))
+            .unwrap()
+            .x
+            .to_dense(),
+        x
+    );
+    let e = layer("sparse_layer.h5ad", "spliced")
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("no layer `spliced`; layers: counts"), "{e}");
     let e = layer("lzf.h5ad", "counts").unwrap_err().to_string();
     assert!(e.contains("the file has no layers"), "{e}");
@@ -630,7 +638,10 @@ fn only_the_columns_asked_for_are_read() {
     assert_eq!(a.obs.index.len(), 3);
     let options = ReadOptions::conditions(&["cell_type".to_string()], None);
     let e = read_h5ad_with(&path, &options).unwrap_err().to_string();
-    assert!(e.contains("`obs` has no column `cell_type`; columns: ok, note, weird, short, bad_codes"), "{e}");
+    assert!(
+        e.contains("`obs` has no column `cell_type`; columns: ok, note, weird, short, bad_codes"),
+        "{e}"
+    );
 }
 
 #[test]
@@ -660,7 +671,11 @@ fn written_anndata_reads_back_exactly() {
                 ),
                 (
                     "note".into(),
-                    Column::String(vec![Some("a".into()), Some("b".into()), Some("G2/M".into())]),
+                    Column::String(vec![
+                        Some("a".into()),
+                        Some("b".into()),
+                        Some("G2/M".into()),
+                    ]),
                 ),
                 ("dose".into(), Column::Int(vec![Some(3), None, Some(-2)])),
                 ("count".into(), Column::Int(vec![Some(1), Some(2), Some(3)])),
@@ -677,9 +692,16 @@ fn written_anndata_reads_back_exactly() {
     assert_eq!(back.obs.index, adata.obs.index);
     assert_eq!(back.var.index, adata.var.index);
     assert_eq!(back.obsm, adata.obsm);
-    assert_eq!(back.obs.labels("cell_type").unwrap(), ["CD14+ Monocyte", "B", "CD14+ Monocyte"]);
+    assert_eq!(
+        back.obs.labels("cell_type").unwrap(),
+        ["CD14+ Monocyte", "B", "CD14+ Monocyte"]
+    );
     for name in ["cell_type", "note", "dose", "count"] {
-        assert_eq!(back.obs.column(name).unwrap(), adata.obs.column(name).unwrap(), "{name}");
+        assert_eq!(
+            back.obs.column(name).unwrap(),
+            adata.obs.column(name).unwrap(),
+            "{name}"
+        );
     }
     let Column::Float(score) = back.obs.column("score").unwrap() else {
         panic!("score is a float column")
@@ -689,7 +711,9 @@ fn written_anndata_reads_back_exactly() {
 
     // What cannot be written is an error naming the element, and nothing is left behind.
     let mut bad = adata.clone();
-    bad.obs.columns.push(("flag".into(), Column::Bool(vec![Some(true); 3])));
+    bad.obs
+        .columns
+        .push(("flag".into(), Column::Bool(vec![Some(true); 3])));
     let bad_path = dir.path().join("bad.h5ad");
     let e = write_h5ad(&bad_path, &bad).unwrap_err().to_string();
     assert!(e.contains("obs/flag") && e.contains("boolean"), "{e}");
@@ -697,5 +721,8 @@ fn written_anndata_reads_back_exactly() {
     let mut short = adata;
     short.obs.index.pop();
     let e = write_h5ad(&bad_path, &short).unwrap_err().to_string();
-    assert!(e.contains("the index has 2 rows where the matrix has 3"), "{e}");
+    assert!(
+        e.contains("the index has 2 rows where the matrix has 3"),
+        "{e}"
+    );
 }

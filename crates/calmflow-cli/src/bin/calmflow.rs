@@ -5,17 +5,17 @@
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use calmflow_cli::app::{DemoJob, ModelKind, SampleJob, TrainJob};
 use calmflow::backend::{DeviceSpec, MatmulCheck, compiled_backends};
-use calmflow_cli::cells::write_cells;
-use calmflow_cli::config::RunConfig;
 use calmflow::data::seeded_rng;
-use calmflow_cli::heldout::HeldOutJob;
-use calmflow_cli::io::{read_points, write_points};
 use calmflow::metrics::{EvalOptions, MetricsReport, evaluate};
 use calmflow::model::HeadKind;
-use calmflow_cli::plot::{self, Series};
 use calmflow::train::{AdaptiveSettings, OdeSolver};
+use calmflow_cli::app::{DemoJob, ModelKind, SampleJob, TrainJob};
+use calmflow_cli::cells::write_cells;
+use calmflow_cli::config::RunConfig;
+use calmflow_cli::heldout::HeldOutJob;
+use calmflow_cli::io::{read_points, write_points};
+use calmflow_cli::plot::{self, Series};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 // burn-ndarray allocates a fresh buffer for every tensor operation; with glibc's malloc

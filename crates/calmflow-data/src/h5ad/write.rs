@@ -104,11 +104,7 @@ fn column(
             )?;
             b = b.group_attribute(&element, ordered);
             let cats: Vec<&str> = categories.iter().map(String::as_str).collect();
-            b = b.dataset(string_array(
-                path,
-                &format!("{element}/categories"),
-                &cats,
-            )?);
+            b = b.dataset(string_array(path, &format!("{element}/categories"), &cats)?);
             // pandas stores codes in the smallest signed type that holds the categories.
             let codes_name = format!("{element}/codes");
             let ds = if categories.len() < i8::MAX as usize {
@@ -253,12 +249,18 @@ pub fn write_h5ad(path: impl AsRef<Path>, adata: &AnnData) -> Result<()> {
             ));
         }
         let flat: Vec<f32> = m.iter().copied().collect();
-        b = b.dataset(numeric_array(path, &element, &[m.nrows(), m.ncols()], &flat)?);
+        b = b.dataset(numeric_array(
+            path,
+            &element,
+            &[m.nrows(), m.ncols()],
+            &flat,
+        )?);
     }
     let bytes = writer(
         path,
         "/",
-        b.into_plan().and_then(|p| p.encode(WriteOptions::default())),
+        b.into_plan()
+            .and_then(|p| p.encode(WriteOptions::default())),
     )?;
     crate::atomic::write_atomically(path, |w| std::io::Write::write_all(w, &bytes))
 }
