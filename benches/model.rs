@@ -83,6 +83,9 @@ fn training_step(c: &mut Criterion) {
         .with_layers(2)
         .with_heads(4)
         .with_dropout(0.0);
+    // The CPU backend's fused layer-norm and GELU kernels, as the program runs them; the
+    // twin's two shapes are also timed without them (`train_step_composed`).
+    calmflow::backend::register_cpu_kernels();
     let mut group = c.benchmark_group("model");
     group
         .sample_size(10)
@@ -114,15 +117,24 @@ fn training_step(c: &mut Criterion) {
             (tokens * batch) as f64,
             calmflow_benches::transformer_train_flops(h, layers, 4, tokens, batch),
         );
+        let mut step = || {
+            let m = model.take().expect("model present");
+            let l = loss(&m, slots.clone(), p);
+            let grads = GradientsParams::from_grads(l.backward(), &m);
+            model = Some(optim.step(1e-3, m, grads));
+            sync(&device);
+        };
         group.bench_function(BenchmarkId::new("train_step", &id), |bch| {
-            bch.iter(|| {
-                let m = model.take().expect("model present");
-                let l = loss(&m, slots.clone(), p);
-                let grads = GradientsParams::from_grads(l.backward(), &m);
-                model = Some(optim.step(1e-3, m, grads));
-                sync(&device);
-            })
+            bch.iter(&mut step)
         });
+        let twin_shape = (n == 16 && batch == 64) || batch == 128;
+        if cfg!(not(any(feature = "wgpu", feature = "cuda"))) && twin_shape {
+            calmflow::backend::unregister_cpu_kernels();
+            group.bench_function(BenchmarkId::new("train_step_composed", &id), |bch| {
+                bch.iter(&mut step)
+            });
+            calmflow::backend::register_cpu_kernels();
+        }
     }
     let gen_config = bench.clone().with_n_space(1);
     Bk::seed(&device, 1);

@@ -1028,6 +1028,7 @@ impl Output {
 }
 
 fn main() {
+    calmflow::backend::register_cpu_kernels();
     let args: Vec<String> = std::env::args().skip(1).collect();
     let quick = args.iter().any(|a| a == "--quick");
     let fresh = args.iter().any(|a| a == "--fresh");

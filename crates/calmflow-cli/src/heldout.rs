@@ -56,7 +56,7 @@ pub struct HeldOutJob {
     pub columns: Vec<String>,
     /// Combinations held out of training: one label per column, or one string of the
     /// labels joined by '/' in column order, split against the file's labels
-    /// ([`Conditions::split_joined`]: "CD19+ B/G2/M" works).
+    /// ([`calmflow_data::Conditions::split_joined`]: "CD19+ B/G2/M" works).
     pub held_out: Vec<Vec<String>>,
     /// Prompt template; its fields name condition columns.
     pub template: String,

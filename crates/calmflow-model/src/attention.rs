@@ -3,7 +3,6 @@
 
 use burn::module::Module;
 use burn::nn::{Dropout, DropoutConfig, Linear, LinearConfig};
-use burn::tensor::activation::softmax;
 use burn::tensor::{Bool, Tensor, TensorData, backend::Backend};
 
 use crate::rotary::{RotaryEmbedding, RotaryTables};
@@ -204,7 +203,7 @@ impl<B: Backend> CausalSelfAttention<B> {
         let (nh, hd) = (self.n_heads, self.head_dim);
         let project = |part: usize| {
             let (w, bias) = self.part(part);
-            burn::tensor::module::linear(x.clone(), w, bias).reshape([b, l, nh, hd])
+            crate::fused::linear(x.clone(), w, bias).reshape([b, l, nh, hd])
         };
         // (B, L, heads, hd) → (B, heads, L, hd); q carries the 1/√hd scale.
         let q = context.tables.queries(project(0)).swap_dims(1, 2);
@@ -218,12 +217,14 @@ impl<B: Backend> CausalSelfAttention<B> {
             *cache = Some((k.clone(), v.clone()));
         }
         let total = k.dims()[2];
-        let mut scores = q.matmul(k.swap_dims(2, 3));
+        let mut scores = crate::fused::matmul(q, k.swap_dims(2, 3));
         if let Some(mask) = &context.mask {
             scores = scores.mask_fill(mask.clone().expand([b, nh, l, total]), -1.0e9);
         }
-        let probs = self.dropout.forward(softmax(scores, 3));
-        let out = probs.matmul(v).swap_dims(1, 2).reshape([rows, h]);
-        self.dense.forward(out)
+        let probs = self.dropout.forward(crate::fused::softmax(scores));
+        let out = crate::fused::matmul(probs, v)
+            .swap_dims(1, 2)
+            .reshape([rows, h]);
+        crate::fused::linear_module(&self.dense, out)
     }
 }

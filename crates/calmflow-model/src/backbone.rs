@@ -8,8 +8,8 @@ use burn::nn::{
 use burn::tensor::{Bool, Int, Tensor, TensorData, backend::Backend};
 
 use crate::attention::{AttentionContext, CausalSelfAttention, LayerCache, TimeWindow};
+use crate::fused;
 use crate::neox::{Slot, replace};
-use crate::norm::gelu_exact;
 use crate::rotary::RotaryEmbedding;
 
 /// Keys and values of every layer for the tokens processed so far, plus their padding.
@@ -65,6 +65,8 @@ pub struct TransformerBlock<B: Backend> {
     mlp_out: Linear<B>,
     dropout: Dropout,
     parallel: bool,
+    /// The layer norms' epsilon (burn's `LayerNorm` keeps its own private).
+    eps: f64,
 }
 
 impl<B: Backend> TransformerBlock<B> {
@@ -87,13 +89,16 @@ impl<B: Backend> TransformerBlock<B> {
             mlp_out: LinearConfig::new(mlp_width, hidden).init(device),
             dropout: DropoutConfig::new(dropout).init(),
             parallel,
+            eps,
         }
     }
 
     /// The MLP on rows `(N, H)`.
     fn mlp(&self, x: Tensor<B, 2>) -> Tensor<B, 2> {
-        self.dropout
-            .forward(self.mlp_out.forward(gelu_exact(self.mlp_in.forward(x))))
+        self.dropout.forward(fused::linear_module(
+            &self.mlp_out,
+            fused::gelu(fused::linear_module(&self.mlp_in, x)),
+        ))
     }
 
     /// The block on the rows `(B·L, H)` of a batch of `b` sequences.
@@ -105,17 +110,17 @@ impl<B: Backend> TransformerBlock<B> {
         cache: Option<&mut LayerCache<B>>,
     ) -> Tensor<B, 2> {
         let attn = self.dropout.forward(self.attention.forward_rows(
-            self.ln_attn.forward(x.clone()),
+            norm(&self.ln_attn, x.clone(), self.eps),
             b,
             context,
             cache,
         ));
         if self.parallel {
-            let mlp = self.mlp(self.ln_mlp.forward(x.clone()));
+            let mlp = self.mlp(norm(&self.ln_mlp, x.clone(), self.eps));
             x + attn + mlp
         } else {
             let h = x + attn;
-            h.clone() + self.mlp(self.ln_mlp.forward(h))
+            h.clone() + self.mlp(norm(&self.ln_mlp, h, self.eps))
         }
     }
 }
@@ -127,6 +132,19 @@ pub struct CausalBackbone<B: Backend> {
     blocks: Vec<TransformerBlock<B>>,
     final_norm: LayerNorm<B>,
     embedding: Option<Embedding<B>>,
+    /// The final norm's epsilon.
+    eps: f64,
+}
+
+/// `ln` applied to the rows `x` through [`fused::layer_norm`] (a one-pass kernel where the
+/// backend registered one); `eps` is the one `ln` was built with.
+fn norm<B: Backend, const D: usize>(ln: &LayerNorm<B>, x: Tensor<B, D>, eps: f64) -> Tensor<B, D> {
+    fused::layer_norm(
+        x,
+        Some(ln.gamma.val()),
+        ln.beta.as_ref().map(Param::val),
+        eps,
+    )
 }
 
 /// Settings of a [`CausalBackbone`].
@@ -188,6 +206,7 @@ impl<B: Backend> CausalBackbone<B> {
                 .with_epsilon(s.layer_norm_eps)
                 .init(device),
             embedding,
+            eps: s.layer_norm_eps,
         }
     }
 
@@ -270,7 +289,7 @@ impl<B: Backend> CausalBackbone<B> {
                 cache.len += l;
             }
         }
-        self.final_norm.forward(rows).reshape([b, l, h])
+        norm(&self.final_norm, rows, self.eps).reshape([b, l, h])
     }
 }
 

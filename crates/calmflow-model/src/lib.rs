@@ -16,6 +16,9 @@
 //!   chooses whether they model the next state, the increment or the path's endpoint.
 //! - [`CalmFlowModel`] / [`CalmFlowConfig`]: teacher-forced forward, incremental decoding,
 //!   roll-out with or without the cache, weights saved and loaded atomically.
+//! - [`fused`]: the layer norms and GELUs of the model go through a registry where a
+//!   backend may supply one-pass kernels with their backward pass (the facade registers
+//!   the CPU backend's); without one, burn's operations are composed.
 //!
 //! ```
 //! use burn::backend::NdArray;
@@ -33,6 +36,7 @@ mod attention;
 mod backbone;
 mod encoder;
 mod error;
+pub mod fused;
 pub mod head;
 mod model;
 pub mod neox;

@@ -25,6 +25,39 @@ pub type Cpu = burn::backend::NdArray<f32>;
 /// The CPU backend with automatic differentiation, for training.
 #[cfg(feature = "ndarray")]
 pub type CpuAutodiff = burn::backend::Autodiff<Cpu>;
+/// The environment variable that, set to `off` (or `0`), keeps the CPU backend on burn's
+/// composed operations instead of the fused kernels (to compare, or to reproduce runs made
+/// before the kernels).
+pub const FUSED_KERNELS_ENV: &str = "CALMFLOW_FUSED_KERNELS";
+
+/// Registers the fused CPU kernels (layer norm and exact GELU, forward and backward;
+/// `calmflow_ndarray_kernels`) for [`Cpu`] and [`CpuAutodiff`], unless
+/// [`FUSED_KERNELS_ENV`] turns them off, in which case any registered are removed.
+/// [`DeviceSpec::run`] calls it for the CPU; programs that name [`Cpu`] themselves call it
+/// once. Returns whether the kernels are on.
+#[cfg(feature = "ndarray")]
+pub fn register_cpu_kernels() -> bool {
+    let off = std::env::var(FUSED_KERNELS_ENV).is_ok_and(|v| {
+        matches!(
+            v.trim().to_ascii_lowercase().as_str(),
+            "off" | "0" | "false"
+        )
+    });
+    if off {
+        calmflow_ndarray_kernels::unregister();
+    } else {
+        calmflow_ndarray_kernels::register();
+    }
+    !off
+}
+
+/// Removes the fused CPU kernels: the model composes burn's operations (benchmarks time
+/// both in one run).
+#[cfg(feature = "ndarray")]
+pub fn unregister_cpu_kernels() {
+    calmflow_ndarray_kernels::unregister();
+}
+
 /// The WebGPU/Vulkan/Metal backend (burn-wgpu, f32).
 #[cfg(feature = "wgpu")]
 pub type Wgpu = burn::backend::Wgpu;
@@ -147,6 +180,7 @@ impl DeviceSpec {
         match self {
             #[cfg(feature = "ndarray")]
             DeviceSpec::Cpu => {
+                register_cpu_kernels();
                 Ok(task.run::<CpuAutodiff>(burn::backend::ndarray::NdArrayDevice::Cpu))
             }
             #[cfg(feature = "wgpu")]
@@ -202,10 +236,13 @@ fn dispatch_parallel<T: ParallelBackendTask>(
 ) -> Result<T::Output, BackendError> {
     match devices[0] {
         #[cfg(feature = "ndarray")]
-        DeviceSpec::Cpu => Ok(task.run::<CpuAutodiff>(vec![
-            burn::backend::ndarray::NdArrayDevice::Cpu;
-            devices.len()
-        ])),
+        DeviceSpec::Cpu => {
+            register_cpu_kernels();
+            Ok(task.run::<CpuAutodiff>(vec![
+                burn::backend::ndarray::NdArrayDevice::Cpu;
+                devices.len()
+            ]))
+        }
         #[cfg(feature = "wgpu")]
         DeviceSpec::Wgpu { .. } => {
             use burn::backend::wgpu::WgpuDevice;

@@ -1,0 +1,343 @@
+//! Fused kernels: one-pass implementations of the model's element-wise hot spots that a
+//! backend may supply, with their backward pass.
+//!
+//! Composed from burn's tensor operations, a layer norm is nine passes over its input
+//! forward and about twenty backward, each allocating a new tensor, and a `Linear`'s
+//! backward copies its transposed input before the weight gradient's matrix product; on
+//! the CPU backend such passes, not the arithmetic, bound the training step. A [`FusedKernels`]
+//! implementation does each in one pass. The model never names a backend: it asks the
+//! registry for the kernels of its backend type `B` and composes burn's operations when
+//! none are registered, so every backend keeps working and a backend gains speed by
+//! registering (the facade registers the CPU kernels when it selects the CPU backend).
+//!
+//! ```
+//! use burn::backend::NdArray;
+//! use burn::tensor::Tensor;
+//! use calmflow_model::fused;
+//!
+//! type B = NdArray<f32>;
+//! let device = Default::default();
+//! let x = Tensor::<B, 2>::from_floats([[1.0, 2.0, 3.0]], &device);
+//! // No kernels registered for this backend here: the composed form runs.
+//! assert!(fused::kernels::<B>().is_none());
+//! let y = fused::layer_norm(x, None, None, 0.0);
+//! let s = (2.0f32 / 3.0).sqrt();
+//! y.into_data().assert_approx_eq::<f32>(
+//!     &burn::tensor::TensorData::from([[-1.0 / s, 0.0, 1.0 / s]]),
+//!     burn::tensor::Tolerance::absolute(1e-6),
+//! );
+//! ```
+
+use std::any::{Any, TypeId};
+use std::sync::{Arc, RwLock};
+
+use burn::module::Param;
+use burn::nn::Linear;
+use burn::tensor::ops::FloatTensor;
+use burn::tensor::{Tensor, TensorPrimitive, backend::Backend};
+
+/// One-pass kernels for a backend `B`. Each works on the last dimension of a tensor of
+/// any rank and, on an autodiff backend, records its own backward pass.
+pub trait FusedKernels<B: Backend>: Send + Sync + 'static {
+    /// The exact (erf) GELU `x·Φ(x)`, differentiated exactly (`Φ(x) + x·φ(x)`).
+    fn gelu(&self, x: FloatTensor<B>) -> FloatTensor<B>;
+
+    /// `(x − mean) / sqrt(var + eps) · gamma + beta` over the last dimension (population
+    /// variance); `gamma` and `beta` have the size of that dimension, and a missing one
+    /// is 1 or 0.
+    fn layer_norm(
+        &self,
+        x: FloatTensor<B>,
+        gamma: Option<FloatTensor<B>>,
+        beta: Option<FloatTensor<B>>,
+        eps: f64,
+    ) -> FloatTensor<B>;
+
+    /// Softmax over the last dimension, `exp(x − max) / Σ exp(x − max)`.
+    fn softmax(&self, x: FloatTensor<B>) -> FloatTensor<B>;
+
+    /// The matrix product over the last two dimensions of rank-4 tensors with the same
+    /// leading dimensions, `(I, J, m, k)·(I, J, k, n)` (attention's `q·kᵀ` and `p·v`).
+    fn matmul(&self, a: FloatTensor<B>, b: FloatTensor<B>) -> FloatTensor<B>;
+
+    /// `x·weight + bias` over the last dimension of `x`, with `weight` `(in, out)` (burn's
+    /// `Linear` layout) and `bias` `(out)`.
+    fn linear(
+        &self,
+        x: FloatTensor<B>,
+        weight: FloatTensor<B>,
+        bias: Option<FloatTensor<B>>,
+    ) -> FloatTensor<B>;
+}
+
+/// The registered kernels, one entry per backend type: `Arc<dyn FusedKernels<B>>` behind
+/// `Any`, keyed by `TypeId::of::<B>()`.
+type Entry = (TypeId, Arc<dyn Any + Send + Sync>);
+
+static REGISTRY: RwLock<Vec<Entry>> = RwLock::new(Vec::new());
+
+/// Makes `kernels` the fused kernels of backend `B` for this process (replacing any
+/// registered before).
+pub fn register<B: Backend>(kernels: Arc<dyn FusedKernels<B>>) {
+    let id = TypeId::of::<B>();
+    let entry: Arc<dyn Any + Send + Sync> = Arc::new(kernels);
+    let mut registry = REGISTRY.write().unwrap_or_else(|e| e.into_inner());
+    registry.retain(|(key, _)| *key != id);
+    registry.push((id, entry));
+}
+
+/// Removes the kernels of backend `B`, so the model composes burn's operations again
+/// (benchmarks compare the two in one process).
+pub fn unregister<B: Backend>() {
+    let id = TypeId::of::<B>();
+    REGISTRY
+        .write()
+        .unwrap_or_else(|e| e.into_inner())
+        .retain(|(key, _)| *key != id);
+}
+
+/// The kernels registered for backend `B`, if any.
+pub fn kernels<B: Backend>() -> Option<Arc<dyn FusedKernels<B>>> {
+    let id = TypeId::of::<B>();
+    REGISTRY
+        .read()
+        .unwrap_or_else(|e| e.into_inner())
+        .iter()
+        .find(|(key, _)| *key == id)
+        .and_then(|(_, entry)| entry.downcast_ref::<Arc<dyn FusedKernels<B>>>().cloned())
+}
+
+/// The exact GELU: the registered kernel, or burn's operations composed (see
+/// [`gelu_composed`]).
+pub fn gelu<B: Backend, const D: usize>(x: Tensor<B, D>) -> Tensor<B, D> {
+    match kernels::<B>() {
+        Some(k) => {
+            Tensor::from_primitive(TensorPrimitive::Float(k.gelu(x.into_primitive().tensor())))
+        }
+        None => gelu_composed(x),
+    }
+}
+
+/// Layer normalisation over the last dimension: the registered kernel, or burn's
+/// operations composed (see [`layer_norm_composed`]).
+pub fn layer_norm<B: Backend, const D: usize>(
+    x: Tensor<B, D>,
+    gamma: Option<Tensor<B, 1>>,
+    beta: Option<Tensor<B, 1>>,
+    eps: f64,
+) -> Tensor<B, D> {
+    match kernels::<B>() {
+        Some(k) => Tensor::from_primitive(TensorPrimitive::Float(k.layer_norm(
+            x.into_primitive().tensor(),
+            gamma.map(|g| g.into_primitive().tensor()),
+            beta.map(|b| b.into_primitive().tensor()),
+            eps,
+        ))),
+        None => layer_norm_composed(x, gamma, beta, eps),
+    }
+}
+
+/// Softmax over the last dimension: the registered kernel, or burn's `softmax`.
+pub fn softmax<B: Backend, const D: usize>(x: Tensor<B, D>) -> Tensor<B, D> {
+    match kernels::<B>() {
+        Some(k) => Tensor::from_primitive(TensorPrimitive::Float(
+            k.softmax(x.into_primitive().tensor()),
+        )),
+        None => burn::tensor::activation::softmax(x, D - 1),
+    }
+}
+
+/// The batched matrix product `(I, J, m, k)·(I, J, k, n)`: the registered kernel, or
+/// burn's `matmul`.
+pub fn matmul<B: Backend>(a: Tensor<B, 4>, b: Tensor<B, 4>) -> Tensor<B, 4> {
+    match kernels::<B>() {
+        Some(k) => Tensor::from_primitive(TensorPrimitive::Float(
+            k.matmul(a.into_primitive().tensor(), b.into_primitive().tensor()),
+        )),
+        None => a.matmul(b),
+    }
+}
+
+/// `x·weight + bias` over the last dimension: the registered kernel, or burn's `linear`.
+pub fn linear<B: Backend, const D: usize>(
+    x: Tensor<B, D>,
+    weight: Tensor<B, 2>,
+    bias: Option<Tensor<B, 1>>,
+) -> Tensor<B, D> {
+    match kernels::<B>() {
+        Some(k) => Tensor::from_primitive(TensorPrimitive::Float(k.linear(
+            x.into_primitive().tensor(),
+            weight.into_primitive().tensor(),
+            bias.map(|b| b.into_primitive().tensor()),
+        ))),
+        None => burn::tensor::module::linear(x, weight, bias),
+    }
+}
+
+/// A burn [`Linear`] module applied through [`linear`].
+pub fn linear_module<B: Backend, const D: usize>(
+    module: &Linear<B>,
+    x: Tensor<B, D>,
+) -> Tensor<B, D> {
+    linear(x, module.weight.val(), module.bias.as_ref().map(Param::val))
+}
+
+/// [`layer_norm`] from burn's operations: the reference the kernels are tested against.
+pub fn layer_norm_composed<B: Backend, const D: usize>(
+    x: Tensor<B, D>,
+    gamma: Option<Tensor<B, 1>>,
+    beta: Option<Tensor<B, 1>>,
+    eps: f64,
+) -> Tensor<B, D> {
+    let (var, mean) = x.clone().var_mean_bias(D - 1);
+    let mut y = (x - mean) / (var + eps).sqrt();
+    if let Some(g) = gamma {
+        y = y * g.unsqueeze();
+    }
+    if let Some(b) = beta {
+        y = y + b.unsqueeze();
+    }
+    y
+}
+
+/// The exact (erf) GELU `x·Φ(x)` from burn's operations, with the exact derivative
+/// `Φ(x) + x·φ(x)`: the reference the kernels are tested against.
+///
+/// burn's `gelu` differentiates through the tanh approximation (≈1e-3 off the erf forward)
+/// in fifteen element-wise passes, two of them `powf` and one `tanh`. Here the value and the
+/// slope are computed on detached tensors, and the tracked result is
+/// `value + (x − x̄)·slope` with `x̄ = x.detach()`: its value is exactly `value` (the
+/// difference is an exact zero) and its gradient is `slope · grad`, one pass in the backward.
+/// Without autodiff it is burn's `gelu`.
+pub fn gelu_composed<B: Backend, const D: usize>(x: Tensor<B, D>) -> Tensor<B, D> {
+    if !B::ad_enabled(&x.device()) {
+        return burn::tensor::activation::gelu(x);
+    }
+    let xd = x.clone().detach();
+    // Φ(x) = (1 + erf(x/√2)) / 2, in the order of burn's own gelu forward.
+    let cdf = (xd.clone().div_scalar(std::f64::consts::SQRT_2).erf() + 1.0) * 0.5;
+    let value = xd.clone() * cdf.clone();
+    // φ(x) = exp(−x²/2) / √(2π).
+    let inv_sqrt_2pi = 0.5 * std::f64::consts::FRAC_2_SQRT_PI * std::f64::consts::FRAC_1_SQRT_2;
+    let pdf = (xd.clone() * xd.clone()).mul_scalar(-0.5).exp() * inv_sqrt_2pi;
+    let slope = cdf + xd.clone() * pdf;
+    value + (x - xd) * slope
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use burn::backend::{Autodiff, NdArray};
+    use burn::tensor::activation::gelu as burn_gelu;
+    use burn::tensor::{TensorData, Tolerance};
+
+    type F64 = NdArray<f64>;
+
+    #[test]
+    fn gelu_composed_has_burns_value_and_the_exact_slope() {
+        let device = Default::default();
+        let xs: Vec<f64> = (0..801).map(|i| -8.0 + i as f64 * 0.02).collect();
+        let x =
+            || Tensor::<Autodiff<F64>, 1>::from_data(TensorData::new(xs.clone(), [801]), &device);
+        let x1 = x().require_grad();
+        let y = gelu_composed(x1.clone());
+        let value_gap = (y.clone() - burn_gelu(x())).abs().max().into_scalar();
+        assert_eq!(value_gap, 0.0);
+        let grads = y.sum().backward();
+        let slope = x1
+            .grad(&grads)
+            .expect("a gradient")
+            .to_data()
+            .to_vec::<f64>()
+            .unwrap();
+        // Central differences of burn's own (erf) GELU forward.
+        let h = 1e-5;
+        let at = |d: f64| {
+            burn_gelu(Tensor::<F64, 1>::from_data(TensorData::new(xs.clone(), [801]), &device) + d)
+        };
+        let fd = ((at(h) - at(-h)) / (2.0 * h))
+            .to_data()
+            .to_vec::<f64>()
+            .unwrap();
+        let worst = slope
+            .iter()
+            .zip(&fd)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0.0, f64::max);
+        assert!(worst < 1e-8, "max |slope − finite difference| = {worst:e}");
+    }
+
+    #[test]
+    fn layer_norm_composed_matches_burns_module() {
+        let device = Default::default();
+        let x = Tensor::<F64, 3>::from_data(
+            TensorData::new(
+                (0..24).map(|i| ((i * 7) % 11) as f64 - 4.0).collect(),
+                [2, 3, 4],
+            ),
+            &device,
+        );
+        let gamma = Tensor::<F64, 1>::from_floats([0.5, -1.0, 2.0, 1.5], &device);
+        let beta = Tensor::<F64, 1>::from_floats([0.1, 0.2, -0.3, 0.0], &device);
+        let mut module = burn::nn::LayerNormConfig::new(4)
+            .with_epsilon(1e-5)
+            .init::<F64>(&device);
+        module.gamma = burn::module::Param::from_tensor(gamma.clone());
+        module.beta = Some(burn::module::Param::from_tensor(beta.clone()));
+        let ours = layer_norm_composed(x.clone(), Some(gamma), Some(beta), 1e-5);
+        ours.into_data()
+            .assert_approx_eq::<f64>(&module.forward(x).into_data(), Tolerance::absolute(1e-12));
+    }
+
+    /// A backend type no other test uses: the registry is global to the test process.
+    type Solo = NdArray<f64, i32>;
+
+    #[derive(Debug)]
+    struct Doubling;
+
+    impl FusedKernels<Solo> for Doubling {
+        fn gelu(&self, x: FloatTensor<Solo>) -> FloatTensor<Solo> {
+            let x = Tensor::<Solo, 1>::from_primitive(TensorPrimitive::Float(x));
+            (x * 2.0).into_primitive().tensor()
+        }
+        fn layer_norm(
+            &self,
+            x: FloatTensor<Solo>,
+            _: Option<FloatTensor<Solo>>,
+            _: Option<FloatTensor<Solo>>,
+            _: f64,
+        ) -> FloatTensor<Solo> {
+            x
+        }
+        fn softmax(&self, x: FloatTensor<Solo>) -> FloatTensor<Solo> {
+            x
+        }
+        fn linear(
+            &self,
+            x: FloatTensor<Solo>,
+            _: FloatTensor<Solo>,
+            _: Option<FloatTensor<Solo>>,
+        ) -> FloatTensor<Solo> {
+            x
+        }
+        fn matmul(&self, a: FloatTensor<Solo>, _: FloatTensor<Solo>) -> FloatTensor<Solo> {
+            a
+        }
+    }
+
+    #[test]
+    fn registered_kernels_are_found_by_backend_type_and_removed() {
+        let device = Default::default();
+        let x = || Tensor::<Solo, 1>::from_floats([1.0, -2.0], &device);
+        register::<Solo>(Arc::new(Doubling));
+        assert!(kernels::<F64>().is_none());
+        assert_eq!(
+            gelu(x()).to_data().to_vec::<f64>().unwrap(),
+            vec![2.0, -4.0]
+        );
+        unregister::<Solo>();
+        assert!(kernels::<Solo>().is_none());
+        let composed = gelu(x()).to_data().to_vec::<f64>().unwrap();
+        assert!((composed[0] - 0.841_344_746).abs() < 1e-8, "{composed:?}");
+    }
+}

@@ -1,0 +1,294 @@
+//! Matrix products on strided views: the affine map `x·W + b` on rows with its gradients,
+//! and the batched products of attention (`q·kᵀ`, `p·v`) with theirs.
+//!
+//! The affine map:
+//! burn's composed `linear` copies `xᵀ` into a fresh row-major tensor for the weight
+//! gradient and sums the bias gradient in a separate single-threaded pass; here `xᵀ` and
+//! `Wᵀ` are views passed to the GEMM as they are, and the bias is the output's initial
+//! value.
+
+use ndarray::linalg::general_mat_mul;
+use ndarray::{ArrayView2, ArrayView4, ArrayViewMut2, Axis};
+use rayon::prelude::*;
+
+/// Rows per partial sum of the bias gradient.
+const ROWS_PER_TASK: usize = 256;
+
+/// `y = x·w + b` for `x (m, k)`, `w (k, n)` and `b (n)`, row-major; `None` when a buffer
+/// does not have the size its shape says.
+pub fn linear(x: &[f32], w: &[f32], b: Option<&[f32]>, [m, k, n]: [usize; 3]) -> Option<Vec<f32>> {
+    let xv = ArrayView2::from_shape((m, k), x).ok()?;
+    let wv = ArrayView2::from_shape((k, n), w).ok()?;
+    let (mut y, beta) = match b {
+        Some(b) if b.len() == n => (b.repeat(m), 1.0),
+        Some(_) => return None,
+        None => (vec![0.0; m * n], 0.0),
+    };
+    let mut yv = ArrayViewMut2::from_shape((m, n), &mut y).ok()?;
+    general_mat_mul(1.0, &xv, &wv, beta, &mut yv);
+    Some(y)
+}
+
+/// The gradients of [`linear`] given the upstream gradient `g (m, n)`: `dx = g·wᵀ`,
+/// `dw = xᵀ·g` and `db = Σ_rows g` (each only when asked for, in that order).
+pub fn linear_backward(
+    g: &[f32],
+    x: &[f32],
+    w: &[f32],
+    [m, k, n]: [usize; 3],
+    [want_x, want_w, want_b]: [bool; 3],
+) -> Option<[Option<Vec<f32>>; 3]> {
+    let gv = ArrayView2::from_shape((m, n), g).ok()?;
+    let dx = if want_x {
+        let wv = ArrayView2::from_shape((k, n), w).ok()?;
+        let mut dx = vec![0.0; m * k];
+        general_mat_mul(
+            1.0,
+            &gv,
+            &wv.t(),
+            0.0,
+            &mut ArrayViewMut2::from_shape((m, k), &mut dx).ok()?,
+        );
+        Some(dx)
+    } else {
+        None
+    };
+    let dw = if want_w {
+        let xv = ArrayView2::from_shape((m, k), x).ok()?;
+        let mut dw = vec![0.0; k * n];
+        general_mat_mul(
+            1.0,
+            &xv.t(),
+            &gv,
+            0.0,
+            &mut ArrayViewMut2::from_shape((k, n), &mut dw).ok()?,
+        );
+        Some(dw)
+    } else {
+        None
+    };
+    let db = want_b.then(|| column_sums(g, n));
+    Some([dx, dw, db])
+}
+
+/// `c[i, j] = a[i, j] · b[i, j]` for every batch index `(i, j)` of `a (I, J, m, k)` and
+/// `b (I, J, k, n)` given as strided views (attention's `q·kᵀ` and `p·v` arrive as
+/// transposed views of row-major tensors: read in place, not copied), into a row-major
+/// `(I, J, m, n)` buffer. `None` when the batch sizes or the inner sizes differ.
+pub fn batched_matmul(a: &ArrayView4<'_, f32>, b: &ArrayView4<'_, f32>) -> Option<Vec<f32>> {
+    let [i, j, m, k] = a.shape().try_into().ok()?;
+    let [i_b, j_b, k_b, n] = b.shape().try_into().ok()?;
+    if (i, j, k) != (i_b, j_b, k_b) {
+        return None;
+    }
+    let mut c = vec![0.0f32; i * j * m * n];
+    if m * n == 0 {
+        return Some(c);
+    }
+    c.par_chunks_mut(m * n).enumerate().for_each(|(t, out)| {
+        let (p, q) = (t / j, t % j);
+        let a2 = a.index_axis(Axis(0), p).index_axis_move(Axis(0), q);
+        let b2 = b.index_axis(Axis(0), p).index_axis_move(Axis(0), q);
+        if let Ok(mut out) = ArrayViewMut2::from_shape((m, n), out) {
+            general_mat_mul(1.0, &a2, &b2, 0.0, &mut out);
+        }
+    });
+    Some(c)
+}
+
+/// The gradients of [`batched_matmul`] given the upstream gradient `g (I, J, m, n)`:
+/// `da = g·bᵀ` and `db = aᵀ·g` per batch index (each only when asked for).
+pub fn batched_matmul_backward(
+    g: &ArrayView4<'_, f32>,
+    a: &ArrayView4<'_, f32>,
+    b: &ArrayView4<'_, f32>,
+    [want_a, want_b]: [bool; 2],
+) -> Option<[Option<Vec<f32>>; 2]> {
+    let at = a.view().permuted_axes([0, 1, 3, 2]);
+    let bt = b.view().permuted_axes([0, 1, 3, 2]);
+    let da = if want_a {
+        Some(batched_matmul(g, &bt)?)
+    } else {
+        None
+    };
+    let db = if want_b {
+        Some(batched_matmul(&at, g)?)
+    } else {
+        None
+    };
+    Some([da, db])
+}
+
+/// Column sums of the rows of `n` in `g`, accumulated per fixed block of rows and then the
+/// blocks in order (the same bits on any number of threads).
+fn column_sums(g: &[f32], n: usize) -> Vec<f32> {
+    if n == 0 {
+        return Vec::new();
+    }
+    let partials: Vec<Vec<f32>> = g
+        .par_chunks(ROWS_PER_TASK * n)
+        .map(|block| {
+            let mut sums = vec![0.0f32; n];
+            for row in block.chunks(n) {
+                for (s, v) in sums.iter_mut().zip(row) {
+                    *s += v;
+                }
+            }
+            sums
+        })
+        .collect();
+    let mut sums = vec![0.0f32; n];
+    for p in &partials {
+        for (s, v) in sums.iter_mut().zip(p) {
+            *s += v;
+        }
+    }
+    sums
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `x·w + b` and its gradients under `L = Σ g ⊙ y`, written out in `f64`.
+    fn reference(
+        x: &[f32],
+        w: &[f32],
+        b: &[f32],
+        g: &[f32],
+        [m, k, n]: [usize; 3],
+    ) -> [Vec<f64>; 4] {
+        let f = |v: f32| f64::from(v);
+        let mut y = vec![0.0; m * n];
+        let mut dx = vec![0.0; m * k];
+        let mut dw = vec![0.0; k * n];
+        let mut db = vec![0.0; n];
+        for i in 0..m {
+            for j in 0..n {
+                y[i * n + j] = f(b[j])
+                    + (0..k)
+                        .map(|t| f(x[i * k + t]) * f(w[t * n + j]))
+                        .sum::<f64>();
+                db[j] += f(g[i * n + j]);
+            }
+            for t in 0..k {
+                dx[i * k + t] = (0..n).map(|j| f(g[i * n + j]) * f(w[t * n + j])).sum();
+            }
+        }
+        for t in 0..k {
+            for j in 0..n {
+                dw[t * n + j] = (0..m).map(|i| f(x[i * k + t]) * f(g[i * n + j])).sum();
+            }
+        }
+        [y, dx, dw, db]
+    }
+
+    #[test]
+    fn linear_and_its_gradients_match_the_f64_sums() {
+        // 600 rows: three bias-gradient blocks, the last one partial.
+        let [m, k, n] = [600, 13, 7];
+        let val = |i: usize, s: usize| ((i * s % 97) as f32 - 48.0) / 31.0;
+        let x: Vec<f32> = (0..m * k).map(|i| val(i, 7)).collect();
+        let w: Vec<f32> = (0..k * n).map(|i| val(i, 11)).collect();
+        let b: Vec<f32> = (0..n).map(|i| val(i, 5)).collect();
+        let g: Vec<f32> = (0..m * n).map(|i| val(i, 3)).collect();
+        let y = linear(&x, &w, Some(&b), [m, k, n]).expect("shapes");
+        let [Some(dx), Some(dw), Some(db)] =
+            linear_backward(&g, &x, &w, [m, k, n], [true; 3]).expect("shapes")
+        else {
+            panic!("every gradient was asked for");
+        };
+        let [ry, rdx, rdw, rdb] = reference(&x, &w, &b, &g, [m, k, n]);
+        let worst = |a: &[f32], r: &[f64]| {
+            a.iter().zip(r).fold(0.0f64, |acc, (a, r)| {
+                acc.max((f64::from(*a) - r).abs() / r.abs().max(1.0))
+            })
+        };
+        for (what, a, r) in [
+            ("y", &y, &ry),
+            ("dx", &dx, &rdx),
+            ("dw", &dw, &rdw),
+            ("db", &db, &rdb),
+        ] {
+            let e = worst(a, r);
+            assert!(e < 1e-5, "{what}: relative error {e:e}");
+        }
+        let no_bias = linear(&x, &w, None, [m, k, n]).expect("shapes");
+        for i in 0..m {
+            for j in 0..n {
+                assert!((no_bias[i * n + j] + b[j] - y[i * n + j]).abs() < 1e-5);
+            }
+        }
+    }
+
+    #[test]
+    fn wrong_sizes_are_refused_and_unwanted_gradients_skipped() {
+        assert!(linear(&[1.0; 5], &[1.0; 6], None, [2, 3, 2]).is_none());
+        assert!(linear(&[1.0; 6], &[1.0; 6], Some(&[0.0; 3]), [2, 3, 2]).is_none());
+        let grads = linear_backward(
+            &[1.0; 4],
+            &[1.0; 6],
+            &[1.0; 6],
+            [2, 3, 2],
+            [false, true, false],
+        )
+        .expect("shapes");
+        assert!(grads[0].is_none() && grads[2].is_none());
+        assert_eq!(grads[1].as_deref(), Some(&[2.0f32; 6][..]));
+    }
+
+    #[test]
+    fn batched_products_of_transposed_views_match_the_f64_sums() {
+        use ndarray::Array4;
+        let (i, j, m, k, n) = (3, 2, 5, 4, 6);
+        let val = |t: usize, s: usize| ((t * s % 89) as f32 - 44.0) / 23.0;
+        // `b` is stored (I, J, n, k) and used transposed, as attention uses `kᵀ`.
+        let a = Array4::from_shape_fn((i, j, m, k), |(p, q, r, c)| {
+            val(((p * j + q) * m + r) * k + c, 7)
+        });
+        let b_stored = Array4::from_shape_fn((i, j, n, k), |(p, q, r, c)| {
+            val(((p * j + q) * n + r) * k + c, 5)
+        });
+        let b = b_stored.view().permuted_axes([0, 1, 3, 2]);
+        let g = Array4::from_shape_fn((i, j, m, n), |(p, q, r, c)| {
+            val(((p * j + q) * m + r) * n + c, 3)
+        });
+        let c = batched_matmul(&a.view(), &b).expect("shapes");
+        let [Some(da), Some(db)] =
+            batched_matmul_backward(&g.view(), &a.view(), &b, [true, true]).expect("shapes")
+        else {
+            panic!("both gradients were asked for");
+        };
+        let f = |v: f32| f64::from(v);
+        let mut worst = 0.0f64;
+        for p in 0..i {
+            for q in 0..j {
+                for r in 0..m {
+                    for s in 0..n {
+                        let want: f64 = (0..k)
+                            .map(|t| f(a[[p, q, r, t]]) * f(b[[p, q, t, s]]))
+                            .sum();
+                        worst = worst.max((f(c[((p * j + q) * m + r) * n + s]) - want).abs());
+                    }
+                    for t in 0..k {
+                        let want: f64 = (0..n)
+                            .map(|s| f(g[[p, q, r, s]]) * f(b[[p, q, t, s]]))
+                            .sum();
+                        worst = worst.max((f(da[((p * j + q) * m + r) * k + t]) - want).abs());
+                    }
+                }
+                for t in 0..k {
+                    for s in 0..n {
+                        let want: f64 = (0..m)
+                            .map(|r| f(a[[p, q, r, t]]) * f(g[[p, q, r, s]]))
+                            .sum();
+                        worst = worst.max((f(db[((p * j + q) * k + t) * n + s]) - want).abs());
+                    }
+                }
+            }
+        }
+        assert!(worst < 1e-5, "max deviation {worst:e}");
+        let wrong = Array4::<f32>::zeros((i, j, k + 1, n));
+        assert!(batched_matmul(&a.view(), &wrong.view()).is_none());
+    }
+}

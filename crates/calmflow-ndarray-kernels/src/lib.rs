@@ -1,0 +1,266 @@
+//! Fused CPU kernels for burn-ndarray (layer norm, exact GELU, softmax): calmflow's
+//! [`FusedKernels`] for `NdArray<f32>` and,
+//! with their backward passes, for `Autodiff<NdArray<f32>>`.
+//!
+//! burn-ndarray runs each element-wise operation as its own single-threaded pass that
+//! allocates a new tensor; composed that way, a layer norm is about thirty passes forward
+//! and backward, the exact GELU about ten and a softmax about fifteen. Here each is one
+//! multi-threaded pass forward and one backward. The facade registers
+//! these kernels when it selects the CPU backend ([`register`]); the model finds them by
+//! backend type and composes burn's operations for every other backend.
+//!
+//! ```
+//! use burn::backend::{Autodiff, NdArray};
+//! use burn::tensor::Tensor;
+//! use calmflow_model::fused;
+//!
+//! calmflow_ndarray_kernels::register();
+//! type B = Autodiff<NdArray<f32>>;
+//! assert!(fused::kernels::<B>().is_some());
+//! let device = Default::default();
+//! let x = Tensor::<B, 2>::from_floats([[-1.0, 0.0, 2.0]], &device).require_grad();
+//! let y = fused::gelu(x.clone());
+//! let grads = y.sum().backward();
+//! // d/dx [x·Φ(x)] = Φ(x) + x·φ(x): 1/2 at 0.
+//! let slope = x.grad(&grads).unwrap().into_data().to_vec::<f32>().unwrap();
+//! assert!((slope[1] - 0.5).abs() < 1e-7);
+//! ```
+
+mod autodiff;
+mod gemm;
+mod rows;
+
+use std::borrow::Cow;
+use std::sync::Arc;
+
+use burn::backend::ndarray::{NdArray, NdArrayTensor};
+use burn::backend::{Autodiff, autodiff::checkpoint::strategy::NoCheckpointing};
+use burn::tensor::backend::Backend;
+use burn::tensor::ops::{FloatTensor, FloatTensorOps};
+use burn::tensor::{Shape, Tensor, TensorData, TensorMetadata, TensorPrimitive};
+use calmflow_model::fused::{self, FusedKernels};
+
+/// The CPU backend these kernels serve.
+pub type Cpu = NdArray<f32>;
+/// The CPU backend with automatic differentiation.
+pub type CpuAutodiff = Autodiff<Cpu, NoCheckpointing>;
+
+/// The fused kernels of burn-ndarray with `f32` elements (with and without autodiff).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct CpuKernels;
+
+/// Registers [`CpuKernels`] for [`Cpu`] and [`CpuAutodiff`] in this process.
+pub fn register() {
+    fused::register::<Cpu>(Arc::new(CpuKernels));
+    fused::register::<CpuAutodiff>(Arc::new(CpuKernels));
+}
+
+/// Removes them again: the model composes burn's operations (benchmarks compare both).
+pub fn unregister() {
+    fused::unregister::<Cpu>();
+    fused::unregister::<CpuAutodiff>();
+}
+
+/// The elements of an `f32` tensor in row-major order (borrowed when it is already
+/// contiguous), or `None` for another element type.
+fn f32_values(t: &NdArrayTensor) -> Option<Cow<'_, [f32]>> {
+    match t {
+        NdArrayTensor::F32(storage) => {
+            let view = storage.view();
+            Some(match view.to_slice() {
+                Some(s) => Cow::Borrowed(s),
+                None => Cow::Owned(view.iter().copied().collect()),
+            })
+        }
+        _ => None,
+    }
+}
+
+/// A tensor of `shape` holding `values` (no copy: burn-ndarray adopts the vector).
+fn from_values(values: Vec<f32>, shape: Shape) -> NdArrayTensor {
+    NdArrayTensor::from_data(TensorData::new(values, shape))
+}
+
+/// The size of the last dimension (1 for a scalar).
+fn last_dim(shape: &Shape) -> usize {
+    shape.as_slice().last().copied().unwrap_or(1)
+}
+
+/// The elements of a tensor as `f32` in row-major order: borrowed when the tensor is a
+/// contiguous `f32` one, converted otherwise.
+fn f32_cow(t: &NdArrayTensor) -> Cow<'_, [f32]> {
+    match f32_values(t) {
+        Some(values) => values,
+        None => Cow::Owned(
+            Tensor::<Cpu, 1>::from_primitive(TensorPrimitive::Float(t.clone()))
+                .into_data()
+                .convert::<f32>()
+                .into_vec::<f32>()
+                .unwrap_or_default(),
+        ),
+    }
+}
+
+/// The composed GELU of burn's operations on `t` (element types the kernels do not take).
+fn gelu_fallback<B: Backend>(t: FloatTensor<B>) -> FloatTensor<B> {
+    let x = Tensor::<B, 1>::from_primitive(TensorPrimitive::Float(t));
+    fused::gelu_composed(x).into_primitive().tensor()
+}
+
+/// burn's softmax over the last dimension of `t`.
+fn softmax_fallback<B: Backend>(t: FloatTensor<B>) -> FloatTensor<B> {
+    let shape = t.shape();
+    let n = last_dim(&shape);
+    let rows = shape.num_elements() / n.max(1);
+    let x = Tensor::<B, 1>::from_primitive(TensorPrimitive::Float(t)).reshape([rows, n]);
+    let y = burn::tensor::activation::softmax(x, 1);
+    B::float_reshape(y.into_primitive().tensor(), shape)
+}
+
+/// The composed layer norm on `t` viewed as rows of its last dimension.
+fn layer_norm_fallback<B: Backend>(
+    t: FloatTensor<B>,
+    gamma: Option<FloatTensor<B>>,
+    beta: Option<FloatTensor<B>>,
+    eps: f64,
+) -> FloatTensor<B> {
+    let shape = t.shape();
+    let n = last_dim(&shape);
+    let rows = shape.num_elements() / n.max(1);
+    let x = Tensor::<B, 1>::from_primitive(TensorPrimitive::Float(t)).reshape([rows, n]);
+    let param = |p: FloatTensor<B>| Tensor::<B, 1>::from_primitive(TensorPrimitive::Float(p));
+    let y = fused::layer_norm_composed(x, gamma.map(param), beta.map(param), eps);
+    B::float_reshape(y.into_primitive().tensor(), shape)
+}
+
+/// The sizes `[m, k, n]` of `x (…, k)·w (k, n)` (`m` the product of `x`'s leading
+/// dimensions) and the output's shape, or `None` when the shapes do not chain or a size
+/// is zero (burn's own `linear` then reports or handles it).
+fn linear_dims(x: &Shape, w: &Shape) -> Option<([usize; 3], Shape)> {
+    let (&[k, n], Some((&k_x, leading))) = (w.as_slice(), x.as_slice().split_last()) else {
+        return None;
+    };
+    let m: usize = leading.iter().product();
+    if k != k_x || m == 0 || k == 0 || n == 0 {
+        return None;
+    }
+    let mut out = x.clone();
+    let last = out.num_dims() - 1;
+    out.as_mut_slice()[last] = n;
+    Some(([m, k, n], out))
+}
+
+/// burn's `linear` on `x` viewed as rows of its last dimension.
+fn linear_fallback<B: Backend>(
+    x: FloatTensor<B>,
+    w: FloatTensor<B>,
+    b: Option<FloatTensor<B>>,
+) -> FloatTensor<B> {
+    let shape = x.shape();
+    let Some((&k, leading)) = shape.as_slice().split_last() else {
+        return x;
+    };
+    let m: usize = leading.iter().product();
+    let x = Tensor::<B, 1>::from_primitive(TensorPrimitive::Float(x)).reshape([m, k]);
+    let w = Tensor::<B, 2>::from_primitive(TensorPrimitive::Float(w));
+    let b = b.map(|b| Tensor::<B, 1>::from_primitive(TensorPrimitive::Float(b)));
+    let y = burn::tensor::module::linear(x, w, b);
+    let mut out = shape.clone();
+    out.as_mut_slice()[shape.num_dims() - 1] = y.dims()[1];
+    B::float_reshape(y.into_primitive().tensor(), out)
+}
+
+/// A rank-4 `f32` tensor as a strided view (no copy), or `None`.
+fn view4(t: &NdArrayTensor) -> Option<ndarray::ArrayView4<'_, f32>> {
+    match t {
+        NdArrayTensor::F32(storage) => storage.view().into_dimensionality().ok(),
+        _ => None,
+    }
+}
+
+/// `a·b` over the last two dimensions by the kernel, or `None` for shapes or element types
+/// it does not take.
+fn matmul_values(a: &NdArrayTensor, b: &NdArrayTensor) -> Option<NdArrayTensor> {
+    let (av, bv) = (view4(a)?, view4(b)?);
+    let c = gemm::batched_matmul(&av, &bv)?;
+    let shape = Shape::new([av.shape()[0], av.shape()[1], av.shape()[2], bv.shape()[3]]);
+    Some(from_values(c, shape))
+}
+
+/// The parameters of a layer norm as slices of the last dimension's size, or `None` when
+/// one is not `f32` or not that size (the composed form then reports or broadcasts).
+fn params<'a>(
+    n: usize,
+    gamma: Option<&'a NdArrayTensor>,
+    beta: Option<&'a NdArrayTensor>,
+) -> Option<[Option<Cow<'a, [f32]>>; 2]> {
+    let one = |p: Option<&'a NdArrayTensor>| match p {
+        None => Some(None),
+        Some(p) => f32_values(p).filter(|v| v.len() == n).map(Some),
+    };
+    Some([one(gamma)?, one(beta)?])
+}
+
+impl FusedKernels<Cpu> for CpuKernels {
+    fn gelu(&self, x: FloatTensor<Cpu>) -> FloatTensor<Cpu> {
+        match f32_values(&x) {
+            Some(values) => from_values(rows::gelu(&values), x.shape()),
+            None => gelu_fallback::<Cpu>(x),
+        }
+    }
+
+    fn layer_norm(
+        &self,
+        x: FloatTensor<Cpu>,
+        gamma: Option<FloatTensor<Cpu>>,
+        beta: Option<FloatTensor<Cpu>>,
+        eps: f64,
+    ) -> FloatTensor<Cpu> {
+        let shape = x.shape();
+        let n = last_dim(&shape);
+        let fused = n > 0 && shape.num_elements() > 0;
+        if fused
+            && let (Some(values), Some([g, b])) =
+                (f32_values(&x), params(n, gamma.as_ref(), beta.as_ref()))
+        {
+            let y = rows::layer_norm(&values, n, g.as_deref(), b.as_deref(), eps as f32);
+            return from_values(y, shape);
+        }
+        layer_norm_fallback::<Cpu>(x, gamma, beta, eps)
+    }
+
+    fn linear(
+        &self,
+        x: FloatTensor<Cpu>,
+        weight: FloatTensor<Cpu>,
+        bias: Option<FloatTensor<Cpu>>,
+    ) -> FloatTensor<Cpu> {
+        if let Some((dims, out)) = linear_dims(&x.shape(), &weight.shape())
+            && let (Some(xs), Some(ws)) = (f32_values(&x), f32_values(&weight))
+        {
+            let bs = bias.as_ref().map(f32_values);
+            let b = match &bs {
+                None => Some(None),
+                Some(Some(b)) => Some(Some(b.as_ref())),
+                Some(None) => None,
+            };
+            if let Some(y) = b.and_then(|b| gemm::linear(&xs, &ws, b, dims)) {
+                return from_values(y, out);
+            }
+        }
+        linear_fallback::<Cpu>(x, weight, bias)
+    }
+
+    fn matmul(&self, a: FloatTensor<Cpu>, b: FloatTensor<Cpu>) -> FloatTensor<Cpu> {
+        matmul_values(&a, &b).unwrap_or_else(|| Cpu::float_matmul(a, b))
+    }
+
+    fn softmax(&self, x: FloatTensor<Cpu>) -> FloatTensor<Cpu> {
+        let shape = x.shape();
+        let n = last_dim(&shape);
+        match f32_values(&x) {
+            Some(values) if n > 0 => from_values(rows::softmax(&values, n), shape),
+            _ => softmax_fallback::<Cpu>(x),
+        }
+    }
+}
