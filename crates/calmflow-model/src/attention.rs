@@ -7,8 +7,72 @@ use burn::tensor::{Bool, Tensor, TensorData, backend::Backend};
 
 use crate::rotary::{RotaryEmbedding, RotaryTables};
 
-/// Cached keys and values of one layer: `(B, heads, L_cached, head_dim)` each.
-pub type LayerCache<B> = Option<(Tensor<B, 4>, Tensor<B, 4>)>;
+/// Cached keys and values of one layer, `(B, heads, len, head_dim)` each.
+///
+/// They live in buffers of a larger capacity that grow by doubling and are written in
+/// place, so appending a token costs the token's size: growing by `cat` copied everything
+/// cached at every step (measured: 70 % of a 16-step roll-out on the CPU).
+#[derive(Debug, Clone)]
+pub struct LayerCache<B: Backend> {
+    buffers: Option<(Tensor<B, 4>, Tensor<B, 4>)>,
+    len: usize,
+}
+
+impl<B: Backend> Default for LayerCache<B> {
+    fn default() -> Self {
+        Self {
+            buffers: None,
+            len: 0,
+        }
+    }
+}
+
+impl<B: Backend> LayerCache<B> {
+    /// Cached positions.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// True when nothing is cached.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Positions the buffers hold before they next grow.
+    pub fn capacity(&self) -> usize {
+        self.buffers.as_ref().map_or(0, |(k, _)| k.dims()[2])
+    }
+
+    /// Appends keys and values `(B, heads, l, head_dim)` (the batch and head sizes of
+    /// those cached before) and returns every cached key and value, oldest first.
+    pub fn append(&mut self, k: Tensor<B, 4>, v: Tensor<B, 4>) -> (Tensor<B, 4>, Tensor<B, 4>) {
+        let [b, h, l, d] = k.dims();
+        let (start, end) = (self.len, self.len + l);
+        let (kb, vb) = match self.buffers.take() {
+            Some((kb, vb)) if kb.dims()[2] >= end => (kb, vb),
+            old => {
+                let capacity = end.max(2 * old.as_ref().map_or(0, |(kb, _)| kb.dims()[2]));
+                let device = k.device();
+                let fresh = || Tensor::<B, 4>::zeros([b, h, capacity, d], &device);
+                match old {
+                    Some((ok, ov)) if start > 0 => (
+                        fresh().slice_assign([0..b, 0..h, 0..start, 0..d], ok.narrow(2, 0, start)),
+                        fresh().slice_assign([0..b, 0..h, 0..start, 0..d], ov.narrow(2, 0, start)),
+                    ),
+                    _ => (fresh(), fresh()),
+                }
+            }
+        };
+        // Written in place while the cache holds the only reference to the buffers (the
+        // views handed out below are dropped by the end of the attention step).
+        let kb = kb.slice_assign([0..b, 0..h, start..end, 0..d], k);
+        let vb = vb.slice_assign([0..b, 0..h, start..end, 0..d], v);
+        self.len = end;
+        let cached = (kb.clone().narrow(2, 0, end), vb.clone().narrow(2, 0, end));
+        self.buffers = Some((kb, vb));
+        cached
+    }
+}
 
 /// A Markov (ODE-style) context: a flow token sees the prompt and the tokens of its own
 /// time point only, instead of the whole history.
@@ -174,9 +238,7 @@ impl<B: Backend> CausalSelfAttention<B> {
         window: Option<TimeWindow>,
     ) -> Tensor<B, 3> {
         let [b, l, h] = x.dims();
-        let cached = cache
-            .as_ref()
-            .map_or(0, |c| c.as_ref().map_or(0, |(k, _)| k.dims()[2]));
+        let cached = cache.as_ref().map_or(0, |c| c.len());
         let context = AttentionContext::new(
             &self.rotary,
             self.head_dim,
@@ -210,11 +272,7 @@ impl<B: Backend> CausalSelfAttention<B> {
         let mut k = context.tables.keys(project(1)).swap_dims(1, 2);
         let mut v = project(2).swap_dims(1, 2);
         if let Some(cache) = cache {
-            if let Some((k_old, v_old)) = cache.take() {
-                k = Tensor::cat(vec![k_old, k], 2);
-                v = Tensor::cat(vec![v_old, v], 2);
-            }
-            *cache = Some((k.clone(), v.clone()));
+            (k, v) = cache.append(k, v);
         }
         let total = k.dims()[2];
         let mut scores = crate::fused::matmul(q, k.swap_dims(2, 3));
@@ -226,5 +284,60 @@ impl<B: Backend> CausalSelfAttention<B> {
             .swap_dims(1, 2)
             .reshape([rows, h]);
         crate::fused::linear_module(&self.dense, out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::LayerCache;
+    use burn::backend::NdArray;
+    use burn::tensor::{Distribution, Tensor, backend::Backend};
+
+    // f64, as every unit test of this crate: burn-ndarray backends of two float types
+    // share one device, whose dtype the first of them fixes.
+    type B = NdArray<f64>;
+
+    #[test]
+    fn appending_to_the_cache_equals_concatenating_and_grows_by_doubling() {
+        let device = Default::default();
+        B::seed(&device, 3);
+        let chunks: Vec<(Tensor<B, 4>, Tensor<B, 4>)> = [2usize, 3, 4, 1]
+            .iter()
+            .map(|&l| {
+                let r = || Tensor::random([2, 3, l, 5], Distribution::Normal(0.0, 1.0), &device);
+                (r(), r())
+            })
+            .collect();
+        let mut cache = LayerCache::<B>::default();
+        assert!(cache.is_empty());
+        let mut capacities = Vec::new();
+        let mut last = None;
+        for (k, v) in &chunks {
+            last = Some(cache.append(k.clone(), v.clone()));
+            capacities.push(cache.capacity());
+        }
+        // Exact fit first, then at least double: 2, max(5, 4), max(9, 10), 10.
+        assert_eq!(capacities, vec![2, 5, 10, 10]);
+        assert_eq!(cache.len(), 10);
+        let (k, v) = last.expect("appended");
+        let k_cat = Tensor::cat(chunks.iter().map(|(k, _)| k.clone()).collect(), 2);
+        let v_cat = Tensor::cat(chunks.iter().map(|(_, v)| v.clone()).collect(), 2);
+        assert_eq!(k.into_data(), k_cat.into_data());
+        assert_eq!(v.into_data(), v_cat.into_data());
+        // A clone shares nothing observable: appending to it leaves the original alone.
+        let mut branch = cache.clone();
+        let extra = Tensor::<B, 4>::ones([2, 3, 1, 5], &device);
+        let (kb, _) = branch.append(extra.clone(), extra);
+        assert_eq!(branch.len(), 11);
+        assert_eq!(cache.len(), 10);
+        let (k_again, _) = cache.append(
+            Tensor::zeros([2, 3, 1, 5], &device),
+            Tensor::zeros([2, 3, 1, 5], &device),
+        );
+        let diff = (kb.narrow(2, 10, 1) - k_again.narrow(2, 10, 1))
+            .abs()
+            .min()
+            .into_scalar();
+        assert_eq!(diff, 1.0);
     }
 }

@@ -26,7 +26,7 @@ impl<B: Backend> KvCache<B> {
     /// An empty cache for `n_layers` layers.
     pub fn new(n_layers: usize) -> Self {
         Self {
-            layers: vec![None; n_layers],
+            layers: (0..n_layers).map(|_| LayerCache::default()).collect(),
             padding: None,
             len: 0,
             prompt_len: 0,

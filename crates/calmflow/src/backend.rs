@@ -37,18 +37,23 @@ pub const FUSED_KERNELS_ENV: &str = "CALMFLOW_FUSED_KERNELS";
 /// once. Returns whether the kernels are on.
 #[cfg(feature = "ndarray")]
 pub fn register_cpu_kernels() -> bool {
-    let off = std::env::var(FUSED_KERNELS_ENV).is_ok_and(|v| {
-        matches!(
-            v.trim().to_ascii_lowercase().as_str(),
-            "off" | "0" | "false"
-        )
-    });
+    let off = fused_kernels_turned_off();
     if off {
         calmflow_ndarray_kernels::unregister();
     } else {
         calmflow_ndarray_kernels::register();
     }
     !off
+}
+
+/// Whether [`FUSED_KERNELS_ENV`] is `off`, `0` or `false` (any case, spaces ignored).
+pub fn fused_kernels_turned_off() -> bool {
+    std::env::var(FUSED_KERNELS_ENV).is_ok_and(|v| {
+        matches!(
+            v.trim().to_ascii_lowercase().as_str(),
+            "off" | "0" | "false"
+        )
+    })
 }
 
 /// Removes the fused CPU kernels: the model composes burn's operations (benchmarks time
@@ -421,6 +426,27 @@ impl BackendTask for MatmulCheck {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Whether the model finds fused kernels for the backend a task runs on.
+    struct KernelsProbe;
+
+    impl BackendTask for KernelsProbe {
+        type Output = (bool, bool);
+        fn run<B: AutodiffBackend>(self, _: B::Device) -> (bool, bool) {
+            (
+                calmflow_model::fused::kernels::<B>().is_some(),
+                calmflow_model::fused::kernels::<B::InnerBackend>().is_some(),
+            )
+        }
+    }
+
+    #[cfg(feature = "ndarray")]
+    #[test]
+    fn the_cpu_runs_with_the_fused_kernels_unless_turned_off() {
+        let off = fused_kernels_turned_off();
+        // Training (autodiff) and generation (its inner backend) both find them.
+        assert_eq!(DeviceSpec::Cpu.run(KernelsProbe), Ok((!off, !off)));
+    }
 
     #[test]
     fn parses_every_device_form() {
