@@ -182,22 +182,29 @@ pub fn linear_module<B: Backend, const D: usize>(
     linear(x, module.weight.val(), module.bias.as_ref().map(Param::val))
 }
 
-/// [`layer_norm`] from burn's operations: the reference the kernels are tested against.
+/// [`layer_norm`] from burn's operations, the reference the kernels are tested against:
+/// with `gamma`, the backend's own `layer_norm` (what burn's `LayerNorm` module runs);
+/// without, `(x − mean)/√(var + eps)` from `var_mean_bias`, then `beta` if given.
 pub fn layer_norm_composed<B: Backend, const D: usize>(
     x: Tensor<B, D>,
     gamma: Option<Tensor<B, 1>>,
     beta: Option<Tensor<B, 1>>,
     eps: f64,
 ) -> Tensor<B, D> {
-    let (var, mean) = x.clone().var_mean_bias(D - 1);
-    let mut y = (x - mean) / (var + eps).sqrt();
     if let Some(g) = gamma {
-        y = y * g.unsqueeze();
+        return Tensor::from_primitive(TensorPrimitive::Float(B::layer_norm(
+            x.into_primitive().tensor(),
+            g.into_primitive().tensor(),
+            beta.map(|b| b.into_primitive().tensor()),
+            eps,
+        )));
     }
-    if let Some(b) = beta {
-        y = y + b.unsqueeze();
+    let (var, mean) = x.clone().var_mean_bias(D - 1);
+    let y = (x - mean) / (var + eps).sqrt();
+    match beta {
+        Some(b) => y + b.unsqueeze(),
+        None => y,
     }
-    y
 }
 
 /// The exact (erf) GELU `x·Φ(x)` from burn's operations, with the exact derivative
@@ -268,25 +275,39 @@ mod tests {
     }
 
     #[test]
-    fn layer_norm_composed_matches_burns_module() {
+    fn layer_norm_composed_matches_the_closed_form_in_each_form() {
         let device = Default::default();
-        let x = Tensor::<F64, 3>::from_data(
-            TensorData::new(
-                (0..24).map(|i| ((i * 7) % 11) as f64 - 4.0).collect(),
-                [2, 3, 4],
-            ),
-            &device,
-        );
-        let gamma = Tensor::<F64, 1>::from_floats([0.5, -1.0, 2.0, 1.5], &device);
-        let beta = Tensor::<F64, 1>::from_floats([0.1, 0.2, -0.3, 0.0], &device);
-        let mut module = burn::nn::LayerNormConfig::new(4)
-            .with_epsilon(1e-5)
-            .init::<F64>(&device);
-        module.gamma = burn::module::Param::from_tensor(gamma.clone());
-        module.beta = Some(burn::module::Param::from_tensor(beta.clone()));
-        let ours = layer_norm_composed(x.clone(), Some(gamma), Some(beta), 1e-5);
-        ours.into_data()
-            .assert_approx_eq::<f64>(&module.forward(x).into_data(), Tolerance::absolute(1e-12));
+        let xs: Vec<f64> = (0..24).map(|i| ((i * 7) % 11) as f64 - 4.0).collect();
+        let (gs, bs) = ([0.5, -1.0, 2.0, 1.5], [0.1, 0.2, -0.3, 0.0]);
+        let x = Tensor::<F64, 3>::from_data(TensorData::new(xs.clone(), [2, 3, 4]), &device);
+        // From f64 data: `from_floats` would round 0.1 to f32 first.
+        let vector = |v: [f64; 4]| Some(Tensor::<F64, 1>::from_data(TensorData::from(v), &device));
+        let (gamma, beta) = (|| vector(gs), || vector(bs));
+        for (affine, shift) in [(true, true), (true, false), (false, true), (false, false)] {
+            let want: Vec<f64> = xs
+                .chunks(4)
+                .flat_map(|row| {
+                    let mean = row.iter().sum::<f64>() / 4.0;
+                    let var = row.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / 4.0;
+                    row.iter().enumerate().map(move |(j, v)| {
+                        let h = (v - mean) / (var + 1e-5).sqrt();
+                        let g = if affine { gs[j] } else { 1.0 };
+                        let b = if shift { bs[j] } else { 0.0 };
+                        h * g + b
+                    })
+                })
+                .collect();
+            let y = layer_norm_composed(
+                x.clone(),
+                if affine { gamma() } else { None },
+                if shift { beta() } else { None },
+                1e-5,
+            );
+            y.into_data().assert_approx_eq::<f64>(
+                &TensorData::new(want, [2, 3, 4]),
+                Tolerance::absolute(1e-12),
+            );
+        }
     }
 
     /// A backend type no other test uses: the registry is global to the test process.
