@@ -27,7 +27,7 @@ use serde::{Deserialize, Serialize};
 use crate::app::{AppError, AppResult};
 
 /// What a cell study is made of.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize)]
 pub struct CellSpec {
     /// The `.h5ad` file.
     pub h5ad: PathBuf,

@@ -50,20 +50,11 @@ pub const DEFAULT_TEMPLATE: &str = "Generate a {cell_type} cell in phase {phase}
 /// The held-out experiment's settings.
 #[derive(Debug, Clone, Serialize)]
 pub struct HeldOutJob {
-    /// The `.h5ad` file.
-    pub h5ad: PathBuf,
-    /// `obs` columns whose label combination is the condition.
-    pub columns: Vec<String>,
-    /// Combinations held out of training: one label per column, or one string of the
-    /// labels joined by '/' in column order, split against the file's labels
-    /// ([`calmflow_data::Conditions::split_joined`]: "CD19+ B/G2/M" works).
-    pub held_out: Vec<Vec<String>>,
-    /// Prompt template; its fields name condition columns.
-    pub template: String,
-    /// PCA components `d`.
-    pub pca: usize,
-    /// Read this layer as the expression instead of `X`.
-    pub layer: Option<String>,
+    /// The cells: file, condition columns, held-out combinations (labels joined by '/'
+    /// are split against the file's labels, [`calmflow_data::Conditions::split_joined`]:
+    /// "CD19+ B/G2/M" works), prompt template, PCA, layer and tokenizer.
+    #[serde(flatten)]
+    pub cells: CellSpec,
     /// CaLMFlow training steps.
     pub steps: usize,
     /// CFM training steps.
@@ -90,11 +81,6 @@ pub struct HeldOutJob {
     pub temperature: f64,
     /// CFM hidden width.
     pub cfm_width: usize,
-    /// A local GPT-NeoX / Pythia directory for the backbone (and its tokenizer.json).
-    pub init_from: Option<PathBuf>,
-    /// A Hugging Face `tokenizer.json`; default: the one in `init_from`, else a word-level
-    /// tokenizer built from the prompts.
-    pub tokenizer: Option<PathBuf>,
     /// Train the token-embedding table (frozen by default).
     pub train_embeddings: bool,
     /// Seed of every random draw.
@@ -110,15 +96,19 @@ impl HeldOutJob {
     /// The defaults of `calmflow heldout` for `h5ad`.
     pub fn new(h5ad: PathBuf) -> Self {
         Self {
-            h5ad,
-            columns: vec!["cell_type".into(), "phase".into()],
-            held_out: DEFAULT_HELD_OUT
-                .iter()
-                .map(|p| p.iter().map(|s| s.to_string()).collect())
-                .collect(),
-            template: DEFAULT_TEMPLATE.into(),
-            pca: 16,
-            layer: None,
+            cells: CellSpec {
+                h5ad,
+                columns: vec!["cell_type".into(), "phase".into()],
+                held_out: DEFAULT_HELD_OUT
+                    .iter()
+                    .map(|p| p.iter().map(|s| s.to_string()).collect())
+                    .collect(),
+                template: DEFAULT_TEMPLATE.into(),
+                pca: 16,
+                layer: None,
+                tokenizer: None,
+                init_from: None,
+            },
             steps: 2000,
             cfm_steps: 5000,
             batch_size: 64,
@@ -131,8 +121,6 @@ impl HeldOutJob {
             path_sigma: 0.0,
             temperature: 1.0,
             cfm_width: 128,
-            init_from: None,
-            tokenizer: None,
             train_embeddings: false,
             seed: 0,
             out: PathBuf::from("runs/heldout"),
@@ -276,16 +264,7 @@ impl BackendTask for HeldOutJob {
         let job = &self;
         create_out_dir(&job.out)?;
         // Data: expression, conditions, the held-out split, PCA, prompts.
-        let study = CellStudy::load(CellSpec {
-            h5ad: job.h5ad.clone(),
-            columns: job.columns.clone(),
-            held_out: job.held_out.clone(),
-            template: job.template.clone(),
-            pca: job.pca,
-            layer: job.layer.clone(),
-            tokenizer: job.tokenizer.clone(),
-            init_from: job.init_from.clone(),
-        })?;
+        let study = CellStudy::load(job.cells.clone())?;
         say(format!("heldout: {}", study.summary()));
         let CellStudy {
             x,
@@ -326,7 +305,7 @@ impl BackendTask for HeldOutJob {
         } else {
             0.0
         };
-        let mut config = CalmFlowConfig::new(job.pca)
+        let mut config = CalmFlowConfig::new(job.cells.pca)
             .with_hidden(job.hidden)
             .with_layers(job.layers)
             .with_heads(4)
@@ -336,7 +315,7 @@ impl BackendTask for HeldOutJob {
             .with_bridge_sigma(bridge)
             .with_vocab_size(tokenizer.vocab_size())
             .with_freeze_embeddings(!job.train_embeddings);
-        let pretrained = pretrained_shape(job.init_from.as_deref(), &mut config)?;
+        let pretrained = pretrained_shape(job.cells.init_from.as_deref(), &mut config)?;
         B::seed(&device, job.seed);
         let mut model = config.init::<B>(&device).map_err(TrainError::from)?;
         if let Some(dir) = &pretrained {
@@ -387,7 +366,7 @@ impl BackendTask for HeldOutJob {
         let model = model.valid();
 
         // Conditional CFM, one-hot labels.
-        let net = VelocityMlpConfig::new(job.pca)
+        let net = VelocityMlpConfig::new(job.cells.pca)
             .with_width(job.cfm_width)
             .with_cond_dim(table.feature_dim());
         B::seed(&device, job.seed);
@@ -426,7 +405,7 @@ impl BackendTask for HeldOutJob {
                 .ok_or_else(|| AppError::Other(format!("no condition {held:?}")))?;
             let rows = &groups[held];
             let n = rows.len();
-            let x0 = StandardNormal { dim: job.pca }.sample(n, &mut rng);
+            let x0 = StandardNormal { dim: job.cells.pca }.sample(n, &mut rng);
             let prompt = table.embed(&model, &[c], &device)?;
             let options = GenerationOptions {
                 n_times: job.n_times,

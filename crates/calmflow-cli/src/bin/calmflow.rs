@@ -565,14 +565,14 @@ fn heldout(args: HeldOutArgs) -> Result<(), String> {
         .h5ad
         .unwrap_or_else(calmflow::data::h5ad::bundled_pbmc68k_reduced);
     let mut job = HeldOutJob::new(h5ad);
-    job.columns = args.conditions;
+    job.cells.columns = args.conditions;
     if !args.hold_out.is_empty() {
         // Split against the file's labels when the job reads it: a label may contain '/'.
-        job.held_out = args.hold_out.iter().map(|h| vec![h.clone()]).collect();
+        job.cells.held_out = args.hold_out.iter().map(|h| vec![h.clone()]).collect();
     }
-    job.template = args.template;
-    job.pca = args.pca;
-    job.layer = args.layer;
+    job.cells.template = args.template;
+    job.cells.pca = args.pca;
+    job.cells.layer = args.layer;
     job.steps = args.steps;
     job.cfm_steps = args.cfm_steps;
     job.batch_size = args.batch;
@@ -593,8 +593,8 @@ fn heldout(args: HeldOutArgs) -> Result<(), String> {
         } else {
             0.0
         });
-    job.init_from = args.init_from;
-    job.tokenizer = args.tokenizer;
+    job.cells.init_from = args.init_from;
+    job.cells.tokenizer = args.tokenizer;
     job.train_embeddings = args.train_embeddings;
     job.seed = args.seed;
     job.out = args.out;
@@ -603,7 +603,7 @@ fn heldout(args: HeldOutArgs) -> Result<(), String> {
     println!(
         "held-out conditions of {} ({} training cells in {} conditions; PCA keeps {:.1}% of \
          the variance; prompts: {})",
-        outcome.job.h5ad.display(),
+        outcome.job.cells.h5ad.display(),
         outcome.n_train,
         outcome.n_train_conditions,
         100.0 * outcome.explained_variance,
