@@ -14,8 +14,8 @@ use crate::gemm;
 use crate::rows::{self, LayerNormSaved};
 use crate::{
     Cpu, CpuAutodiff, CpuKernels, f32_cow, f32_values, from_values, gelu_fallback, last_dim,
-    layer_norm_fallback, linear_dims, linear_fallback, matmul_values, params, softmax_fallback,
-    view4,
+    layer_norm_fallback, layer_norm_inputs, linear_fallback, linear_values, matmul_values,
+    softmax_fallback, view4,
 };
 use burn::tensor::ops::FloatTensorOps;
 
@@ -65,14 +65,14 @@ impl Backward<Cpu, 3> for LayerNormBackward {
             n,
         } = ops.state;
         let (dx, dgamma, dbeta) = rows::layer_norm_backward(&grad, n, gamma.as_deref(), &saved);
-        if let Some(parent) = x_parent {
-            grads.register::<Cpu>(parent.id, from_values(dx, shape));
-        }
-        if let Some(parent) = gamma_parent {
-            grads.register::<Cpu>(parent.id, from_values(dgamma, Shape::new([n])));
-        }
-        if let Some(parent) = beta_parent {
-            grads.register::<Cpu>(parent.id, from_values(dbeta, Shape::new([n])));
+        for (parent, value, shape) in [
+            (x_parent, dx, shape),
+            (gamma_parent, dgamma, Shape::new([n])),
+            (beta_parent, dbeta, Shape::new([n])),
+        ] {
+            if let Some(parent) = parent {
+                grads.register::<Cpu>(parent.id, from_values(value, shape));
+            }
         }
     }
 }
@@ -206,37 +206,27 @@ impl FusedKernels<CpuAutodiff> for CpuKernels {
         eps: f64,
     ) -> FloatTensor<CpuAutodiff> {
         let shape = x.primitive.shape();
-        let n = last_dim(&shape);
-        if n == 0 || shape.num_elements() == 0 {
+        let Some((values, n, [g, b])) = layer_norm_inputs(
+            &x.primitive,
+            gamma.as_ref().map(|g| &g.primitive),
+            beta.as_ref().map(|b| &b.primitive),
+        ) else {
             return layer_norm_fallback::<CpuAutodiff>(x, gamma, beta, eps);
-        }
-        let (values, [g, b]) = match (
-            f32_values(&x.primitive),
-            params(
-                n,
-                gamma.as_ref().map(|g| &g.primitive),
-                beta.as_ref().map(|b| &b.primitive),
-            ),
-        ) {
-            (Some(values), Some(p)) => (values, p),
-            _ => return layer_norm_fallback::<CpuAutodiff>(x, gamma, beta, eps),
         };
         // The step always has three parents; a missing parameter is an untracked constant,
         // whose parent slot the backward pass receives as `None`.
-        let device = Default::default();
         let constant = |value: f32| {
-            Tensor::<CpuAutodiff, 1>::full([n], value, &device)
+            Tensor::<CpuAutodiff, 1>::full([n], value, &Default::default())
                 .into_primitive()
                 .tensor()
+                .node
         };
         let gamma_node = gamma
             .as_ref()
-            .map_or_else(|| constant(1.0), Clone::clone)
-            .node;
+            .map_or_else(|| constant(1.0), |g| g.node.clone());
         let beta_node = beta
             .as_ref()
-            .map_or_else(|| constant(0.0), Clone::clone)
-            .node;
+            .map_or_else(|| constant(0.0), |b| b.node.clone());
         match LayerNormBackward
             .prepare::<NoCheckpointing>([x.node.clone(), gamma_node, beta_node])
             .compute_bound()
@@ -288,19 +278,11 @@ impl FusedKernels<CpuAutodiff> for CpuKernels {
         bias: Option<FloatTensor<CpuAutodiff>>,
     ) -> FloatTensor<CpuAutodiff> {
         let x_shape = x.primitive.shape();
-        let Some((dims, out)) = linear_dims(&x_shape, &weight.primitive.shape()) else {
-            return linear_fallback::<CpuAutodiff>(x, weight, bias);
-        };
-        let y = {
-            let (xs, ws) = (f32_values(&x.primitive), f32_values(&weight.primitive));
-            let bs = bias.as_ref().map(|b| f32_values(&b.primitive));
-            match (xs, ws, &bs) {
-                (Some(xs), Some(ws), None) => gemm::linear(&xs, &ws, None, dims),
-                (Some(xs), Some(ws), Some(Some(b))) => gemm::linear(&xs, &ws, Some(b), dims),
-                _ => None,
-            }
-        };
-        let Some(y) = y else {
+        let Some((y, dims, out)) = linear_values(
+            &x.primitive,
+            &weight.primitive,
+            bias.as_ref().map(|b| &b.primitive),
+        ) else {
             return linear_fallback::<CpuAutodiff>(x, weight, bias);
         };
         let n = dims[2];

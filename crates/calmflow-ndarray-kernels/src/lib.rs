@@ -187,18 +187,44 @@ fn matmul_values(a: &NdArrayTensor, b: &NdArrayTensor) -> Option<NdArrayTensor> 
     Some(from_values(c, shape))
 }
 
-/// The parameters of a layer norm as slices of the last dimension's size, or `None` when
-/// one is not `f32` or not that size (the composed form then reports or broadcasts).
-fn params<'a>(
-    n: usize,
+/// What the layer-norm kernel reads: the values of `x`, the size `n` of its last
+/// dimension (the rows it normalises) and `gamma`, `beta` as slices of `n`.
+type LayerNormInputs<'a> = (Cow<'a, [f32]>, usize, [Option<Cow<'a, [f32]>>; 2]);
+
+/// The inputs of the layer-norm kernel, or `None` for an empty tensor, another element
+/// type, or a parameter of another size (burn's composed form then reports or
+/// broadcasts).
+fn layer_norm_inputs<'a>(
+    x: &'a NdArrayTensor,
     gamma: Option<&'a NdArrayTensor>,
     beta: Option<&'a NdArrayTensor>,
-) -> Option<[Option<Cow<'a, [f32]>>; 2]> {
-    let one = |p: Option<&'a NdArrayTensor>| match p {
+) -> Option<LayerNormInputs<'a>> {
+    let shape = x.shape();
+    let n = last_dim(&shape);
+    if n == 0 || shape.num_elements() == 0 {
+        return None;
+    }
+    let param = |p: Option<&'a NdArrayTensor>| match p {
         None => Some(None),
         Some(p) => f32_values(p).filter(|v| v.len() == n).map(Some),
     };
-    Some([one(gamma)?, one(beta)?])
+    Some((f32_values(x)?, n, [param(gamma)?, param(beta)?]))
+}
+
+/// `x·w + b` by the kernel, with its sizes `[m, k, n]` and the output's shape, or `None`
+/// for shapes or element types it does not take.
+fn linear_values(
+    x: &NdArrayTensor,
+    w: &NdArrayTensor,
+    b: Option<&NdArrayTensor>,
+) -> Option<(Vec<f32>, [usize; 3], Shape)> {
+    let (dims, out) = linear_dims(&x.shape(), &w.shape())?;
+    let (xs, ws) = (f32_values(x)?, f32_values(w)?);
+    let y = match b {
+        None => gemm::linear(&xs, &ws, None, dims)?,
+        Some(b) => gemm::linear(&xs, &ws, Some(&f32_values(b)?), dims)?,
+    };
+    Some((y, dims, out))
 }
 
 impl FusedKernels<Cpu> for CpuKernels {
@@ -216,15 +242,9 @@ impl FusedKernels<Cpu> for CpuKernels {
         beta: Option<FloatTensor<Cpu>>,
         eps: f64,
     ) -> FloatTensor<Cpu> {
-        let shape = x.shape();
-        let n = last_dim(&shape);
-        let fused = n > 0 && shape.num_elements() > 0;
-        if fused
-            && let (Some(values), Some([g, b])) =
-                (f32_values(&x), params(n, gamma.as_ref(), beta.as_ref()))
-        {
+        if let Some((values, n, [g, b])) = layer_norm_inputs(&x, gamma.as_ref(), beta.as_ref()) {
             let y = rows::layer_norm(&values, n, g.as_deref(), b.as_deref(), eps as f32);
-            return from_values(y, shape);
+            return from_values(y, x.shape());
         }
         layer_norm_fallback::<Cpu>(x, gamma, beta, eps)
     }
@@ -235,20 +255,10 @@ impl FusedKernels<Cpu> for CpuKernels {
         weight: FloatTensor<Cpu>,
         bias: Option<FloatTensor<Cpu>>,
     ) -> FloatTensor<Cpu> {
-        if let Some((dims, out)) = linear_dims(&x.shape(), &weight.shape())
-            && let (Some(xs), Some(ws)) = (f32_values(&x), f32_values(&weight))
-        {
-            let bs = bias.as_ref().map(f32_values);
-            let b = match &bs {
-                None => Some(None),
-                Some(Some(b)) => Some(Some(b.as_ref())),
-                Some(None) => None,
-            };
-            if let Some(y) = b.and_then(|b| gemm::linear(&xs, &ws, b, dims)) {
-                return from_values(y, out);
-            }
+        match linear_values(&x, &weight, bias.as_ref()) {
+            Some((y, _, out)) => from_values(y, out),
+            None => linear_fallback::<Cpu>(x, weight, bias),
         }
-        linear_fallback::<Cpu>(x, weight, bias)
     }
 
     fn matmul(&self, a: FloatTensor<Cpu>, b: FloatTensor<Cpu>) -> FloatTensor<Cpu> {
