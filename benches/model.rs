@@ -87,9 +87,16 @@ fn training_step(c: &mut Criterion) {
     // twin's two shapes are also timed without them (`train_step_composed`).
     calmflow::backend::register_cpu_kernels();
     let mut group = c.benchmark_group("model");
+    // GPU backends compile and autotune kernels over the first steps of each shape
+    // (seconds on CUDA): a longer warm-up keeps that out of the timed steps.
+    let warm_up = if cfg!(any(feature = "wgpu", feature = "cuda")) {
+        15
+    } else {
+        2
+    };
     group
         .sample_size(10)
-        .warm_up_time(Duration::from_secs(2))
+        .warm_up_time(Duration::from_secs(warm_up))
         .measurement_time(Duration::from_secs(10));
     // (config, N, P, K, batch): the H = 128 model as N and the batch grow, and the demo's
     // shape (H = 64, 2 layers, 16 tokens × 128 sequences).

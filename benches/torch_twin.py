@@ -2,7 +2,8 @@
 encoder MLP D->K*H, GPT-NeoX blocks (fused QKV, partial rotary, parallel residual, GELU),
 latent heads mu/log-var (H->H->H), decoder MLP K*H->max(K*H,D)->...->D, loss = sum-over-D
 MSE + beta*KL, AdamW. Prints ms/step (median of timed steps).
-Usage: python torch_twin.py H LAYERS HEADS N P K D BATCH [threads] [steps]
+Usage: python torch_twin.py H LAYERS HEADS N P K D BATCH [threads] [steps] [device]
+(device: cpu, the default, or cuda; on cuda each timed step ends with a synchronize)
 
 `cargo xtask bench --python PATH` runs it on the demo's shape (64 2 4 16 1 1 2 128 2 40)
 and the bench shape (128 4 4 16 2 2 2 64 2 15) after the criterion benches of the same
@@ -17,6 +18,7 @@ import torch, torch.nn as nn, torch.nn.functional as F
 H, L, NH, N, P, K, D, B = map(int, sys.argv[1:9])
 threads = int(sys.argv[9]) if len(sys.argv) > 9 else 2
 steps = int(sys.argv[10]) if len(sys.argv) > 10 else 30
+dev = torch.device(sys.argv[11] if len(sys.argv) > 11 else "cpu")
 torch.set_num_threads(threads)
 torch.manual_seed(0)
 
@@ -60,8 +62,8 @@ class Model(nn.Module):
         b, S, _ = slots.shape
         x = s.enc(slots).view(b, S * K, H)
         t = S * K; rd = s.blocks[0].rd
-        inv = 1.0 / (10000 ** (torch.arange(0, rd, 2).float() / rd))
-        f = torch.outer(torch.arange(t).float(), inv); emb = torch.cat([f, f], -1)
+        inv = 1.0 / (10000 ** (torch.arange(0, rd, 2, device=slots.device).float() / rd))
+        f = torch.outer(torch.arange(t, device=slots.device).float(), inv); emb = torch.cat([f, f], -1)
         cos, sin = emb.cos(), emb.sin()
         for blk in s.blocks: x = blk(x, cos, sin)
         h = s.lnf(x)
@@ -72,8 +74,9 @@ class Model(nn.Module):
         y = s.d3(F.relu(ln(s.d2(F.relu(ln(s.d1(y)))))))
         return y, mu, var
 
-m = Model(); opt = torch.optim.AdamW(m.parameters(), lr=1e-3, weight_decay=0.01)
-slots = torch.randn(B, N * P, D)
+m = Model().to(dev); opt = torch.optim.AdamW(m.parameters(), lr=1e-3, weight_decay=0.01)
+slots = torch.randn(B, N * P, D).to(dev)
+sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)
 def step():
     y, mu, var = m(slots)
     S = N * P
@@ -85,8 +88,9 @@ def step():
     opt.zero_grad(set_to_none=True); loss.backward()
     torch.nn.utils.clip_grad_norm_(m.parameters(), 1.0); opt.step()
 for _ in range(5): step()
+sync()
 ts = []
 for _ in range(steps):
-    t0 = time.perf_counter(); step(); ts.append(time.perf_counter() - t0)
-print(f"torch {torch.__version__} threads={threads} H={H} L={L} heads={NH} N={N} P={P} K={K} D={D} B={B} "
+    t0 = time.perf_counter(); step(); sync(); ts.append(time.perf_counter() - t0)
+print(f"torch {torch.__version__} device={dev.type} threads={threads} H={H} L={L} heads={NH} N={N} P={P} K={K} D={D} B={B} "
       f"params={sum(p.numel() for p in m.parameters())} median_ms={statistics.median(ts)*1e3:.2f}")

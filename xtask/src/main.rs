@@ -111,6 +111,15 @@ part "matmul parity and rate (cuda:0 against the host)" devices.txt \
   bash -c 'for n in 256 2048 8192; do "$0" devices --check cuda:0 --size "$n"; done' "$BIN"
 part "speed suite (model benches) on cuda:0" bench-model.txt \
   env CRITERION_HOME="$OUT/criterion" "$HERE/bench-model" --bench
+# The PyTorch twin of the training step on the same GPU (the speed suite's two shapes),
+# where the machine's python3 has torch with CUDA.
+if python3 -c 'import torch, sys; sys.exit(not torch.cuda.is_available())' 2>/dev/null; then
+  part "PyTorch twin on cuda (speed-suite shapes)" twin.txt bash -c \
+    'python3 "$0" 64 2 4 16 1 1 2 128 2 40 cuda && python3 "$0" 128 4 4 16 2 2 2 64 2 15 cuda' \
+    "$HERE/torch_twin.py"
+else
+  echo "== PyTorch twin skipped: python3 has no torch with CUDA"
+fi
 part "demo on cuda:0 (reduced: 300 CaLMFlow steps, 1000 CFM steps)" demo.txt \
   "$BIN" demo --device cuda:0 --steps 300 --cfm-steps 1000 --out "$OUT/demo" --quiet
 # Data-parallel training (docs/scaling.md): one GPU, then every GPU (two replicas on
@@ -275,6 +284,10 @@ fn gpu_check(flag: Option<&str>) -> Result<(), String> {
         .find(|(name, _)| name.starts_with("calmflow-benches-model"))
         .ok_or("cargo built no `model` bench")?;
     copy(&exe, payload.join("bench-model"))?;
+    copy(
+        &root().join("benches/torch_twin.py"),
+        payload.join("torch_twin.py"),
+    )?;
     run(
         "tar",
         &[

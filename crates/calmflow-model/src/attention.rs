@@ -263,6 +263,17 @@ impl<B: Backend> CausalSelfAttention<B> {
         let [rows, h] = x.dims();
         let l = rows / b;
         let (nh, hd) = (self.n_heads, self.head_dim);
+        // Whole sequences on a backend with a fused kernel: one projection and one pass
+        // (rotary, scores, mask, softmax, values) instead of about twenty operations.
+        // The kernel has no dropout on the attention weights: it serves where none is drawn.
+        let dropout_drawn = self.dropout.prob > 0.0 && B::ad_enabled(&x.device());
+        if cache.is_none() && !dropout_drawn && crate::fused::kernels::<B>().is_some() {
+            let qkv = crate::fused::linear_module(&self.qkv, x.clone());
+            let layout = context.tables.layout(b, nh);
+            if let Some(out) = crate::fused::attention(qkv, &layout, context.mask.clone()) {
+                return crate::fused::linear_module(&self.dense, out);
+            }
+        }
         let project = |part: usize| {
             let (w, bias) = self.part(part);
             crate::fused::linear(x.clone(), w, bias).reshape([b, l, nh, hd])

@@ -33,8 +33,8 @@ use std::sync::{Arc, RwLock};
 
 use burn::module::Param;
 use burn::nn::Linear;
-use burn::tensor::ops::FloatTensor;
-use burn::tensor::{Tensor, TensorPrimitive, backend::Backend};
+use burn::tensor::ops::{BoolTensor, FloatTensor};
+use burn::tensor::{Bool, Tensor, TensorPrimitive, backend::Backend};
 
 /// One-pass kernels for a backend `B`. Each works on the last dimension of a tensor of
 /// any rank and, on an autodiff backend, records its own backward pass.
@@ -68,6 +68,45 @@ pub trait FusedKernels<B: Backend>: Send + Sync + 'static {
         weight: FloatTensor<B>,
         bias: Option<FloatTensor<B>>,
     ) -> FloatTensor<B>;
+
+    /// Causal self-attention of `layout.batch` sequences of `layout.len` tokens from the
+    /// fused projection `qkv` `(B·L, 3H)` in GPT-NeoX order (per head: query, key,
+    /// value): the rotary tables on queries and keys, then `softmax(q·kᵀ)·v` with the
+    /// score set to `−1e9` where `mask` `(1 or B, 1, L, L)` is true (none hidden when
+    /// `mask` is `None`), heads side by side `(B·L, H)`. `None` when the kernel does not
+    /// take these shapes (the model then composes burn's operations).
+    fn attention(
+        &self,
+        qkv: &FloatTensor<B>,
+        layout: &AttentionLayout<'_>,
+        mask: Option<&BoolTensor<B>>,
+    ) -> Option<FloatTensor<B>>;
+}
+
+/// The sizes of one self-attention pass over whole sequences and its rotary tables on the
+/// host, for [`FusedKernels::attention`].
+#[derive(Debug, Clone, Copy)]
+pub struct AttentionLayout<'a> {
+    /// Sequences `B`.
+    pub batch: usize,
+    /// Tokens per sequence `L`.
+    pub len: usize,
+    /// Attention heads.
+    pub heads: usize,
+    /// Width of each head.
+    pub head_dim: usize,
+    /// Leading dimensions of each head that rotate (even): dimension `i < rot_dims/2`
+    /// pairs with `i + rot_dims/2` (GPT-NeoX's "rotate half"); the others pass through.
+    pub rot_dims: usize,
+    /// `(L, head_dim)` row-major: the rotated query is `q·cos + rotate_half(q)·sin` with
+    /// these tables, which carry the score scale `1/√head_dim`.
+    pub q_cos: &'a [f32],
+    /// See `q_cos`.
+    pub q_sin: &'a [f32],
+    /// `(L, head_dim)`: the key tables (no scale).
+    pub k_cos: &'a [f32],
+    /// See `k_cos`.
+    pub k_sin: &'a [f32],
 }
 
 /// The registered kernels, one entry per backend type: `Arc<dyn FusedKernels<B>>` behind
@@ -172,6 +211,20 @@ pub fn linear<B: Backend, const D: usize>(
         ))),
         None => burn::tensor::module::linear(x, weight, bias),
     }
+}
+
+/// Causal self-attention from the fused projection `qkv` `(B·L, 3H)` by the registered
+/// kernel (see [`FusedKernels::attention`]), or `None` when backend `B` has no kernels or
+/// the kernel does not take these shapes: the model then composes burn's operations.
+pub fn attention<B: Backend>(
+    qkv: Tensor<B, 2>,
+    layout: &AttentionLayout<'_>,
+    mask: Option<Tensor<B, 4, Bool>>,
+) -> Option<Tensor<B, 2>> {
+    let k = kernels::<B>()?;
+    let mask = mask.map(Tensor::into_primitive);
+    let out = k.attention(&qkv.into_primitive().tensor(), layout, mask.as_ref())?;
+    Some(Tensor::from_primitive(TensorPrimitive::Float(out)))
 }
 
 /// A burn [`Linear`] module applied through [`linear`].
@@ -343,6 +396,14 @@ mod tests {
         }
         fn matmul(&self, a: FloatTensor<Solo>, _: FloatTensor<Solo>) -> FloatTensor<Solo> {
             a
+        }
+        fn attention(
+            &self,
+            _: &FloatTensor<Solo>,
+            _: &AttentionLayout<'_>,
+            _: Option<&BoolTensor<Solo>>,
+        ) -> Option<FloatTensor<Solo>> {
+            None
         }
     }
 

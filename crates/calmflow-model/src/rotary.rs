@@ -3,6 +3,8 @@
 use burn::module::Module;
 use burn::tensor::{Tensor, TensorData, backend::Backend};
 
+use crate::fused::AttentionLayout;
+
 /// Rotates the first `rot_dims` dimensions of each head by position-dependent angles
 /// `θ_{l,i} = l · base^(−2i / rot_dims)`, pairing dimension `i` with `i + rot_dims/2`
 /// (GPT-NeoX's "rotate half"); the remaining dimensions pass through. Then
@@ -29,6 +31,13 @@ pub(crate) struct RotaryTables<B: Backend> {
     k_sin: Tensor<B, 4>,
     /// The query scale, applied alone when nothing rotates.
     q_scale: f64,
+    /// The same tables on the host, `(L, head_dim)` row-major: query cos and sin, key cos
+    /// and sin (what a fused attention kernel reads).
+    host: [Vec<f32>; 4],
+    /// Dimensions rotated per head.
+    rot_dims: usize,
+    /// Positions and head width `[L, head_dim]`.
+    dims: [usize; 2],
 }
 
 impl RotaryEmbedding {
@@ -77,8 +86,8 @@ impl RotaryEmbedding {
         device: &B::Device,
     ) -> RotaryTables<B> {
         let (r, half) = (self.rot_dims, self.rot_dims / 2);
-        let table = |v: Vec<f32>| {
-            Tensor::<B, 2>::from_data(TensorData::new(v, [l, head_dim]), device)
+        let table = |v: &[f32]| {
+            Tensor::<B, 2>::from_data(TensorData::new(v.to_vec(), [l, head_dim]), device)
                 .reshape([1, l, 1, head_dim])
         };
         let rotate = (r > 0).then(|| {
@@ -98,11 +107,14 @@ impl RotaryEmbedding {
         };
         RotaryTables {
             rotate,
-            q_cos: table(q_cos),
-            q_sin: table(q_sin),
-            k_cos: table(k_cos),
-            k_sin: table(k_sin),
+            q_cos: table(&q_cos),
+            q_sin: table(&q_sin),
+            k_cos: table(&k_cos),
+            k_sin: table(&k_sin),
             q_scale,
+            host: [q_cos, q_sin, k_cos, k_sin],
+            rot_dims: r,
+            dims: [l, head_dim],
         }
     }
 
@@ -142,6 +154,22 @@ impl<B: Backend> RotaryTables<B> {
     /// Rotates (and scales) queries `(B, L, heads, head_dim)`.
     pub(crate) fn queries(&self, q: Tensor<B, 4>) -> Tensor<B, 4> {
         self.rotate(q, &self.q_cos, &self.q_sin, self.q_scale)
+    }
+
+    /// The layout of a fused attention pass over `batch` sequences with these tables.
+    pub(crate) fn layout(&self, batch: usize, heads: usize) -> AttentionLayout<'_> {
+        let [q_cos, q_sin, k_cos, k_sin] = &self.host;
+        AttentionLayout {
+            batch,
+            len: self.dims[0],
+            heads,
+            head_dim: self.dims[1],
+            rot_dims: self.rot_dims,
+            q_cos,
+            q_sin,
+            k_cos,
+            k_sin,
+        }
     }
 
     /// Rotates keys `(B, L, heads, head_dim)`.

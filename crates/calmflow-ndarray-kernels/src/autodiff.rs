@@ -6,17 +6,17 @@ use burn::backend::autodiff::checkpoint::base::Checkpointer;
 use burn::backend::autodiff::checkpoint::strategy::NoCheckpointing;
 use burn::backend::autodiff::grads::Gradients;
 use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
-use burn::tensor::ops::FloatTensor;
+use burn::tensor::ops::{BoolTensor, FloatTensor};
 use burn::tensor::{Shape, Tensor, TensorMetadata};
-use calmflow_model::fused::FusedKernels;
+use calmflow_model::fused::{AttentionLayout, FusedKernels};
 
-use crate::gemm;
 use crate::rows::{self, LayerNormSaved};
 use crate::{
-    Cpu, CpuAutodiff, CpuKernels, f32_cow, f32_values, from_values, gelu_fallback, last_dim,
-    layer_norm_fallback, layer_norm_inputs, linear_fallback, linear_values, matmul_values,
-    softmax_fallback, view4,
+    Cpu, CpuAutodiff, CpuKernels, attention_inputs, f32_cow, f32_values, from_values,
+    gelu_fallback, last_dim, layer_norm_fallback, layer_norm_inputs, linear_fallback,
+    linear_values, matmul_values, softmax_fallback, view4,
 };
+use crate::{attention, gemm};
 use burn::tensor::ops::FloatTensorOps;
 
 /// GELU's backward step: the upstream gradient times the saved slope.
@@ -179,7 +179,80 @@ impl Backward<Cpu, 2> for MatmulBackward {
     }
 }
 
+/// Attention's backward step: the projection's gradient from the saved projection,
+/// rotated queries and keys, and attention weights.
+#[derive(Debug)]
+struct AttentionBackward;
+
+/// What attention's backward keeps.
+#[derive(Debug, Clone)]
+struct AttentionState {
+    qkv: FloatTensor<Cpu>,
+    dims: attention::Dims,
+    tables: attention::Tables,
+    mask: Option<attention::Mask>,
+    saved: attention::Saved,
+}
+
+impl Backward<Cpu, 1> for AttentionBackward {
+    type State = AttentionState;
+
+    fn backward(self, ops: Ops<Self::State, 1>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let [parent] = ops.parents;
+        let grad = grads.consume::<Cpu>(&ops.node);
+        let Some(parent) = parent else {
+            return;
+        };
+        let s = ops.state;
+        let shape = s.qkv.shape();
+        // The sizes were checked in the forward pass, so the kernel always runs.
+        if let Some(dqkv) = attention::backward(
+            &f32_cow(&grad),
+            &f32_cow(&s.qkv),
+            &s.dims,
+            &s.tables,
+            s.mask.as_ref(),
+            &s.saved,
+        ) {
+            grads.register::<Cpu>(parent.id, from_values(dqkv, shape));
+        }
+    }
+}
+
 impl FusedKernels<CpuAutodiff> for CpuKernels {
+    fn attention(
+        &self,
+        qkv: &FloatTensor<CpuAutodiff>,
+        layout: &AttentionLayout<'_>,
+        mask: Option<&BoolTensor<CpuAutodiff>>,
+    ) -> Option<FloatTensor<CpuAutodiff>> {
+        let (values, dims, tables, mask) = attention_inputs(&qkv.primitive, layout, mask)?;
+        let (out, saved) = attention::forward(&values, &dims, &tables, mask.as_ref())?;
+        let out = from_values(
+            out,
+            Shape::new([dims.batch * dims.len, dims.heads * dims.head_dim]),
+        );
+        Some(
+            match AttentionBackward
+                .prepare::<NoCheckpointing>([qkv.node.clone()])
+                .compute_bound()
+                .stateful()
+            {
+                OpsKind::Tracked(prep) => {
+                    let state = AttentionState {
+                        qkv: qkv.primitive.clone(),
+                        dims,
+                        tables,
+                        mask,
+                        saved,
+                    };
+                    prep.finish(state, out)
+                }
+                OpsKind::UnTracked(prep) => prep.finish(out),
+            },
+        )
+    }
+
     fn gelu(&self, x: FloatTensor<CpuAutodiff>) -> FloatTensor<CpuAutodiff> {
         let Some(values) = f32_values(&x.primitive) else {
             return gelu_fallback::<CpuAutodiff>(x);

@@ -1,11 +1,12 @@
-//! Fused CPU kernels for burn-ndarray (layer norm, exact GELU, softmax): calmflow's
-//! [`FusedKernels`] for `NdArray<f32>` and,
+//! Fused CPU kernels for burn-ndarray (layer norm, exact GELU, softmax, causal
+//! self-attention, matrix products): calmflow's [`FusedKernels`] for `NdArray<f32>` and,
 //! with their backward passes, for `Autodiff<NdArray<f32>>`.
 //!
 //! burn-ndarray runs each element-wise operation as its own single-threaded pass that
 //! allocates a new tensor; composed that way, a layer norm is about thirty passes forward
-//! and backward, the exact GELU about ten and a softmax about fifteen. Here each is one
-//! multi-threaded pass forward and one backward. The facade registers
+//! and backward, the exact GELU about ten and a softmax about fifteen, and attention about
+//! twenty operations each way. Here each is one multi-threaded pass forward and one
+//! backward, and matrix products run on strided views through the `gemm` crate. The facade registers
 //! these kernels when it selects the CPU backend ([`register`]); the model finds them by
 //! backend type and composes burn's operations for every other backend.
 //!
@@ -26,6 +27,7 @@
 //! assert!((slope[1] - 0.5).abs() < 1e-7);
 //! ```
 
+mod attention;
 mod autodiff;
 mod gemm;
 mod rows;
@@ -36,9 +38,9 @@ use std::sync::Arc;
 use burn::backend::ndarray::{NdArray, NdArrayTensor};
 use burn::backend::{Autodiff, autodiff::checkpoint::strategy::NoCheckpointing};
 use burn::tensor::backend::Backend;
-use burn::tensor::ops::{FloatTensor, FloatTensorOps};
+use burn::tensor::ops::{BoolTensor, FloatTensor, FloatTensorOps};
 use burn::tensor::{Shape, Tensor, TensorData, TensorMetadata, TensorPrimitive};
-use calmflow_model::fused::{self, FusedKernels};
+use calmflow_model::fused::{self, AttentionLayout, FusedKernels};
 
 /// The CPU backend these kernels serve.
 pub type Cpu = NdArray<f32>;
@@ -227,7 +229,73 @@ fn linear_values(
     Some((y, dims, out))
 }
 
+/// What the attention kernel reads: the projection's values, the sizes, the rotary
+/// tables and the hidden keys.
+type AttentionInputs<'a> = (
+    Cow<'a, [f32]>,
+    attention::Dims,
+    attention::Tables,
+    Option<attention::Mask>,
+);
+
+/// The inputs of the attention kernel, or `None` when `qkv` is not `(B·L, 3H)` for the
+/// layout or the mask does not broadcast to `(B, 1, L, L)`.
+fn attention_inputs<'a>(
+    qkv: &'a NdArrayTensor,
+    layout: &AttentionLayout<'_>,
+    mask: Option<&NdArrayTensor>,
+) -> Option<AttentionInputs<'a>> {
+    let dims = attention::Dims {
+        batch: layout.batch,
+        len: layout.len,
+        heads: layout.heads,
+        head_dim: layout.head_dim,
+        rot_dims: layout.rot_dims,
+    };
+    let (rows, h3) = (dims.batch * dims.len, 3 * dims.heads * dims.head_dim);
+    if qkv.shape().as_slice() != [rows, h3] || rows * h3 == 0 {
+        return None;
+    }
+    let mask = match mask {
+        None => None,
+        Some(NdArrayTensor::Bool(storage)) => {
+            let view = storage.view();
+            let (b, l) = (dims.batch, dims.len);
+            let shared = view.shape().first() == Some(&1);
+            let blocks = if shared { 1 } else { b };
+            let full = view.broadcast(ndarray::IxDyn(&[blocks, 1, l, l]))?;
+            Some(attention::Mask {
+                hidden: full.iter().copied().collect(),
+                per_sequence: !shared,
+            })
+        }
+        Some(_) => return None,
+    };
+    let tables = attention::Tables {
+        q_cos: layout.q_cos.to_vec(),
+        q_sin: layout.q_sin.to_vec(),
+        k_cos: layout.k_cos.to_vec(),
+        k_sin: layout.k_sin.to_vec(),
+    };
+    Some((f32_cow(qkv), dims, tables, mask))
+}
+
 impl FusedKernels<Cpu> for CpuKernels {
+    fn attention(
+        &self,
+        qkv: &FloatTensor<Cpu>,
+        layout: &AttentionLayout<'_>,
+        mask: Option<&BoolTensor<Cpu>>,
+    ) -> Option<FloatTensor<Cpu>> {
+        let (values, dims, tables, mask) = attention_inputs(qkv, layout, mask)?;
+        let (out, _) = attention::forward(&values, &dims, &tables, mask.as_ref())?;
+        let rows = dims.batch * dims.len;
+        Some(from_values(
+            out,
+            Shape::new([rows, dims.heads * dims.head_dim]),
+        ))
+    }
+
     fn gelu(&self, x: FloatTensor<Cpu>) -> FloatTensor<Cpu> {
         match f32_values(&x) {
             Some(values) => from_values(rows::gelu(&values), x.shape()),

@@ -253,18 +253,25 @@ pub fn softmax(x: &[f32], n: usize) -> Vec<f32> {
         .zip(x.par_chunks(chunk))
         .for_each(|(y, x)| {
             for (y, x) in y.chunks_mut(n).zip(x.chunks(n)) {
-                let max = x.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-                let mut sum = 0.0f32;
-                for (y, &v) in y.iter_mut().zip(x) {
-                    *y = (v - max).exp();
-                    sum += *y;
-                }
-                for y in y.iter_mut() {
-                    *y /= sum;
-                }
+                y.copy_from_slice(x);
+                softmax_row(y);
             }
         });
     y
+}
+
+/// [`softmax`] of one row, in place.
+#[inline]
+pub fn softmax_row(row: &mut [f32]) {
+    let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    let mut sum = 0.0f32;
+    for v in row.iter_mut() {
+        *v = (*v - max).exp();
+        sum += *v;
+    }
+    for v in row.iter_mut() {
+        *v /= sum;
+    }
 }
 
 /// The gradient of [`softmax`] given its output `y` and the upstream gradient `g`:

@@ -380,10 +380,22 @@ fn empty_and_degenerate_shapes_fall_back_without_panicking() {
     assert_eq!(y, vec![0.0, 0.0]);
 }
 
+/// What the model attends with besides causality.
+#[derive(Debug, Clone, Copy)]
+enum Context {
+    /// Flow tokens only.
+    Plain,
+    /// A left-padded prompt before the flow tokens (key padding; one sequence's prompt is
+    /// all padding).
+    PaddedPrompt,
+    /// The Markov control: each flow token sees its own time point only.
+    Markov,
+}
+
 /// The training loss of a small CaLMFlow model (the paper's head, whose decoder also runs
 /// layer norms) on fixed slots, and the gradient of every parameter in module order.
-fn loss_and_gradients(seed: u64) -> (f32, Vec<f32>) {
-    use calmflow_model::{CalmFlowConfig, HeadKind};
+fn loss_and_gradients(seed: u64, context: Context) -> (f32, Vec<f32>) {
+    use calmflow_model::{CalmFlowConfig, HeadKind, Prompt};
     let device = Default::default();
     Ad::seed(&device, seed);
     let config = CalmFlowConfig::new(3)
@@ -391,13 +403,24 @@ fn loss_and_gradients(seed: u64) -> (f32, Vec<f32>) {
         .with_layers(2)
         .with_heads(4)
         .with_dropout(0.0)
-        .with_head(HeadKind::Variational);
+        .with_head(HeadKind::Variational)
+        .with_markov_slots(usize::from(matches!(context, Context::Markov)));
     let model = config.init::<Ad>(&device).expect("model");
     let layout = calmflow_tokenize::SpaceTimeLayout::new(5, 1, 1).expect("layout");
     let slots = random::<Ad, 3>([8, 5, 3], seed + 1);
+    let prompt = matches!(context, Context::PaddedPrompt).then(|| {
+        // Prompt lengths 0..=3 of 3 positions, left-padded.
+        let padding: Vec<bool> = (0..8 * 3).map(|t| t % 3 < 3 - (t / 3) % 4).collect();
+        Prompt {
+            embeddings: random::<Ad, 3>([8, 3, 32], seed + 3),
+            padding: Some(Tensor::from_data(TensorData::new(padding, [8, 3]), &device)),
+        }
+    });
     // The variational head draws its latent noise from the backend's generator.
     Ad::seed(&device, seed + 2);
-    let terms = model.head_loss(slots, None, &layout).expect("loss");
+    let terms = model
+        .head_loss(slots, prompt.as_ref(), &layout)
+        .expect("loss");
     let loss = terms.rec + terms.kl.expect("a KL term") * 0.01;
     let value = loss.clone().into_scalar();
     let grads = burn::optim::GradientsParams::from_grads(loss.backward(), &model);
@@ -423,16 +446,22 @@ fn loss_and_gradients(seed: u64) -> (f32, Vec<f32>) {
 
 #[test]
 fn a_model_trains_on_the_same_loss_and_gradients_with_and_without_the_kernels() {
+    for context in [Context::Plain, Context::PaddedPrompt, Context::Markov] {
+        same_loss_and_gradients(context);
+    }
+}
+
+fn same_loss_and_gradients(context: Context) {
     let _guard = lock();
     calmflow_ndarray_kernels::unregister();
-    let (loss_c, grads_c) = loss_and_gradients(21);
+    let (loss_c, grads_c) = loss_and_gradients(21, context);
     calmflow_ndarray_kernels::register();
-    let (loss_f, grads_f) = loss_and_gradients(21);
+    let (loss_f, grads_f) = loss_and_gradients(21, context);
     assert!(!grads_c.is_empty());
     assert_eq!(grads_c.len(), grads_f.len());
     assert!(
         (loss_c - loss_f).abs() <= 1e-5 * loss_c.abs().max(1.0),
-        "loss {loss_c} composed vs {loss_f} fused"
+        "{context:?}: loss {loss_c} composed vs {loss_f} fused"
     );
     let scale = grads_c.iter().fold(0.0f32, |m, g| m.max(g.abs())).max(1e-3);
     let worst = grads_c
@@ -441,6 +470,6 @@ fn a_model_trains_on_the_same_loss_and_gradients_with_and_without_the_kernels() 
         .fold(0.0f32, |m, (a, b)| m.max((a - b).abs()));
     assert!(
         worst <= 1e-4 * scale,
-        "max |Δ grad| {worst:e} against largest gradient {scale:e}"
+        "{context:?}: max |Δ grad| {worst:e} against largest gradient {scale:e}"
     );
 }

@@ -12,9 +12,15 @@
 //! near zero by up to the learning rate per step whatever that gradient's rounding, so two
 //! backends (and two wgpu runs, whose autotuned kernels may differ) can differ by up to
 //! lr · steps = 1.5e-2 in such parameters. Measured on lavapipe: 2e-3 in the samples.
+//!
+//! A backend whose matrix products round more coarsely (burn-cuda's TF32 on tensor-core
+//! GPUs) gets ten times the rounding measured on that device where that is wider
+//! ([`precision::float32_tolerance`]); the 1e-2 between separate trainings stays.
 #![cfg(any(feature = "wgpu", feature = "cuda"))]
 
 mod backend;
+#[path = "../../calmflow-model/tests/backend/precision.rs"]
+mod precision;
 
 use burn::backend::{Autodiff, NdArray};
 use burn::module::{AutodiffModule, Module};
@@ -106,7 +112,12 @@ where
 /// The per-step losses of the two runs agree to 1e-4 (relative).
 fn assert_same_losses(cpu: &[LogRecord], gpu: &[LogRecord]) {
     let losses = |h: &[LogRecord]| h.iter().map(|r| r.loss).collect::<Vec<_>>();
-    close("losses", &losses(cpu), &losses(gpu), 1e-4);
+    close(
+        "losses",
+        &losses(cpu),
+        &losses(gpu),
+        precision::float32_tolerance::<backend::TestBackend>(1e-4),
+    );
     assert!(cpu.len() == 5 && cpu[0].loss > 0.0);
 }
 
@@ -191,7 +202,12 @@ fn calmflow_training_and_generation_match_the_cpu() {
     );
     let a = generate(&on_cpu, &x0, &options, None, false, &cpu_device).unwrap();
     let b = generate(&gpu_trained, &x0, &options, None, false, &gpu_device).unwrap();
-    close_samples("samples of the same weights", &a.samples, &b.samples, 1e-4);
+    close_samples(
+        "samples of the same weights",
+        &a.samples,
+        &b.samples,
+        precision::float32_tolerance::<backend::TestBackend>(1e-4),
+    );
 }
 
 #[test]
@@ -230,6 +246,17 @@ fn cfm_training_and_dopri5_sampling_match_the_cpu() {
     );
     let a = cfm_sample(&on_cpu, &x0, None, &solver, false, &cpu_device).unwrap();
     let b = cfm_sample(&gpu_trained, &x0, None, &solver, false, &gpu_device).unwrap();
-    close_samples("samples of the same weights", &a.samples, &b.samples, 1e-4);
-    assert_eq!(a.stats.nfe, b.stats.nfe);
+    close_samples(
+        "samples of the same weights",
+        &a.samples,
+        &b.samples,
+        precision::float32_tolerance::<backend::TestBackend>(1e-4),
+    );
+    // dopri5's step control divides the embedded error estimate, a difference of nearly
+    // equal stages, by a 1e-4 tolerance: float32 products on both sides take the same
+    // steps, while TF32 rounding (3e-4) moves the estimate enough to take others (measured
+    // on an H200: 26 evaluations where the CPU takes 20, the samples within tolerance).
+    if precision::matmul_rounding::<backend::TestBackend>() < 1e-6 {
+        assert_eq!(a.stats.nfe, b.stats.nfe);
+    }
 }
