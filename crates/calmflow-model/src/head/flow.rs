@@ -55,13 +55,13 @@ impl<B: Backend> FlowHead<B> {
 
     /// `v(y, s, c)` with the context already projected (`projected = W_c c + b_c`).
     fn velocity(&self, y: Tensor<B, 2>, s: Tensor<B, 2>, projected: Tensor<B, 2>) -> Tensor<B, 2> {
-        let x = self
-            .input
-            .forward(Tensor::cat(vec![y, Self::time_features(s)], 1))
-            + projected;
-        let x = silu(self.second.forward(silu(x)));
-        let x = silu(self.third.forward(x));
-        self.out.forward(x)
+        let x = crate::fused::linear_module(
+            &self.input,
+            Tensor::cat(vec![y, Self::time_features(s)], 1),
+        ) + projected;
+        let x = silu(crate::fused::linear_module(&self.second, silu(x)));
+        let x = silu(crate::fused::linear_module(&self.third, x));
+        crate::fused::linear_module(&self.out, x)
     }
 }
 
@@ -69,7 +69,8 @@ impl<B: Backend> DistributionHead<B> for FlowHead<B> {
     /// `‖v(y_s, s, c) − (y − ε)‖²` summed over `D`, averaged over slots and the
     /// `draws` noise draws per slot.
     fn loss(&self, context: Tensor<B, 2>, target: Tensor<B, 2>) -> HeadLoss<B> {
-        let projected = self.context.forward(context).repeat_dim(0, self.draws);
+        let projected =
+            crate::fused::linear_module(&self.context, context).repeat_dim(0, self.draws);
         let y = target.repeat_dim(0, self.draws);
         let [n, _] = y.dims();
         let eps = Tensor::random_like(&y, Distribution::Normal(0.0, 1.0));
@@ -84,7 +85,7 @@ impl<B: Backend> DistributionHead<B> for FlowHead<B> {
 
     fn sample(&self, context: Tensor<B, 2>, temperature: f64) -> Tensor<B, 2> {
         let [n, _] = context.dims();
-        let projected = self.context.forward(context);
+        let projected = crate::fused::linear_module(&self.context, context);
         let device = projected.device();
         let dim = self.out.weight.dims()[1];
         let mut y = Tensor::<B, 2>::zeros([n, dim], &device);

@@ -26,8 +26,14 @@ impl<B: Backend> HeadMlp<B> {
     }
 
     pub fn forward(&self, x: Tensor<B, 2>) -> Tensor<B, 2> {
-        let x = relu(layer_norm_plain(self.first.forward(x), 1e-5));
-        let x = relu(layer_norm_plain(self.second.forward(x), 1e-5));
-        self.out.forward(x)
+        let x = relu(layer_norm_plain(
+            crate::fused::linear_module(&self.first, x),
+            1e-5,
+        ));
+        let x = relu(layer_norm_plain(
+            crate::fused::linear_module(&self.second, x),
+            1e-5,
+        ));
+        crate::fused::linear_module(&self.out, x)
     }
 }

@@ -34,9 +34,12 @@ impl<B: Backend> LatentHead<B> {
     }
 
     fn forward(&self, h: Tensor<B, 2>) -> Tensor<B, 2> {
-        self.second.forward(
-            self.dropout
-                .forward(relu(layer_norm_plain(self.first.forward(h), 1e-5))),
+        crate::fused::linear_module(
+            &self.second,
+            self.dropout.forward(relu(layer_norm_plain(
+                crate::fused::linear_module(&self.first, h),
+                1e-5,
+            ))),
         )
     }
 }
@@ -102,13 +105,15 @@ impl<B: Backend> VariationalDecoder<B> {
 
     /// Maps slot latents `(n, K·H)` to states `(n, D)`.
     fn decode_flat(&self, x: Tensor<B, 2>) -> Tensor<B, 2> {
-        let x = self
-            .dropout
-            .forward(relu(layer_norm_plain(self.first.forward(x), 1e-5)));
-        let x = self
-            .dropout
-            .forward(relu(layer_norm_plain(self.second.forward(x), 1e-5)));
-        self.out.forward(x)
+        let x = self.dropout.forward(relu(layer_norm_plain(
+            crate::fused::linear_module(&self.first, x),
+            1e-5,
+        )));
+        let x = self.dropout.forward(relu(layer_norm_plain(
+            crate::fused::linear_module(&self.second, x),
+            1e-5,
+        )));
+        crate::fused::linear_module(&self.out, x)
     }
 
     /// Maps latents `(B, S·K, H)` to states `(B, S, D)`.
