@@ -11,7 +11,8 @@
 //!   speed suite's model benches built for burn-cuda, and a script that checks an NVIDIA
 //!   GPU: those tests (including their parity tests against the CPU backend), the matmul
 //!   parity and rate of `calmflow devices --check`, the model benches (criterion output
-//!   under `$OUT/criterion`), the demo, a training run on `cuda:0` and the same run
+//!   under `$OUT/criterion`), the PyTorch twin on the same GPU where the machine's python3
+//!   has torch with CUDA, the demo, a training run on `cuda:0` and the same run
 //!   data-parallel on every GPU (`docs/scaling.md`), and the held-out experiment on
 //!   `cuda:0` at reduced size, each timed. The binaries are stripped and packed with xz
 //!   (`payload.tar.xz`, unpacked by the script). With `--prepare` it only
