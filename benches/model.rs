@@ -83,7 +83,7 @@ fn training_step(c: &mut Criterion) {
         .with_layers(2)
         .with_heads(4)
         .with_dropout(0.0);
-    // The CPU backend's fused layer-norm and GELU kernels, as the program runs them; the
+    // The CPU backend's fused kernels, as the program runs them; the
     // twin's two shapes are also timed without them (`train_step_composed`).
     calmflow::backend::register_cpu_kernels();
     let mut group = c.benchmark_group("model");

@@ -36,8 +36,9 @@ use burn::nn::Linear;
 use burn::tensor::ops::{BoolTensor, FloatTensor};
 use burn::tensor::{Bool, Tensor, TensorPrimitive, backend::Backend};
 
-/// One-pass kernels for a backend `B`. Each works on the last dimension of a tensor of
-/// any rank and, on an autodiff backend, records its own backward pass.
+/// One-pass kernels for a backend `B`. The element-wise and row-wise ones work on the last
+/// dimension of a tensor of any rank; on an autodiff backend each records its own backward
+/// pass.
 pub trait FusedKernels<B: Backend>: Send + Sync + 'static {
     /// The exact (erf) GELU `x·Φ(x)`, differentiated exactly (`Φ(x) + x·φ(x)`).
     fn gelu(&self, x: FloatTensor<B>) -> FloatTensor<B>;

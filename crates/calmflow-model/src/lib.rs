@@ -16,9 +16,10 @@
 //!   chooses whether they model the next state, the increment or the path's endpoint.
 //! - [`CalmFlowModel`] / [`CalmFlowConfig`]: teacher-forced forward, incremental decoding,
 //!   roll-out with or without the cache, weights saved and loaded atomically.
-//! - [`fused`]: the layer norms and GELUs of the model go through a registry where a
-//!   backend may supply one-pass kernels with their backward pass (the facade registers
-//!   the CPU backend's); without one, burn's operations are composed.
+//! - [`fused`]: the model's layer norms, GELUs, softmax, affine maps, attention products
+//!   and whole-sequence attention go through a registry where a backend may supply
+//!   one-pass kernels with their backward pass (the facade registers the CPU backend's);
+//!   without one, burn's operations are composed.
 //!
 //! ```
 //! use burn::backend::NdArray;

@@ -12,8 +12,8 @@ use calmflow_model::fused::{AttentionLayout, FusedKernels};
 
 use crate::rows::{self, LayerNormSaved};
 use crate::{
-    Cpu, CpuAutodiff, CpuKernels, attention_inputs, f32_cow, f32_values, from_values,
-    gelu_fallback, last_dim, layer_norm_fallback, layer_norm_inputs, linear_fallback,
+    AttentionRecord, Cpu, CpuAutodiff, CpuKernels, attention_forward, f32_cow, f32_values,
+    from_values, gelu_fallback, last_dim, layer_norm_fallback, layer_norm_inputs, linear_fallback,
     linear_values, matmul_values, softmax_fallback, view4,
 };
 use crate::{attention, gemm};
@@ -184,14 +184,12 @@ impl Backward<Cpu, 2> for MatmulBackward {
 #[derive(Debug)]
 struct AttentionBackward;
 
-/// What attention's backward keeps.
+/// What attention's backward keeps: the projection (shared, not copied) and what the
+/// forward recorded.
 #[derive(Debug, Clone)]
 struct AttentionState {
     qkv: FloatTensor<Cpu>,
-    dims: attention::Dims,
-    tables: attention::Tables,
-    mask: Option<attention::Mask>,
-    saved: attention::Saved,
+    record: AttentionRecord,
 }
 
 impl Backward<Cpu, 1> for AttentionBackward {
@@ -203,16 +201,16 @@ impl Backward<Cpu, 1> for AttentionBackward {
         let Some(parent) = parent else {
             return;
         };
-        let s = ops.state;
-        let shape = s.qkv.shape();
+        let AttentionState { qkv, record } = ops.state;
+        let shape = qkv.shape();
         // The sizes were checked in the forward pass, so the kernel always runs.
         if let Some(dqkv) = attention::backward(
             &f32_cow(&grad),
-            &f32_cow(&s.qkv),
-            &s.dims,
-            &s.tables,
-            s.mask.as_ref(),
-            &s.saved,
+            &f32_cow(&qkv),
+            &record.dims,
+            &record.tables,
+            record.mask.as_ref(),
+            &record.saved,
         ) {
             grads.register::<Cpu>(parent.id, from_values(dqkv, shape));
         }
@@ -226,12 +224,7 @@ impl FusedKernels<CpuAutodiff> for CpuKernels {
         layout: &AttentionLayout<'_>,
         mask: Option<&BoolTensor<CpuAutodiff>>,
     ) -> Option<FloatTensor<CpuAutodiff>> {
-        let (values, dims, tables, mask) = attention_inputs(&qkv.primitive, layout, mask)?;
-        let (out, saved) = attention::forward(&values, &dims, &tables, mask.as_ref())?;
-        let out = from_values(
-            out,
-            Shape::new([dims.batch * dims.len, dims.heads * dims.head_dim]),
-        );
+        let (out, record) = attention_forward(&qkv.primitive, layout, mask)?;
         Some(
             match AttentionBackward
                 .prepare::<NoCheckpointing>([qkv.node.clone()])
@@ -241,10 +234,7 @@ impl FusedKernels<CpuAutodiff> for CpuKernels {
                 OpsKind::Tracked(prep) => {
                     let state = AttentionState {
                         qkv: qkv.primitive.clone(),
-                        dims,
-                        tables,
-                        mask,
-                        saved,
+                        record,
                     };
                     prep.finish(state, out)
                 }

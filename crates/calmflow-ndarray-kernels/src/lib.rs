@@ -229,22 +229,24 @@ fn linear_values(
     Some((y, dims, out))
 }
 
-/// What the attention kernel reads: the projection's values, the sizes, the rotary
-/// tables and the hidden keys.
-type AttentionInputs<'a> = (
-    Cow<'a, [f32]>,
-    attention::Dims,
-    attention::Tables,
-    Option<attention::Mask>,
-);
+/// What the attention kernel's backward needs from its forward besides the projection:
+/// the sizes, the rotary tables, the hidden keys and the saved queries, keys and weights.
+#[derive(Debug, Clone)]
+struct AttentionRecord {
+    dims: attention::Dims,
+    tables: attention::Tables,
+    mask: Option<attention::Mask>,
+    saved: attention::Saved,
+}
 
-/// The inputs of the attention kernel, or `None` when `qkv` is not `(B·L, 3H)` for the
-/// layout or the mask does not broadcast to `(B, 1, L, L)`.
-fn attention_inputs<'a>(
-    qkv: &'a NdArrayTensor,
+/// The attention kernel's forward: the output `(B·L, H)` and its [`AttentionRecord`], or
+/// `None` when `qkv` is not `(B·L, 3H)` for the layout or the mask does not broadcast to
+/// `(B, 1, L, L)`.
+fn attention_forward(
+    qkv: &NdArrayTensor,
     layout: &AttentionLayout<'_>,
     mask: Option<&NdArrayTensor>,
-) -> Option<AttentionInputs<'a>> {
+) -> Option<(NdArrayTensor, AttentionRecord)> {
     let dims = attention::Dims {
         batch: layout.batch,
         len: layout.len,
@@ -277,7 +279,15 @@ fn attention_inputs<'a>(
         k_cos: layout.k_cos.to_vec(),
         k_sin: layout.k_sin.to_vec(),
     };
-    Some((f32_cow(qkv), dims, tables, mask))
+    let (out, saved) = attention::forward(&f32_cow(qkv), &dims, &tables, mask.as_ref())?;
+    let out = from_values(out, Shape::new([rows, dims.heads * dims.head_dim]));
+    let record = AttentionRecord {
+        dims,
+        tables,
+        mask,
+        saved,
+    };
+    Some((out, record))
 }
 
 impl FusedKernels<Cpu> for CpuKernels {
@@ -287,13 +297,7 @@ impl FusedKernels<Cpu> for CpuKernels {
         layout: &AttentionLayout<'_>,
         mask: Option<&BoolTensor<Cpu>>,
     ) -> Option<FloatTensor<Cpu>> {
-        let (values, dims, tables, mask) = attention_inputs(qkv, layout, mask)?;
-        let (out, _) = attention::forward(&values, &dims, &tables, mask.as_ref())?;
-        let rows = dims.batch * dims.len;
-        Some(from_values(
-            out,
-            Shape::new([rows, dims.heads * dims.head_dim]),
-        ))
+        attention_forward(qkv, layout, mask).map(|(out, _)| out)
     }
 
     fn gelu(&self, x: FloatTensor<Cpu>) -> FloatTensor<Cpu> {
