@@ -41,12 +41,15 @@ const DEFAULT_HEAD: HeadKind = HeadKind::Mixture;
 const DEFAULT_PREDICT: Predict = Predict::Endpoint;
 const DEFAULT_SIGMA: f64 = 0.3;
 
-/// `head, predict, σ` in a table row.
+/// `head, predict, σ, N` in a table row.
 fn describe(k: &CalmKnobs) -> String {
     if k.sigma > 0.0 {
-        format!("{} / {} / σ {}", k.head, k.predict, k.sigma)
+        format!(
+            "{} / {} / σ {} / N {}",
+            k.head, k.predict, k.sigma, k.n_times
+        )
     } else {
-        format!("{} / {}", k.head, k.predict)
+        format!("{} / {} / N {}", k.head, k.predict, k.n_times)
     }
 }
 
@@ -169,6 +172,14 @@ struct CalmKnobs {
     /// KL weight `β` (variational and cvae heads).
     beta: f64,
     temperature: f64,
+    /// Inner width of the head's MLPs (0: the model's automatic width).
+    decoder_width: usize,
+    /// Components of the mixture head.
+    components: usize,
+    /// Peak learning rate of CaLMFlow's optimiser.
+    learning_rate: f64,
+    /// How CaLMFlow's training pairs are coupled.
+    coupling: Coupling,
     /// Context of the backbone: `None` (no prompt, full history), or a one-token anchor
     /// prompt with the full history (`Some(false)`) or the Markov window (`Some(true)`).
     /// Rotary positions are relative, so a token that sees only its own time point learns
@@ -256,6 +267,8 @@ fn train_calmflow(
         .with_variational(knobs.variational)
         .with_head(knobs.head)
         .with_predict(knobs.predict)
+        .with_decoder_width(knobs.decoder_width)
+        .with_mixture_components(knobs.components)
         .with_bridge_sigma(if knobs.predict.steps_to_endpoint() {
             knobs.sigma
         } else {
@@ -306,7 +319,10 @@ fn train_calmflow(
         model,
         json,
         settings,
-        train_config(budget, Coupling::ExactOt, seed),
+        TrainConfig {
+            learning_rate: knobs.learning_rate,
+            ..train_config(budget, knobs.coupling, seed)
+        },
         data,
         device,
     )
@@ -919,8 +935,12 @@ fn ablation_table(a: &Ablation) -> String {
 }
 
 /// `quality --probe TASK [--head H] [--predict P] [--sigma S] [--beta B] [--tau T] [--steps N]
-/// [--seeds 0,1] [--cfm]`: one CaLMFlow configuration (default: the repaired head) on the
-/// task whose name contains `TASK`, printed, nothing saved: for tuning the heads.
+/// [--n-times N] [--hidden H] [--n-space K] [--width W] [--components M] [--lr LR]
+/// [--coupling independent|exact-ot|entropic:REG] [--seeds 0,1] [--cfm] [--dump DIR]`: one
+/// CaLMFlow configuration (default: the repaired head) on the task whose name contains
+/// `TASK`, printed, nothing else saved; `--dump DIR` writes the generated points, the
+/// roll-outs `(n, N, D)`, the sources and the target as `.npy` files there (per seed), for
+/// looking at where samples go wrong.
 fn probe(args: &[String], tasks: &[Task], pair: &Task, budget: &Budget, best: CalmKnobs) {
     let value = |flag: &str| {
         args.iter()
@@ -960,11 +980,27 @@ fn probe(args: &[String], tasks: &[Task], pair: &Task, budget: &Budget, best: Ca
     knobs.sigma = number("--sigma", knobs.sigma);
     knobs.beta = number("--beta", knobs.beta);
     knobs.temperature = number("--tau", knobs.temperature);
+    knobs.decoder_width = number("--width", knobs.decoder_width as f64) as usize;
+    knobs.components = number("--components", knobs.components as f64) as usize;
+    knobs.n_space = number("--n-space", knobs.n_space as f64) as usize;
+    knobs.learning_rate = number("--lr", knobs.learning_rate);
+    knobs.n_times = number("--n-times", knobs.n_times as f64) as usize;
+    if let Some(c) = value("--coupling") {
+        knobs.coupling = match c.as_str() {
+            "independent" => Coupling::Independent,
+            "exact-ot" => Coupling::ExactOt,
+            other => match other.strip_prefix("entropic:").map(str::parse) {
+                Some(Ok(reg)) => Coupling::Entropic { reg },
+                _ => fail(format!("unknown coupling {other:?}")),
+            },
+        };
+    }
     if knobs.head == HeadKind::Variational && value("--predict").is_none() {
         knobs.predict = Predict::State;
     }
     let budget = Budget {
         steps: number("--steps", budget.steps as f64) as usize,
+        hidden: number("--hidden", budget.hidden as f64) as usize,
         seeds: value("--seeds").map_or(vec![0], |v| {
             v.split(',')
                 .map(|s| s.parse().unwrap_or_else(|_| fail(format!("seed {s:?}"))))
@@ -974,9 +1010,46 @@ fn probe(args: &[String], tasks: &[Task], pair: &Task, budget: &Budget, best: Ca
     };
     for &seed in &budget.seeds {
         let (x0, target, _) = eval_sets(task, budget.n_eval, seed);
-        let mut rows = vec![run_calmflow(task, &budget, knobs, seed, &x0, &target).0];
+        let (model, train_seconds, parameters) = train_calmflow(task, &budget, knobs, seed);
+        let (report, calm_samples) = score_calmflow(&model, knobs, seed, &x0, &target);
+        let calm = RunResult {
+            method: "CaLMFlow".into(),
+            seed,
+            report,
+            train_seconds,
+            steps: budget.steps,
+            parameters,
+            nfe: knobs.n_times - 1,
+        };
+        let mut rows = vec![calm];
+        let mut dumps = vec![("calmflow", calm_samples)];
         if args.iter().any(|a| a == "--cfm") {
-            rows.push(run_cfm(task, &budget, CfmVariant::OtCfm, seed, &x0, &target, None).0);
+            let (r, s) = run_cfm(task, &budget, CfmVariant::OtCfm, seed, &x0, &target, None);
+            rows.push(r);
+            dumps.push(("ot-cfm", s));
+        }
+        if let Some(dir) = value("--dump") {
+            let options = GenerationOptions {
+                n_times: knobs.n_times,
+                n_traj: knobs.n_traj,
+                temperature: knobs.temperature,
+                seed,
+                ..GenerationOptions::default()
+            };
+            let paths = generate(&model, &x0, &options, None, true, &Default::default())
+                .ok()
+                .and_then(|g| g.trajectories)
+                .unwrap_or_else(|| fail("no trajectories".into()));
+            let path = Path::new(&dir).join(format!("paths-seed{seed}.npy"));
+            calmflow_data::npy::write_npy_nd(&path, paths.into_dyn().view())
+                .unwrap_or_else(|e| fail(format!("writing {}: {e}", path.display())));
+            dumps.push(("target", target.clone()));
+            dumps.push(("source", x0.clone()));
+            for (name, x) in &dumps {
+                let path = Path::new(&dir).join(format!("{name}-seed{seed}.npy"));
+                calmflow_data::npy::write_npy(&path, x.view())
+                    .unwrap_or_else(|e| fail(format!("writing {}: {e}", path.display())));
+            }
         }
         for r in rows {
             let d = r.report.dispersion.clone();
@@ -1078,6 +1151,10 @@ fn main() {
         sigma: 0.0,
         beta: 0.01,
         temperature: 1.0,
+        decoder_width: 0,
+        components: 8,
+        learning_rate: TrainConfig::default().learning_rate,
+        coupling: Coupling::ExactOt,
         anchored: None,
     };
     // The repaired model (the program's defaults): see `docs/quality.md`, "heads".
@@ -1085,6 +1162,7 @@ fn main() {
         head: DEFAULT_HEAD,
         predict: DEFAULT_PREDICT,
         sigma: DEFAULT_SIGMA,
+        n_times: calmflow_model::RECOMMENDED_N_TIMES,
         ..knobs
     };
     let mut progress = StageProgress::load(
@@ -1188,6 +1266,7 @@ fn main() {
         head: HeadKind::Mixture,
         predict: Predict::Increment,
         sigma: 0.0,
+        n_times: knobs.n_times,
         ..best
     };
     heads.push((format!("CaLMFlow {}", describe(&demo)), demo));

@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use calmflow_data::sampler_by_name;
 use calmflow_model::{
     CalmFlowConfig, HeadKind, Predict, RECOMMENDED_BRIDGE_SIGMA, RECOMMENDED_HEAD,
+    RECOMMENDED_N_TIMES,
 };
 use calmflow_train::{
     CalmFlowSettings, CfmVariant, ConditionalPath, Coupling, FlowData, NoiseSchedule, PointSource,
@@ -504,6 +505,7 @@ impl RunConfig {
         let given =
             |section: &str, field: &str| document.get(section).and_then(|s| s.get(field)).is_some();
         let (path_given, coupling_given) = (given("flow", "path"), given("train", "coupling"));
+        let n_times_given = given("flow", "n_times");
         let endpoints_given = given("data", "source") || given("data", "target");
         let config: Self = document.try_into().map_err(parse_error)?;
         config
@@ -529,6 +531,9 @@ impl RunConfig {
         if !path_given {
             config.flow.path = config.recommended_path();
         }
+        if !n_times_given && config.steps_to_endpoints() {
+            config.flow.n_times = RECOMMENDED_N_TIMES;
+        }
         if !coupling_given {
             // CaLMFlow's heads were measured with exact minibatch-OT pairs (docs/heads.md);
             // `calmflow cfm train` sets the coupling from its variant anyway.
@@ -541,9 +546,7 @@ impl RunConfig {
     /// of [`RECOMMENDED_BRIDGE_SIGMA`] for a head that steps toward sampled endpoints
     /// (`docs/heads.md`), the paper's straight paths otherwise.
     pub fn recommended_path(&self) -> ConditionalPath {
-        let head = self.model.head.unwrap_or(RECOMMENDED_HEAD);
-        let predict = self.model.predict.unwrap_or(head.default_predict());
-        if head != HeadKind::Variational && predict.steps_to_endpoint() {
+        if self.steps_to_endpoints() {
             ConditionalPath {
                 noise: NoiseSchedule::Bridge,
                 sigma: RECOMMENDED_BRIDGE_SIGMA,
@@ -552,6 +555,15 @@ impl RunConfig {
         } else {
             ConditionalPath::straight()
         }
+    }
+
+    /// Whether the model is a repaired head stepping toward sampled endpoints, the form
+    /// whose paths ([`RECOMMENDED_BRIDGE_SIGMA`]) and grid ([`RECOMMENDED_N_TIMES`]) differ
+    /// from the paper's when the file does not set them.
+    pub fn steps_to_endpoints(&self) -> bool {
+        let head = self.model.head.unwrap_or(RECOMMENDED_HEAD);
+        let predict = self.model.predict.unwrap_or(head.default_predict());
+        head != HeadKind::Variational && predict.steps_to_endpoint()
     }
 
     /// CaLMFlow's model configuration for data of dimension `dim`: the `[model]` section
@@ -639,7 +651,29 @@ mod tests {
     #[test]
     fn empty_file_gives_the_method_defaults() {
         let c = RunConfig::parse("", "run.toml").unwrap();
-        assert_eq!(c.flow.n_times, 16);
+        // The recommended head steps toward endpoints on a coarser grid than the paper's.
+        assert_eq!(c.flow.n_times, RECOMMENDED_N_TIMES);
+        assert_eq!(
+            RunConfig::parse("[flow]\nn_times = 16\n", "run.toml")
+                .unwrap()
+                .flow
+                .n_times,
+            16
+        );
+        assert_eq!(
+            RunConfig::parse("[model]\nhead = \"variational\"\n", "run.toml")
+                .unwrap()
+                .flow
+                .n_times,
+            16
+        );
+        assert_eq!(
+            RunConfig::parse("[model]\npredict = \"increment\"\n", "run.toml")
+                .unwrap()
+                .flow
+                .n_times,
+            16
+        );
         assert_eq!(c.flow.beta, 0.3);
         assert_eq!(c.train.learning_rate, 1e-3);
         assert_eq!(c.train.weight_decay, 0.01);

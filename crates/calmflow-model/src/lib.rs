@@ -52,7 +52,7 @@ pub use error::{ModelError, Result};
 pub use head::{
     CvaeHead, DecoderOutput, DistributionHead, FlowHead, HeadKind, HeadLoss, LatentHead,
     MixtureHead, OutputHead, Predict, RECOMMENDED_BRIDGE_SIGMA, RECOMMENDED_HEAD,
-    RECOMMENDED_PREDICT, VARIANCE_FLOOR, VariationalDecoder,
+    RECOMMENDED_N_TIMES, RECOMMENDED_PREDICT, VARIANCE_FLOOR, VariationalDecoder,
 };
 pub use model::{CalmFlowConfig, CalmFlowModel, Prompt};
 pub use norm::layer_norm_plain;
