@@ -855,11 +855,11 @@ impl Default for DemoJob {
             beta: 0.01,
             dropout: 0.0,
             coupling: Coupling::ExactOt,
-            // The best measured settings on this task (docs/quality.md, "heads"): the
-            // mixture head over increments, straight paths.
-            head: HeadKind::Mixture,
-            predict: Predict::Increment,
-            path_sigma: 0.0,
+            // The program's default head (docs/heads.md): the mixture over endpoints on
+            // bridge paths, on its own grid of time points.
+            head: calmflow_model::RECOMMENDED_HEAD,
+            predict: calmflow_model::RECOMMENDED_PREDICT,
+            path_sigma: calmflow_model::RECOMMENDED_BRIDGE_SIGMA,
             temperatures: TEMPERATURE_GRID.to_vec(),
             seed: 0,
             quiet: false,
@@ -906,6 +906,9 @@ impl DemoJob {
                 sigma: self.path_sigma,
                 ..ConditionalPath::straight()
             };
+        }
+        if c.steps_to_endpoints() {
+            c.flow.n_times = calmflow_model::RECOMMENDED_N_TIMES;
         }
         c.train = TrainConfig {
             steps: if kind == ModelKind::CalmFlow {
@@ -964,14 +967,15 @@ impl BackendTask for DemoJob {
         let config = calm_job.config.calmflow_model(2)?;
         let model = config.init::<B>(&device).map_err(TrainError::from)?;
         say(format!(
-            "demo: CaLMFlow ({} parameters, H = {}, {} layers, {} head over the {}{}) on \
-             8gaussians → moons, {} steps",
+            "demo: CaLMFlow ({} parameters, H = {}, {} layers, {} head over the {}{}, N = {} \
+             time points) on 8gaussians → moons, {} steps",
             model.num_params(),
             self.hidden,
             self.layers,
             self.head,
             self.predict,
             bridge_note(self.path_sigma),
+            calm_job.config.flow.n_times,
             self.steps
         ));
         let json = serde_json::to_value(&config).unwrap_or_default();
@@ -1023,7 +1027,7 @@ impl BackendTask for DemoJob {
         B::seed(&device, self.seed);
         let cfm = net.init::<B>(&device)?;
         say(format!(
-            "demo: I-CFM ({} parameters, width {}) , {} steps",
+            "demo: I-CFM ({} parameters, width {}), {} steps",
             cfm.num_params(),
             net.width,
             self.cfm_steps
