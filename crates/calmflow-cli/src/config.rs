@@ -528,18 +528,30 @@ impl RunConfig {
             // increments it generated unseen conditions best (docs/heads.md, held-out study).
             config.model.predict = Some(Predict::Increment);
         }
+        config.fill_dependent_defaults(path_given, n_times_given, coupling_given);
+        Ok(config)
+    }
+
+    /// The defaults that depend on other fields, for those the file did not set: the
+    /// paths and the grid follow the head ([`RunConfig::recommended_path`],
+    /// [`RECOMMENDED_N_TIMES`]), and CaLMFlow's heads were measured with exact
+    /// minibatch-OT pairs (docs/heads.md; `calmflow cfm train` sets the coupling from its
+    /// variant anyway).
+    fn fill_dependent_defaults(
+        &mut self,
+        path_given: bool,
+        n_times_given: bool,
+        coupling_given: bool,
+    ) {
         if !path_given {
-            config.flow.path = config.recommended_path();
+            self.flow.path = self.recommended_path();
         }
-        if !n_times_given && config.steps_to_endpoints() {
-            config.flow.n_times = RECOMMENDED_N_TIMES;
+        if !n_times_given && self.steps_to_endpoints() {
+            self.flow.n_times = RECOMMENDED_N_TIMES;
         }
         if !coupling_given {
-            // CaLMFlow's heads were measured with exact minibatch-OT pairs (docs/heads.md);
-            // `calmflow cfm train` sets the coupling from its variant anyway.
-            config.train.coupling = Coupling::ExactOt;
+            self.train.coupling = Coupling::ExactOt;
         }
-        Ok(config)
     }
 
     /// The paths `calmflow train` uses when `[flow.path]` is not given: Brownian-bridge noise
@@ -596,8 +608,7 @@ impl RunConfig {
             model: ModelSection::defaults(),
             ..Self::default()
         };
-        c.flow.path = c.recommended_path();
-        c.train.coupling = Coupling::ExactOt;
+        c.fill_dependent_defaults(false, false, false);
         c
     }
 
@@ -706,6 +717,9 @@ mod tests {
         assert_eq!(straight.flow.path, ConditionalPath::straight());
         let shown = RunConfig::parse(&RunConfig::documented_defaults().to_toml(), "x").unwrap();
         assert_eq!(shown.model.build(2).unwrap(), model);
+        // `calmflow config` shows what an empty file resolves to.
+        assert_eq!(shown.flow, c.flow);
+        assert_eq!(shown.train.coupling, c.train.coupling);
     }
 
     #[test]
