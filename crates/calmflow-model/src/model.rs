@@ -67,9 +67,10 @@ pub struct CalmFlowConfig {
     #[config(default = "Predict::State")]
     pub predict: Predict,
     /// Inner width of the head's MLPs. 0: automatic — `max(K·H, D)` for the `variational`
-    /// head (the paper's decoder), `max(2·K·H, D)` for the `mixture` (its output layer has
+    /// head (the paper's decoder), `2·K·H` for the `mixture` (its output layer has
     /// `M·(2D + 1)` units; at `K·H = 32` a width of `K·H` was measured to be its
-    /// bottleneck, `docs/heads.md`) and `K·H` for the others.
+    /// bottleneck and wider than `2·K·H` no better up to D = 100, `docs/heads.md`; not `D`,
+    /// which would give the head `M·2D²` weights at large `D`) and `K·H` for the others.
     #[config(default = 0)]
     pub decoder_width: usize,
     /// Variational decoder (true) or deterministic regression (false, the paper's
@@ -179,7 +180,7 @@ impl CalmFlowConfig {
     pub fn head_width(&self) -> usize {
         match (self.decoder_width, self.head) {
             (0, HeadKind::Variational) => (self.n_space * self.hidden).max(self.dim),
-            (0, HeadKind::Mixture) => (2 * self.n_space * self.hidden).max(self.dim),
+            (0, HeadKind::Mixture) => 2 * self.n_space * self.hidden,
             (0, _) => self.n_space * self.hidden,
             (w, _) => w,
         }
