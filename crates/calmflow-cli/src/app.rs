@@ -907,9 +907,12 @@ impl DemoJob {
                 ..ConditionalPath::straight()
             };
         }
-        if c.steps_to_endpoints() {
-            c.flow.n_times = calmflow_model::RECOMMENDED_N_TIMES;
-        }
+        // The demo sets its paths and coupling; its grid follows the head.
+        c.fill_dependent_defaults(crate::config::SetExplicitly {
+            path: true,
+            n_times: false,
+            coupling: true,
+        });
         c.train = TrainConfig {
             steps: if kind == ModelKind::CalmFlow {
                 self.steps

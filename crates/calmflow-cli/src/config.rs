@@ -493,6 +493,18 @@ pub struct RunConfig {
     pub temperature: TemperatureSection,
 }
 
+/// Which of the fields whose defaults depend on other fields a configuration sets itself
+/// ([`RunConfig::fill_dependent_defaults`] leaves those alone).
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct SetExplicitly {
+    /// `[flow.path]`.
+    pub path: bool,
+    /// `[flow] n_times`.
+    pub n_times: bool,
+    /// `[train] coupling`.
+    pub coupling: bool,
+}
+
 impl RunConfig {
     /// Parses TOML text; `origin` names the file in messages.
     pub fn parse(text: &str, origin: &str) -> Result<Self, ConfigError> {
@@ -528,7 +540,11 @@ impl RunConfig {
             // increments it generated unseen conditions best (docs/heads.md, held-out study).
             config.model.predict = Some(Predict::Increment);
         }
-        config.fill_dependent_defaults(path_given, n_times_given, coupling_given);
+        config.fill_dependent_defaults(SetExplicitly {
+            path: path_given,
+            n_times: n_times_given,
+            coupling: coupling_given,
+        });
         Ok(config)
     }
 
@@ -537,19 +553,14 @@ impl RunConfig {
     /// [`RECOMMENDED_N_TIMES`]), and CaLMFlow's heads were measured with exact
     /// minibatch-OT pairs (docs/heads.md; `calmflow cfm train` sets the coupling from its
     /// variant anyway).
-    fn fill_dependent_defaults(
-        &mut self,
-        path_given: bool,
-        n_times_given: bool,
-        coupling_given: bool,
-    ) {
-        if !path_given {
+    pub(crate) fn fill_dependent_defaults(&mut self, set: SetExplicitly) {
+        if !set.path {
             self.flow.path = self.recommended_path();
         }
-        if !n_times_given && self.steps_to_endpoints() {
+        if !set.n_times && self.steps_to_endpoints() {
             self.flow.n_times = RECOMMENDED_N_TIMES;
         }
-        if !coupling_given {
+        if !set.coupling {
             self.train.coupling = Coupling::ExactOt;
         }
     }
@@ -608,7 +619,7 @@ impl RunConfig {
             model: ModelSection::defaults(),
             ..Self::default()
         };
-        c.fill_dependent_defaults(false, false, false);
+        c.fill_dependent_defaults(SetExplicitly::default());
         c
     }
 

@@ -106,6 +106,21 @@ fn sizes_agree(dims: &Dims, qkv: usize, tables: &Tables, mask: Option<&Mask>) ->
         && mask_ok
 }
 
+/// Sets `value` where row `i` of a sequence's `L × L` block `hidden` hides a key (the
+/// block's rows are `row.len()` long); nothing without a mask.
+#[inline]
+fn set_hidden(row: &mut [f32], hidden: Option<&[bool]>, i: usize, value: f32) {
+    let Some(hidden) = hidden else {
+        return;
+    };
+    let len = row.len();
+    for (x, &hide) in row.iter_mut().zip(&hidden[i * len..(i + 1) * len]) {
+        if hide {
+            *x = value;
+        }
+    }
+}
+
 /// `y = x·cos + rotate_half(x)·sin` over one head's `x`, rotating the first `r` dims.
 #[inline]
 fn rotate(x: &[f32], cos: &[f32], sin: &[f32], r: usize, y: &mut [f32]) {
@@ -203,13 +218,7 @@ pub fn forward(
                 let mut pv = ArrayViewMut2::from_shape((len, len), &mut *p).ok()?;
                 product(&qv, &kv.t(), &mut pv, false, Threads::Serial)?;
                 for (i, row) in p.chunks_mut(len).enumerate() {
-                    if let Some(hidden) = hidden {
-                        for (s, &hide) in row.iter_mut().zip(&hidden[i * len..(i + 1) * len]) {
-                            if hide {
-                                *s = HIDDEN_SCORE;
-                            }
-                        }
-                    }
+                    set_hidden(row, hidden, i, HIDDEN_SCORE);
                     softmax_row(row);
                 }
                 let pv = view(p, [len, len], len)?;
@@ -281,13 +290,7 @@ pub fn backward(
                     for (d, &p) in ds_row.iter_mut().zip(p_row) {
                         *d = p * (*d - dot);
                     }
-                    if let Some(hidden) = hidden {
-                        for (d, &hide) in ds_row.iter_mut().zip(&hidden[i * len..(i + 1) * len]) {
-                            if hide {
-                                *d = 0.0;
-                            }
-                        }
-                    }
+                    set_hidden(ds_row, hidden, i, 0.0);
                 }
                 let dsv = view(&ds, [len, len], len)?;
                 let mut dqv = ArrayViewMut2::from_shape((len, hd), &mut dq[..]).ok()?;

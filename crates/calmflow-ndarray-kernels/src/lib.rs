@@ -6,9 +6,10 @@
 //! allocates a new tensor; composed that way, a layer norm is about thirty passes forward
 //! and backward, the exact GELU about ten and a softmax about fifteen, and attention about
 //! twenty operations each way. Here each is one multi-threaded pass forward and one
-//! backward, and matrix products run on strided views through the `gemm` crate. The facade registers
-//! these kernels when it selects the CPU backend ([`register`]); the model finds them by
-//! backend type and composes burn's operations for every other backend.
+//! backward, and matrix products run on strided views through the `gemm` crate. The
+//! facade registers these kernels when it selects the CPU backend ([`register`]); the
+//! model finds them by backend type and composes burn's operations for every other
+//! backend.
 //!
 //! ```
 //! use burn::backend::{Autodiff, NdArray};

@@ -31,8 +31,9 @@ pub type CpuAutodiff = burn::backend::Autodiff<Cpu>;
 pub const FUSED_KERNELS_ENV: &str = "CALMFLOW_FUSED_KERNELS";
 
 /// Registers the fused CPU kernels (layer norm, exact GELU, softmax, affine maps, matrix
-/// products and attention, forward and backward; `calmflow_ndarray_kernels`) for [`Cpu`] and [`CpuAutodiff`], unless
-/// [`FUSED_KERNELS_ENV`] turns them off, in which case any registered are removed.
+/// products and attention, forward and backward; `calmflow_ndarray_kernels`) for [`Cpu`]
+/// and [`CpuAutodiff`], unless [`FUSED_KERNELS_ENV`] turns them off, in which case any
+/// registered are removed.
 /// [`DeviceSpec::run`] calls it for the CPU; programs that name [`Cpu`] themselves call it
 /// once. Returns whether the kernels are on.
 #[cfg(feature = "ndarray")]
