@@ -41,15 +41,20 @@ const DEFAULT_HEAD: HeadKind = HeadKind::Mixture;
 const DEFAULT_PREDICT: Predict = Predict::Endpoint;
 const DEFAULT_SIGMA: f64 = 0.3;
 
-/// `head, predict, σ, N` in a table row.
+/// `head, predict, σ, N` (and the mixture's annealing) in a table row.
 fn describe(k: &CalmKnobs) -> String {
+    let annealed = if k.head == HeadKind::Mixture && k.anneal != 1.0 {
+        " / annealed"
+    } else {
+        ""
+    };
     if k.sigma > 0.0 {
         format!(
-            "{} / {} / σ {} / N {}",
+            "{} / {} / σ {} / N {}{annealed}",
             k.head, k.predict, k.sigma, k.n_times
         )
     } else {
-        format!("{} / {} / N {}", k.head, k.predict, k.n_times)
+        format!("{} / {} / N {}{annealed}", k.head, k.predict, k.n_times)
     }
 }
 
@@ -176,6 +181,11 @@ struct CalmKnobs {
     decoder_width: usize,
     /// Components of the mixture head.
     components: usize,
+    /// Starting temperature of the mixture's annealing (0: `D`, 1: off;
+    /// `CalmFlowSettings::anneal_temperature`).
+    anneal: f64,
+    /// Fraction of the steps over which the annealing reaches 1.
+    anneal_fraction: f64,
     /// Peak learning rate of CaLMFlow's optimiser.
     learning_rate: f64,
     /// How CaLMFlow's training pairs are coupled.
@@ -312,6 +322,8 @@ fn train_calmflow(
         } else {
             ConditionalPath::straight()
         },
+        anneal_temperature: knobs.anneal,
+        anneal_fraction: knobs.anneal_fraction,
     };
     let started = Instant::now();
     let json = serde_json::to_value(&config).unwrap_or_default();
@@ -950,7 +962,8 @@ fn ablation_table(a: &Ablation) -> String {
 }
 
 /// `quality --probe TASK [--head H] [--predict P] [--sigma S] [--beta B] [--tau T] [--steps N]
-/// [--n-times N] [--hidden H] [--n-space K] [--width W] [--components M] [--lr LR]
+/// [--n-times N] [--hidden H] [--n-space K] [--width W] [--components M] [--lr LR] [--anneal T0]
+/// [--anneal-fraction F]
 /// [--coupling independent|exact-ot|entropic:REG] [--seeds 0,1] [--cfm] [--dump DIR]`: one
 /// CaLMFlow configuration (default: the repaired head) on the task whose name contains
 /// `TASK`, printed, nothing else saved; `--dump DIR` writes the generated points, the
@@ -1000,6 +1013,8 @@ fn probe(args: &[String], tasks: &[Task], pair: &Task, budget: &Budget, best: Ca
     knobs.n_space = number("--n-space", knobs.n_space as f64) as usize;
     knobs.learning_rate = number("--lr", knobs.learning_rate);
     knobs.n_times = number("--n-times", knobs.n_times as f64) as usize;
+    knobs.anneal = number("--anneal", knobs.anneal);
+    knobs.anneal_fraction = number("--anneal-fraction", knobs.anneal_fraction);
     if let Some(c) = value("--coupling") {
         knobs.coupling = match c.as_str() {
             "independent" => Coupling::Independent,
@@ -1154,6 +1169,8 @@ fn main() {
         temperature: 1.0,
         decoder_width: 0,
         components: 8,
+        anneal: 1.0,
+        anneal_fraction: CalmFlowSettings::default().anneal_fraction,
         learning_rate: TrainConfig::default().learning_rate,
         coupling: Coupling::ExactOt,
         anchored: None,
@@ -1164,6 +1181,7 @@ fn main() {
         predict: DEFAULT_PREDICT,
         sigma: DEFAULT_SIGMA,
         n_times: calmflow_model::RECOMMENDED_N_TIMES,
+        anneal: calmflow_train::RECOMMENDED_ANNEAL_TEMPERATURE,
         ..knobs
     };
     let mut progress = StageProgress::load(
@@ -1268,6 +1286,7 @@ fn main() {
         predict: Predict::Increment,
         sigma: 0.0,
         n_times: knobs.n_times,
+        anneal: 1.0,
         ..best
     };
     heads.push((format!("CaLMFlow {}", describe(&increments)), increments));

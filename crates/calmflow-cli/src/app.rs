@@ -254,6 +254,20 @@ pub(crate) fn load_pretrained<B: burn::tensor::backend::Backend>(
     Ok(model)
 }
 
+/// `", annealed from T₀ = …"` for a progress line when a mixture head is annealed
+/// (`CalmFlowSettings::anneal_temperature`), empty otherwise.
+pub(crate) fn anneal_note(head: HeadKind, flow: &CalmFlowSettings, dim: usize) -> String {
+    let start = flow.anneal_temperature_at(0.0, dim);
+    if head == HeadKind::Mixture && start > 1.0 {
+        format!(
+            ", annealed from T₀ = {start} over the first {:.0} % of the steps",
+            100.0 * flow.anneal_fraction
+        )
+    } else {
+        String::new()
+    }
+}
+
 /// `", bridge paths σ = …"` for a progress line, empty for straight paths.
 pub(crate) fn bridge_note(path_sigma: f64) -> String {
     if path_sigma > 0.0 {
@@ -907,11 +921,12 @@ impl DemoJob {
                 ..ConditionalPath::straight()
             };
         }
-        // The demo sets its paths and coupling; its grid follows the head.
+        // The demo sets its paths and coupling; its grid and annealing follow the head.
         c.fill_dependent_defaults(crate::config::SetExplicitly {
             path: true,
             n_times: false,
             coupling: true,
+            anneal: false,
         });
         c.train = TrainConfig {
             steps: if kind == ModelKind::CalmFlow {
@@ -971,7 +986,7 @@ impl BackendTask for DemoJob {
         let model = config.init::<B>(&device).map_err(TrainError::from)?;
         say(format!(
             "demo: CaLMFlow ({} parameters, H = {}, {} layers, {} head over the {}{}, N = {} \
-             time points) on 8gaussians → moons, {} steps",
+             time points{}) on 8gaussians → moons, {} steps",
             model.num_params(),
             self.hidden,
             self.layers,
@@ -979,6 +994,7 @@ impl BackendTask for DemoJob {
             self.predict,
             bridge_note(self.path_sigma),
             calm_job.config.flow.n_times,
+            anneal_note(self.head, &calm_job.config.flow, 2),
             self.steps
         ));
         let json = serde_json::to_value(&config).unwrap_or_default();

@@ -11,8 +11,8 @@ use calmflow_model::{
 };
 use calmflow_train::{
     CalmFlowSettings, CfmVariant, ConditionalPath, Coupling, FlowData, NoiseSchedule, PointSource,
-    Standardization, TEMPERATURE_GRID, TemperatureScore, TrainConfig, TrainError,
-    VelocityMlpConfig,
+    RECOMMENDED_ANNEAL_TEMPERATURE, Standardization, TEMPERATURE_GRID, TemperatureScore,
+    TrainConfig, TrainError, VelocityMlpConfig,
 };
 use serde::{Deserialize, Serialize};
 
@@ -503,6 +503,8 @@ pub(crate) struct SetExplicitly {
     pub n_times: bool,
     /// `[train] coupling`.
     pub coupling: bool,
+    /// `[flow] anneal_temperature`.
+    pub anneal: bool,
 }
 
 impl RunConfig {
@@ -518,6 +520,7 @@ impl RunConfig {
             |section: &str, field: &str| document.get(section).and_then(|s| s.get(field)).is_some();
         let (path_given, coupling_given) = (given("flow", "path"), given("train", "coupling"));
         let n_times_given = given("flow", "n_times");
+        let anneal_given = given("flow", "anneal_temperature");
         let endpoints_given = given("data", "source") || given("data", "target");
         let config: Self = document.try_into().map_err(parse_error)?;
         config
@@ -544,21 +547,28 @@ impl RunConfig {
             path: path_given,
             n_times: n_times_given,
             coupling: coupling_given,
+            anneal: anneal_given,
         });
         Ok(config)
     }
 
     /// The defaults that depend on other fields, for those the file did not set: the
-    /// paths and the grid follow the head ([`RunConfig::recommended_path`],
-    /// [`RECOMMENDED_N_TIMES`]), and CaLMFlow's heads were measured with exact
+    /// paths, the grid and the mixture's annealing follow the head
+    /// ([`RunConfig::recommended_path`], [`RECOMMENDED_N_TIMES`],
+    /// [`RECOMMENDED_ANNEAL_TEMPERATURE`]), and CaLMFlow's heads were measured with exact
     /// minibatch-OT pairs (docs/heads.md; `calmflow cfm train` sets the coupling from its
     /// variant anyway).
     pub(crate) fn fill_dependent_defaults(&mut self, set: SetExplicitly) {
         if !set.path {
             self.flow.path = self.recommended_path();
         }
-        if !set.n_times && self.steps_to_endpoints() {
-            self.flow.n_times = RECOMMENDED_N_TIMES;
+        if self.steps_to_endpoints() {
+            if !set.n_times {
+                self.flow.n_times = RECOMMENDED_N_TIMES;
+            }
+            if !set.anneal {
+                self.flow.anneal_temperature = RECOMMENDED_ANNEAL_TEMPERATURE;
+            }
         }
         if !set.coupling {
             self.train.coupling = Coupling::ExactOt;
@@ -696,6 +706,21 @@ mod tests {
                 .n_times,
             16
         );
+        // Its mixture is annealed; the paper's model, the increment form and a file that
+        // sets the field are not (or as set).
+        assert_eq!(c.flow.anneal_temperature, RECOMMENDED_ANNEAL_TEMPERATURE);
+        for (text, want) in [
+            ("[model]\nhead = \"variational\"\n", 1.0),
+            ("[model]\npredict = \"increment\"\n", 1.0),
+            ("[flow]\nanneal_temperature = 1.0\n", 1.0),
+            ("[flow]\nanneal_temperature = 20.0\n", 20.0),
+        ] {
+            let got = RunConfig::parse(text, "run.toml")
+                .unwrap()
+                .flow
+                .anneal_temperature;
+            assert_eq!(got, want, "{text}");
+        }
         assert_eq!(c.flow.beta, 0.3);
         assert_eq!(c.train.learning_rate, 1e-3);
         assert_eq!(c.train.weight_decay, 0.01);

@@ -195,7 +195,7 @@ fn frame<'a, DB: DrawingBackend>(
 ) -> Result<Chart<'a, DB>, String> {
     area.fill(&WHITE).map_err(|e| e.to_string())?;
     let mut chart = ChartBuilder::on(area)
-        .caption(title, ("sans-serif", title_size))
+        .caption(title, ("sans-serif", fitting_size(area, title, title_size)))
         .margin(12)
         .x_label_area_size(30)
         .y_label_area_size(40)
@@ -435,7 +435,7 @@ fn draw_sweep<DB: DrawingBackend>(
     let y_range = ((lo - pad) as f32, (hi + pad) as f32);
     area.fill(&WHITE).map_err(|e| e.to_string())?;
     let mut chart = ChartBuilder::on(area)
-        .caption(title, ("sans-serif", 20))
+        .caption(title, ("sans-serif", fitting_size(area, title, 20)))
         .margin(12)
         .x_label_area_size(34)
         .y_label_area_size(60)
@@ -536,6 +536,24 @@ fn check_panel_set(path: &Path, what: &str, points: &Array2<f32>) -> Result<(), 
     Ok(())
 }
 
+/// The largest font size up to `largest` (and no smaller than 10) at which `text` fits
+/// the width of `area` with a margin: plotters centres a caption and cuts what overflows
+/// at both ends, so every title and panel caption goes through this.
+fn fitting_size<DB: DrawingBackend>(
+    area: &DrawingArea<DB, Shift>,
+    text: &str,
+    largest: u32,
+) -> u32 {
+    let width = area.dim_in_pixel().0;
+    (10..=largest)
+        .rev()
+        .find(|&size| {
+            area.estimate_text_size(text, &("sans-serif", size).into_font().into())
+                .is_ok_and(|(w, _)| w + 16 <= width)
+        })
+        .unwrap_or(10)
+}
+
 fn draw_panels<DB: DrawingBackend>(
     area: &DrawingArea<DB, Shift>,
     title: &str,
@@ -546,7 +564,7 @@ fn draw_panels<DB: DrawingBackend>(
     // One key for every panel, under the title: a legend inside a panel would cover points.
     let key = ("sans-serif", 15).into_font().color(&RGBColor(90, 90, 90));
     let body = area
-        .titled(title, ("sans-serif", 24))
+        .titled(title, ("sans-serif", fitting_size(area, title, 24)))
         .and_then(|a| a.titled("grey: the target", key))
         .map_err(|e| e.to_string())?;
     let axes = bounds(
@@ -682,7 +700,7 @@ fn draw_bars<DB: DrawingBackend>(
     let y_max = (top * 1.1).max(1.5) as f32;
     let g = groups.len();
     let mut chart = ChartBuilder::on(&plot_area)
-        .caption(title, ("sans-serif", 22))
+        .caption(title, ("sans-serif", fitting_size(&plot_area, title, 22)))
         .margin(12)
         .x_label_area_size(34)
         .y_label_area_size(60)
@@ -978,6 +996,25 @@ mod tests {
                 .count(),
             5
         );
+    }
+
+    /// A panel title shrinks until it fits its panel; a short one keeps the full size.
+    #[test]
+    fn long_panel_titles_shrink_to_fit() {
+        register_font();
+        let mut buffer = vec![0u8; 440 * 300 * 3];
+        let area = BitMapBackend::with_buffer(&mut buffer, (440, 300)).into_drawing_area();
+        let long = "CaLMFlow mixture / endpoint / σ 0.3 / N 4 / annealed (1 outside)";
+        let size = fitting_size(&area, long, 18);
+        let width = |s: u32| {
+            area.estimate_text_size(long, &("sans-serif", s).into_font().into())
+                .unwrap()
+                .0
+        };
+        assert!(size < 18, "size {size}");
+        assert!(width(size) + 16 <= 440, "{} px at {size}", width(size));
+        assert!(width(size + 1) + 16 > 440, "{size} + 1 would fit too");
+        assert_eq!(fitting_size(&area, "I-CFM", 18), 18);
     }
 
     #[test]

@@ -435,6 +435,24 @@ impl<B: Backend> CalmFlowModel<B> {
         prompt: Option<&Prompt<B>>,
         layout: &calmflow_tokenize::SpaceTimeLayout,
     ) -> ModelResult<HeadLoss<B>> {
+        self.annealed_head_loss(slots, prompt, layout, 1.0)
+    }
+
+    /// [`CalmFlowModel::head_loss`] with the posterior over the head's components
+    /// tempered by `temperature ≥ 1` ([`DistributionHead::annealed_loss`]; 1: the loss
+    /// itself).
+    pub fn annealed_head_loss(
+        &self,
+        slots: Tensor<B, 3>,
+        prompt: Option<&Prompt<B>>,
+        layout: &calmflow_tokenize::SpaceTimeLayout,
+        temperature: f64,
+    ) -> ModelResult<HeadLoss<B>> {
+        if !(temperature >= 1.0 && temperature.is_finite()) {
+            return Err(ModelError::InvalidConfig(format!(
+                "the annealing temperature must be finite and ≥ 1, got {temperature}"
+            )));
+        }
         let [b, s, d] = slots.dims();
         if s != layout.n_slots() || layout.n_space != self.n_space {
             return Err(shape_error(
@@ -465,7 +483,9 @@ impl<B: Backend> CalmFlowModel<B> {
             .predict
             .target_tensor(current, next, end, n)
             .reshape([b * kept, d]);
-        Ok(self.head.loss(self.contexts(hidden), target))
+        Ok(self
+            .head
+            .annealed_loss(self.contexts(hidden), target, temperature))
     }
 
     /// The backbone's outputs `(B, S·K, H)` at the flow positions of packed slots

@@ -119,6 +119,59 @@ fn variational_head_loss_matches_the_written_out_paper_loss() {
     );
 }
 
+/// The annealed mixture loss `−T·log Σ_m exp(ℓ_m/T)` (averaged over slots): the loss
+/// itself at `T = 1`, and at every `T` for one component (`T·ℓ/T = ℓ`); for several,
+/// between `loss − T·ln M` and `loss`, and decreasing in `T` (its derivative in `T` is
+/// minus the entropy of the tempered posterior). Temperatures below 1 are errors.
+#[test]
+fn annealed_mixture_loss_tempers_the_posterior_over_components() {
+    let layout = SpaceTimeLayout::new(4, 2, 2).unwrap();
+    let slots = pack(random([4, 4, 3], 12), &layout).unwrap();
+    for components in [1usize, 3] {
+        let m = model(
+            &config(HeadKind::Mixture, Predict::Endpoint).with_mixture_components(components),
+            13,
+        );
+        let at = |t: f64| {
+            m.annealed_head_loss(slots.clone(), None, &layout, t)
+                .unwrap()
+                .rec
+                .into_scalar() as f64
+        };
+        let loss = m
+            .head_loss(slots.clone(), None, &layout)
+            .unwrap()
+            .rec
+            .into_scalar() as f64;
+        let tol = 1e-5 * loss.abs().max(1.0);
+        assert!((at(1.0) - loss).abs() <= tol, "{} vs {loss}", at(1.0));
+        let mut previous = loss;
+        for t in [2.0, 10.0, 100.0] {
+            let a = at(t);
+            if components == 1 {
+                assert!(
+                    (a - loss).abs() <= 10.0 * tol,
+                    "M = 1, T = {t}: {a} vs {loss}"
+                );
+            } else {
+                let floor = loss - t * (components as f64).ln();
+                assert!(
+                    a >= floor - tol && a <= loss + tol,
+                    "T = {t}: {a} outside [{floor}, {loss}]"
+                );
+                assert!(a < previous, "T = {t}: {a} not below {previous}");
+                previous = a;
+            }
+        }
+        for bad in [0.5, f64::NAN, f64::INFINITY] {
+            assert!(
+                m.annealed_head_loss(slots.clone(), None, &layout, bad)
+                    .is_err()
+            );
+        }
+    }
+}
+
 /// The mixture head's NLL against a direct evaluation of the mixture density from its own
 /// parameters, through a one-component model whose density is checked by sampling: the
 /// sample mean and variance of many draws at τ = 1 match the NLL-implied Gaussian.

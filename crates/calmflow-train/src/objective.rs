@@ -26,6 +26,7 @@ pub struct DrawnBatch {
     fields: Vec<Array2<f32>>,
     per_example: usize,
     conditions: Option<Vec<usize>>,
+    progress: Option<f64>,
 }
 
 impl DrawnBatch {
@@ -64,7 +65,21 @@ impl DrawnBatch {
             fields,
             per_example,
             conditions,
+            progress: None,
         })
+    }
+
+    /// Marks the batch as a training step's, drawn after the fraction `progress ∈ [0, 1)`
+    /// of the run's steps (what schedules inside the loss, such as the mixture's
+    /// annealing, follow). Batches without it (validation) get the loss itself.
+    pub fn at_progress(mut self, progress: f64) -> Self {
+        self.progress = Some(progress);
+        self
+    }
+
+    /// The fraction of the run's steps done before this training batch was drawn.
+    pub fn progress(&self) -> Option<f64> {
+        self.progress
     }
 
     /// Examples (CaLMFlow sequences, CFM pairs).
@@ -108,6 +123,7 @@ impl DrawnBatch {
                 .collect(),
             per_example: self.per_example,
             conditions: self.conditions.as_ref().map(|c| c[first..last].to_vec()),
+            progress: self.progress,
         })
     }
 }
@@ -188,6 +204,13 @@ pub(crate) fn batch_conditions<'a>(
     }
 }
 
+/// The mixture's annealing start that `calmflow train` uses for heads stepping toward
+/// sampled endpoints: 0, the data dimension `D` (`CalmFlowSettings::anneal_temperature`).
+/// At D = 100 it stopped the components from merging pairs of modes (Fréchet 3.06 →
+/// 2.94 over three seeds); on the held-out cells with the increment form it did not help
+/// (`docs/heads.md`).
+pub const RECOMMENDED_ANNEAL_TEMPERATURE: f64 = 0.0;
+
 /// CaLMFlow's training problem: paths on `N` time points, `P` trajectories per sequence,
 /// KL weight `β` (METHOD §2, §3, §6).
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
@@ -201,6 +224,16 @@ pub struct CalmFlowSettings {
     pub beta: f64,
     /// The conditional path (METHOD: straight, σ = 0).
     pub path: ConditionalPath,
+    /// Starting temperature `T₀` of the `mixture` head's annealing
+    /// ([`DistributionHead::annealed_loss`](calmflow_model::DistributionHead::annealed_loss)):
+    /// the posterior over components is tempered by `T`, decayed linearly from `T₀` to 1
+    /// over the first `anneal_fraction` of the steps. 0: the data dimension `D` (so that
+    /// early on a component's log-density counts per coordinate,
+    /// [`RECOMMENDED_ANNEAL_TEMPERATURE`]); 1: no annealing (the default: the plain
+    /// likelihood). Other heads ignore it.
+    pub anneal_temperature: f64,
+    /// Fraction of the training steps over which the annealing temperature reaches 1.
+    pub anneal_fraction: f64,
 }
 
 impl Default for CalmFlowSettings {
@@ -210,11 +243,38 @@ impl Default for CalmFlowSettings {
             n_traj: 1,
             beta: 0.3,
             path: ConditionalPath::straight(),
+            anneal_temperature: 1.0,
+            anneal_fraction: 0.5,
         }
     }
 }
 
 impl CalmFlowSettings {
+    /// The annealing temperature `T ≥ 1` after the fraction `progress` of training, for
+    /// data of dimension `dim`: `1 + (T₀ − 1)·max(0, 1 − progress/anneal_fraction)`.
+    ///
+    /// ```
+    /// use calmflow_train::CalmFlowSettings;
+    /// let s = CalmFlowSettings {
+    ///     anneal_temperature: 0.0, // T₀ = D, over the first half of the steps
+    ///     ..CalmFlowSettings::default()
+    /// };
+    /// assert_eq!(s.anneal_temperature_at(0.0, 100), 100.0);
+    /// assert_eq!(s.anneal_temperature_at(0.25, 100), 50.5);
+    /// assert_eq!(s.anneal_temperature_at(0.5, 100), 1.0);
+    /// assert_eq!(s.anneal_temperature_at(0.9, 100), 1.0);
+    /// assert_eq!(CalmFlowSettings::default().anneal_temperature_at(0.0, 100), 1.0);
+    /// ```
+    pub fn anneal_temperature_at(&self, progress: f64, dim: usize) -> f64 {
+        let start = if self.anneal_temperature == 0.0 {
+            dim as f64
+        } else {
+            self.anneal_temperature
+        };
+        let left = (1.0 - progress / self.anneal_fraction).max(0.0);
+        1.0 + (start.max(1.0) - 1.0) * left
+    }
+
     /// The space-time layout of one sequence for a model with `n_space` tokens per state.
     pub fn layout(&self, n_space: usize) -> Result<SpaceTimeLayout> {
         Ok(SpaceTimeLayout::new(self.n_times, self.n_traj, n_space)?)
@@ -287,6 +347,17 @@ impl<B: Backend> FlowObjective<B> for CalmFlowModel<B> {
                 settings.beta
             )));
         }
+        let t0 = settings.anneal_temperature;
+        if !(t0 == 0.0 || (t0 >= 1.0 && t0.is_finite())) {
+            return Err(invalid(format!(
+                "anneal_temperature = {t0} must be 0 (the data dimension), 1 (off) or a finite \
+                 value above 1"
+            )));
+        }
+        let f = settings.anneal_fraction;
+        if !(f > 0.0 && f <= 1.0) {
+            return Err(invalid(format!("anneal_fraction = {f} must lie in (0, 1]")));
+        }
         Ok(())
     }
 
@@ -353,7 +424,10 @@ impl<B: Backend> FlowObjective<B> for CalmFlowModel<B> {
             None => None,
             Some(c) => Some(c.table.embed(self, c.conditions, device)?),
         };
-        let terms = self.head_loss(slots, prompt.as_ref(), &layout)?;
+        let temperature = batch
+            .progress()
+            .map_or(1.0, |p| settings.anneal_temperature_at(p, d));
+        let terms = self.annealed_head_loss(slots, prompt.as_ref(), &layout, temperature)?;
         VolterraFlowLoss {
             beta: settings.beta,
         }

@@ -613,7 +613,8 @@ where
         let (x0, x1, conditions) = self.pairs(&mut rng)?;
         let batch = self
             .model()
-            .draw(&x0, &x1, conditions.as_deref(), &self.settings, &mut rng)?;
+            .draw(&x0, &x1, conditions.as_deref(), &self.settings, &mut rng)?
+            .at_progress((step - 1) as f64 / self.config.steps as f64);
         let Some(group) = group else {
             return self.own_step(&batch, step, lr, None);
         };

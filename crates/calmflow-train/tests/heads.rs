@@ -266,7 +266,7 @@ impl Sampler for Anisotropic {
 
 /// D = 10, N(0, I) → a Gaussian with variances 4 … 0.25 under the recommended head (the
 /// program's default: mixture over endpoints, bridge paths σ = 0.3, `N = 4` time points,
-/// the mixture's automatic width) with exact-OT pairs, 800 steps. The target,
+/// the mixture's automatic width, annealed from `T₀ = D`) with exact-OT pairs, 800 steps. The target,
 /// asserted: the trace and each of the three leading variance ratios within ±15 %. The
 /// paper's head is near 0.5 everywhere; this head on the earlier grid of `N = 8` points and
 /// width `K·H` measured PC1 0.84 and PC3 1.12–1.19 (`docs/heads.md`).
@@ -314,6 +314,7 @@ fn recommended_head_matches_an_anisotropic_gaussian_spread() {
             sigma,
             ..calmflow_train::ConditionalPath::straight()
         },
+        anneal_temperature: calmflow_train::RECOMMENDED_ANNEAL_TEMPERATURE,
         ..CalmFlowSettings::default()
     };
     let data = FlowData::new(normal(), target(), 0.1, 256, 3).unwrap();

@@ -348,6 +348,31 @@ fn bad_settings_and_foreign_checkpoints_are_errors() {
         )
         .is_err()
     );
+    // The annealing's starting temperature is 0 (the data dimension), 1 (off) or above 1,
+    // and it reaches 1 within the run.
+    for (t0, fraction, field) in [
+        (0.5, 0.5, "anneal_temperature = 0.5"),
+        (f64::NAN, 0.5, "anneal_temperature = NaN"),
+        (10.0, 0.0, "anneal_fraction = 0"),
+        (10.0, 1.5, "anneal_fraction = 1.5"),
+    ] {
+        let (_, model) = tiny_model(&device);
+        let e = Trainer::new(
+            model,
+            json.clone(),
+            CalmFlowSettings {
+                anneal_temperature: t0,
+                anneal_fraction: fraction,
+                ..settings()
+            },
+            TrainConfig::default(),
+            gaussian_data(0),
+            backend::device(),
+        )
+        .err()
+        .unwrap();
+        assert!(e.to_string().contains(field), "{e}");
+    }
     // A Markov context of 2 slots per time point cannot read sequences of 1 trajectory.
     let markov = config.clone().with_markov_slots(2);
     let e = Trainer::new(

@@ -53,6 +53,20 @@ impl<B: Backend> MixtureHead<B> {
 impl<B: Backend> DistributionHead<B> for MixtureHead<B> {
     /// `−log Σ_m π_m N(y; μ_m, diag σ_m²)` averaged over slots (nats per slot).
     fn loss(&self, context: Tensor<B, 2>, target: Tensor<B, 2>) -> HeadLoss<B> {
+        self.annealed_loss(context, target, 1.0)
+    }
+
+    /// `−T·log Σ_m exp(ℓ_m/T)` with `ℓ_m = log π_m + log N(y; μ_m, diag σ_m²)`, averaged
+    /// over slots. In D dimensions the `ℓ_m` of two components differ by a sum of D terms,
+    /// so at `T = 1` the posterior is nearly one-hot from the first step: a component
+    /// that starts between two modes keeps both and another gets no gradient (measured at
+    /// D = 100, `docs/heads.md`).
+    fn annealed_loss(
+        &self,
+        context: Tensor<B, 2>,
+        target: Tensor<B, 2>,
+        temperature: f64,
+    ) -> HeadLoss<B> {
         let [n, d] = target.dims();
         let (log_weights, mu, std) = self.parameters(context);
         let y = target.reshape([n, 1, d]);
@@ -60,9 +74,15 @@ impl<B: Backend> DistributionHead<B> for MixtureHead<B> {
         let log_density = (z.powi_scalar(2) * -0.5 - std.log() - HALF_LN_2PI)
             .sum_dim(2)
             .reshape([n, self.components]);
-        let joint = log_weights + log_density;
+        let mut joint = log_weights + log_density;
+        if temperature != 1.0 {
+            joint = joint / temperature;
+        }
         let top = joint.clone().max_dim(1).detach();
-        let log_likelihood = (joint - top.clone()).exp().sum_dim(1).log() + top;
+        let mut log_likelihood = (joint - top.clone()).exp().sum_dim(1).log() + top;
+        if temperature != 1.0 {
+            log_likelihood = log_likelihood * temperature;
+        }
         HeadLoss {
             rec: log_likelihood.mean().neg(),
             kl: None,

@@ -238,6 +238,21 @@ pub trait DistributionHead<B: Backend> {
     /// Draws `(n, D)` at temperature `τ ≥ 0` (`τ = 0`: the head's deterministic mode, e.g.
     /// the latent means or the noise-free flow).
     fn sample(&self, context: Tensor<B, 2>, temperature: f64) -> Tensor<B, 2>;
+
+    /// The training loss with the posterior over the head's components tempered by
+    /// `T ≥ 1` (deterministic annealing): the mixture's `−T·log Σ_m exp(ℓ_m/T)`, whose
+    /// gradient weights component `m` by `softmax(ℓ/T)_m` instead of its posterior, so
+    /// that early in training every component learns from every point and none is left
+    /// unused. `T = 1` is [`DistributionHead::loss`]; heads without components ignore `T`.
+    fn annealed_loss(
+        &self,
+        context: Tensor<B, 2>,
+        target: Tensor<B, 2>,
+        temperature: f64,
+    ) -> HeadLoss<B> {
+        let _ = temperature;
+        self.loss(context, target)
+    }
 }
 
 /// The model's output head: exactly one of the kinds is present.
@@ -294,5 +309,14 @@ impl<B: Backend> DistributionHead<B> for OutputHead<B> {
 
     fn sample(&self, context: Tensor<B, 2>, temperature: f64) -> Tensor<B, 2> {
         self.active().sample(context, temperature)
+    }
+
+    fn annealed_loss(
+        &self,
+        context: Tensor<B, 2>,
+        target: Tensor<B, 2>,
+        temperature: f64,
+    ) -> HeadLoss<B> {
+        self.active().annealed_loss(context, target, temperature)
     }
 }
