@@ -566,7 +566,8 @@ impl RunConfig {
             if !set.n_times {
                 self.flow.n_times = RECOMMENDED_N_TIMES;
             }
-            if !set.anneal {
+            // Only the mixture has components to anneal.
+            if !set.anneal && self.model.head.unwrap_or(RECOMMENDED_HEAD) == HeadKind::Mixture {
                 self.flow.anneal_temperature = RECOMMENDED_ANNEAL_TEMPERATURE;
             }
         }
@@ -591,8 +592,9 @@ impl RunConfig {
     }
 
     /// Whether the model is a repaired head stepping toward sampled endpoints, the form
-    /// whose paths ([`RECOMMENDED_BRIDGE_SIGMA`]) and grid ([`RECOMMENDED_N_TIMES`]) differ
-    /// from the paper's when the file does not set them.
+    /// whose paths ([`RECOMMENDED_BRIDGE_SIGMA`]), grid ([`RECOMMENDED_N_TIMES`]) and, for
+    /// the mixture, annealing ([`RECOMMENDED_ANNEAL_TEMPERATURE`]) differ from the paper's
+    /// when the file does not set them.
     pub fn steps_to_endpoints(&self) -> bool {
         let head = self.model.head.unwrap_or(RECOMMENDED_HEAD);
         let predict = self.model.predict.unwrap_or(head.default_predict());
@@ -712,6 +714,7 @@ mod tests {
         for (text, want) in [
             ("[model]\nhead = \"variational\"\n", 1.0),
             ("[model]\npredict = \"increment\"\n", 1.0),
+            ("[model]\nhead = \"flow\"\n", 1.0),
             ("[flow]\nanneal_temperature = 1.0\n", 1.0),
             ("[flow]\nanneal_temperature = 20.0\n", 20.0),
         ] {

@@ -537,8 +537,13 @@ fn check_panel_set(path: &Path, what: &str, points: &Array2<f32>) -> Result<(), 
 }
 
 /// The largest font size up to `largest` (and no smaller than 10) at which `text` fits
-/// the width of `area` with a margin: plotters centres a caption and cuts what overflows
-/// at both ends, so every title and panel caption goes through this.
+/// the width of `area` less the charts' margins: plotters centres a caption and lets
+/// what overflows run past the area's edges (cut at the image's, or into a neighbouring
+/// panel), so every title and panel caption goes through this.
+/// Horizontal pixels a caption leaves free: the charts' margins (12 each side) and 8 px
+/// either side of the text.
+const CAPTION_SLACK: u32 = 40;
+
 fn fitting_size<DB: DrawingBackend>(
     area: &DrawingArea<DB, Shift>,
     text: &str,
@@ -549,7 +554,7 @@ fn fitting_size<DB: DrawingBackend>(
         .rev()
         .find(|&size| {
             area.estimate_text_size(text, &("sans-serif", size).into_font().into())
-                .is_ok_and(|(w, _)| w + 16 <= width)
+                .is_ok_and(|(w, _)| w + CAPTION_SLACK <= width)
         })
         .unwrap_or(10)
 }
@@ -1012,8 +1017,15 @@ mod tests {
                 .0
         };
         assert!(size < 18, "size {size}");
-        assert!(width(size) + 16 <= 440, "{} px at {size}", width(size));
-        assert!(width(size + 1) + 16 > 440, "{size} + 1 would fit too");
+        assert!(
+            width(size) + CAPTION_SLACK <= 440,
+            "{} px at {size}",
+            width(size)
+        );
+        assert!(
+            width(size + 1) + CAPTION_SLACK > 440,
+            "{size} + 1 would fit too"
+        );
         assert_eq!(fitting_size(&area, "I-CFM", 18), 18);
     }
 

@@ -367,6 +367,7 @@ where
                 checkpoint.state.step, self.config.steps
             )));
         }
+        self.check_resumed_settings(checkpoint)?;
         let model = self.take_model();
         let model = calmflow_model::load_module(model, &checkpoint.model_path(), &self.device)?;
         let record =
@@ -376,6 +377,44 @@ where
         self.step = checkpoint.state.step;
         self.elapsed = checkpoint.state.elapsed_seconds;
         Ok(self)
+    }
+
+    /// The run continues on the checkpoint's objective: a configuration that now resolves
+    /// to other settings (a new default filled in, an edited file) would change the loss
+    /// part-way through the run, so it is an error naming the fields. The checkpoint's
+    /// settings are read through the current type, so fields it predates take their
+    /// defaults.
+    fn check_resumed_settings(&self, checkpoint: &Checkpoint) -> Result<()> {
+        let Ok(saved) = checkpoint.config_field::<M::Settings>("settings") else {
+            return Ok(());
+        };
+        let as_map = |s: &M::Settings| match serde_json::to_value(s) {
+            Ok(serde_json::Value::Object(m)) => Some(m),
+            _ => None,
+        };
+        let (Some(saved), Some(now)) = (as_map(&saved), as_map(&self.settings)) else {
+            return Ok(());
+        };
+        let differing: Vec<String> = now
+            .iter()
+            .filter(|(k, v)| saved.get(*k) != Some(*v))
+            .map(|(k, v)| {
+                let was = saved
+                    .get(k)
+                    .map_or("unset".to_string(), ToString::to_string);
+                format!("{k} = {was} in the checkpoint, {v} in this run")
+            })
+            .collect();
+        if differing.is_empty() {
+            return Ok(());
+        }
+        Err(TrainError::Checkpoint {
+            path: checkpoint.dir().display().to_string(),
+            message: format!(
+                "was trained with other settings ({}): resume with the checkpoint's values",
+                differing.join("; ")
+            ),
+        })
     }
 
     fn take_model(&mut self) -> M {

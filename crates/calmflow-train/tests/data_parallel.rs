@@ -200,9 +200,12 @@ fn prompted_model(dim: usize, vocab: usize) -> calmflow_model::CalmFlowModel<B> 
         .unwrap()
 }
 
+/// Annealed over the first half of the steps, so the replicas must read the step's
+/// progress from their share of the batch.
 fn calmflow_settings() -> CalmFlowSettings {
     CalmFlowSettings {
         n_times: 4,
+        anneal_temperature: 10.0,
         ..CalmFlowSettings::default()
     }
 }

@@ -408,6 +408,32 @@ fn bad_settings_and_foreign_checkpoints_are_errors() {
     .with_checkpoints(dir.path(), serde_json::Value::Null);
     t.run(&mut Silent).unwrap();
     let checkpoint = Checkpoint::open(dir.path()).unwrap();
+    // Resuming under settings that now resolve differently (here: annealing switched on)
+    // would change the loss part-way through the run.
+    let (_, same) = tiny_model(&device);
+    let e = Trainer::new(
+        same,
+        json.clone(),
+        CalmFlowSettings {
+            anneal_temperature: 0.0,
+            ..settings()
+        },
+        TrainConfig {
+            steps: 4,
+            ..train.clone()
+        },
+        gaussian_data(0),
+        backend::device(),
+    )
+    .unwrap()
+    .resume_from(&checkpoint)
+    .err()
+    .unwrap();
+    assert!(
+        e.to_string()
+            .contains("anneal_temperature = 1.0 in the checkpoint, 0.0 in this run"),
+        "{e}"
+    );
     let bigger = config.clone().with_layers(2).init::<B>(&device).unwrap();
     let result = Trainer::new(
         bigger,

@@ -363,7 +363,12 @@ fn train(args: TrainArgs, kind: ModelKind) -> Result<(), String> {
             RunConfig::read(path).map_err(|e| e.to_string())?,
             path.parent().map(Path::to_path_buf).unwrap_or_default(),
         ),
-        None => (RunConfig::default(), PathBuf::from(".")),
+        // What an empty file resolves to (the defaults that follow the head included),
+        // as `calmflow config` prints it.
+        None => (
+            RunConfig::parse("", "the defaults").map_err(|e| e.to_string())?,
+            PathBuf::from("."),
+        ),
     };
     let mut config = config;
     if let Some(steps) = args.steps {
