@@ -1169,7 +1169,7 @@ fn main() {
         temperature: 1.0,
         decoder_width: 0,
         components: 8,
-        anneal: 1.0,
+        anneal: CalmFlowSettings::default().anneal_temperature,
         anneal_fraction: CalmFlowSettings::default().anneal_fraction,
         learning_rate: TrainConfig::default().learning_rate,
         coupling: Coupling::ExactOt,
@@ -1286,7 +1286,7 @@ fn main() {
         predict: Predict::Increment,
         sigma: 0.0,
         n_times: knobs.n_times,
-        anneal: 1.0,
+        anneal: knobs.anneal,
         ..best
     };
     heads.push((format!("CaLMFlow {}", describe(&increments)), increments));

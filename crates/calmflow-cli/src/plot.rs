@@ -536,14 +536,14 @@ fn check_panel_set(path: &Path, what: &str, points: &Array2<f32>) -> Result<(), 
     Ok(())
 }
 
-/// The largest font size up to `largest` (and no smaller than 10) at which `text` fits
-/// the width of `area` less the charts' margins: plotters centres a caption and lets
-/// what overflows run past the area's edges (cut at the image's, or into a neighbouring
-/// panel), so every title and panel caption goes through this.
 /// Horizontal pixels a caption leaves free: the charts' margins (12 each side) and 8 px
 /// either side of the text.
 const CAPTION_SLACK: u32 = 40;
 
+/// The largest font size up to `largest` (and no smaller than 10) at which `text` fits
+/// the width of `area` less [`CAPTION_SLACK`]: plotters centres a caption and lets what
+/// overflows run past the area's edges (cut at the image's, or into a neighbouring
+/// panel), so every title and panel caption goes through this.
 fn fitting_size<DB: DrawingBackend>(
     area: &DrawingArea<DB, Shift>,
     text: &str,
