@@ -32,6 +32,22 @@ static RNG_LOCK: Mutex<()> = Mutex::new(());
 /// another order than one device does.
 const REL: f64 = 1e-4;
 
+/// Relative tolerance of the logged gradient norms. The norm is taken of a sum of
+/// per-sequence gradients that nearly cancel once the mixture has fitted, which amplifies
+/// the rounding of the sum: on a 2-core AMD EPYC, step 12 of the CaLMFlow run below
+/// differed by 1.5e-4 while its loss agreed to 1e-7 (the other steps to 1e-5). A replica
+/// that dropped or double-counted a share would move the losses, which stay at [`REL`], and
+/// the norms by far more than this.
+const GRAD_NORM_REL: f64 = 1e-3;
+
+/// Largest difference allowed between the two runs' weights, as a fraction of the learning
+/// rate. Adam moves a weight by up to the learning rate per step whatever its gradient's
+/// size, so a gradient at the level of rounding can move it either way: on the machine
+/// above, two of the CaLMFlow run's 6536 weights ended 1.3e-4 and 1.5e-4 apart (0.15 of
+/// the learning rate) and the rest within 5e-5. Half a step is below what one step in
+/// the wrong direction (two learning rates) would leave.
+const WEIGHT_STEPS: f64 = 0.5;
+
 /// N(mean, I) in `dim` dimensions.
 struct Gaussian {
     mean: f64,
@@ -113,27 +129,35 @@ fn weights<M: Module<B>>(module: &M) -> Vec<f32> {
 }
 
 fn assert_close(what: &str, a: &[f64], b: &[f64]) {
+    assert_close_within(what, a, b, REL);
+}
+
+fn assert_close_within(what: &str, a: &[f64], b: &[f64], rel: f64) {
     assert_eq!(a.len(), b.len(), "{what}: lengths");
     for (i, (x, y)) in a.iter().zip(b).enumerate() {
         let scale = x.abs().max(y.abs()).max(1e-3);
         assert!(
-            (x - y).abs() <= REL * scale,
+            (x - y).abs() <= rel * scale,
             "{what}[{i}]: {x} vs {y} (relative {:.2e})",
             (x - y).abs() / scale
         );
     }
 }
 
+/// The weights of one device's run against the replicas' ([`WEIGHT_STEPS`]).
 fn assert_weights_close(a: &[f32], b: &[f32]) {
+    assert_weights_within(a, b, WEIGHT_STEPS * TrainConfig::default().learning_rate);
+}
+
+fn assert_weights_within(a: &[f32], b: &[f32], tolerance: f64) {
     assert_eq!(a.len(), b.len());
-    let scale = a.iter().fold(0.0f64, |m, v| m.max(v.abs() as f64));
     let worst = a
         .iter()
         .zip(b)
         .fold(0.0f64, |m, (x, y)| m.max((x - y).abs() as f64));
     assert!(
-        worst <= REL * scale,
-        "weights differ by {worst:.3e} (largest weight {scale:.3})"
+        worst <= tolerance,
+        "weights differ by {worst:.3e} (tolerance {tolerance:.1e})"
     );
 }
 
@@ -232,7 +256,7 @@ fn two_replicas_take_the_one_device_steps_calmflow() {
     );
     assert_eq!(one.0.len(), 20);
     assert_close("loss", &one.0, &two.0);
-    assert_close("gradient norm", &one.1, &two.1);
+    assert_close_within("gradient norm", &one.1, &two.1, GRAD_NORM_REL);
     assert_weights_close(&one.2, &two.2);
     // The steps changed the weights: equality is not that of two untouched models.
     let untouched = weights(&calmflow_model(2));
@@ -265,7 +289,7 @@ fn three_replicas_take_the_one_device_steps_cfm() {
     let one = run(model(), settings, train.clone(), gaussian_data(3), 0);
     let three = run(model(), settings, train, gaussian_data(3), 2);
     assert_close("loss", &one.0, &three.0);
-    assert_close("gradient norm", &one.1, &three.1);
+    assert_close_within("gradient norm", &one.1, &three.1, GRAD_NORM_REL);
     assert_weights_close(&one.2, &three.2);
 }
 
@@ -369,7 +393,12 @@ fn data_parallel_runs_resume() {
     let mut got: Vec<f64> = part.history().iter().map(|r| r.loss).collect();
     got.extend(resumed.history().iter().map(|r| r.loss));
     assert_close("loss", &got, &want);
-    assert_weights_close(&weights(resumed.model()), &want_weights);
+    // Both runs sum the same shares in the same order: only the resume could tell them
+    // apart, so the weights are held to f32 rounding, not to Adam's.
+    let largest = want_weights
+        .iter()
+        .fold(0.0f64, |m, v| m.max(v.abs() as f64));
+    assert_weights_within(&weights(resumed.model()), &want_weights, REL * largest);
 }
 
 #[test]
