@@ -777,7 +777,6 @@ fn targets_table(task: &Task, budget: &Budget, best: CalmKnobs) -> TaskResult {
     let mut floor = Vec::new();
     for &seed in &budget.seeds {
         let (x0, target, noise_floor) = seed_sets(task, budget, seed);
-        floor.push(noise_floor);
         let (mut r, _) = run_calmflow(task, budget, best, seed, &x0, &target);
         r.method = format!("CaLMFlow {}", describe(&best));
         let (cfm, _) = run_cfm(task, budget, CfmVariant::OtCfm, seed, &x0, &target, None);
@@ -786,10 +785,11 @@ fn targets_table(task: &Task, budget: &Budget, best: CalmKnobs) -> TaskResult {
             task.name,
             r.report.frechet.unwrap_or(f64::NAN),
             cfm.report.frechet.unwrap_or(f64::NAN),
-            floor[floor.len() - 1].frechet.unwrap_or(f64::NAN),
+            noise_floor.frechet.unwrap_or(f64::NAN),
             r.report.mmd2_median,
             cfm.report.mmd2_median,
         );
+        floor.push(noise_floor);
         runs.push(r);
         runs.push(cfm);
     }
