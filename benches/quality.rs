@@ -25,8 +25,8 @@ use calmflow_metrics::{EvalOptions, MetricsReport, evaluate};
 use calmflow_model::{CalmFlowConfig, HeadKind, Predict};
 use calmflow_train::{
     CalmFlowSettings, CfmVariant, ConditionTable, ConditionalPath, Coupling, FlowData,
-    GenerationOptions, NoiseSchedule, OdeSolver, PointSource, Silent, TrainConfig, Trainer,
-    VelocityMlpConfig, cfm_sample, generate,
+    GenerationOptions, MixtureInit, NoiseSchedule, OdeSolver, PointSource, Silent, TrainConfig,
+    Trainer, VelocityMlpConfig, cfm_sample, generate,
 };
 use ndarray::Array2;
 use serde::Serialize;
@@ -44,11 +44,14 @@ const DEFAULT_SIGMA: f64 = 0.3;
 
 /// `head, predict, σ, N` (and the mixture's annealing) in a table row.
 fn describe(k: &CalmKnobs) -> String {
-    let annealed = if k.head == HeadKind::Mixture && k.anneal != 1.0 {
-        " / annealed"
+    let mut annealed = if k.head == HeadKind::Mixture && k.anneal != 1.0 {
+        " / annealed".to_string()
     } else {
-        ""
+        String::new()
     };
+    if k.head == HeadKind::Mixture && k.mixture_init == MixtureInit::Kmeans {
+        annealed.push_str(" / k-means");
+    }
     if k.sigma > 0.0 {
         format!(
             "{} / {} / σ {} / N {}{annealed}",
@@ -187,6 +190,8 @@ struct CalmKnobs {
     anneal: f64,
     /// Fraction of the steps over which the annealing reaches 1.
     anneal_fraction: f64,
+    /// How the mixture's components start (`CalmFlowSettings::mixture_init`).
+    mixture_init: MixtureInit,
     /// Peak learning rate of CaLMFlow's optimiser.
     learning_rate: f64,
     /// How CaLMFlow's training pairs are coupled.
@@ -337,6 +342,7 @@ fn train_calmflow(
         },
         anneal_temperature: knobs.anneal,
         anneal_fraction: knobs.anneal_fraction,
+        mixture_init: knobs.mixture_init,
     };
     let started = Instant::now();
     let json = serde_json::to_value(&config).unwrap_or_default();
@@ -1022,7 +1028,8 @@ fn ablation_table(a: &Ablation) -> String {
 
 /// `quality --probe TASK [--head H] [--predict P] [--sigma S] [--beta B] [--tau T] [--steps N]
 /// [--n-times N] [--hidden H] [--n-space K] [--width W] [--components M] [--lr LR] [--anneal T0]
-/// [--anneal-fraction F] [--coupling independent|exact-ot|entropic:REG] [--seeds 0,1]
+/// [--anneal-fraction F] [--mixture-init kmeans|random]
+/// [--coupling independent|exact-ot|entropic:REG] [--seeds 0,1]
 /// [--n-eval N] [--batch B] [--cfm] [--dump DIR]`: one CaLMFlow configuration (default: the
 /// repaired head) on the task whose name contains `TASK`, printed after each seed's
 /// two-sample floor, nothing else saved; `--dump DIR` writes the generated points, the
@@ -1074,6 +1081,16 @@ fn probe(args: &[String], tasks: &[Task], pair: &Task, budget: &Budget, best: Ca
     knobs.n_times = number("--n-times", knobs.n_times as f64) as usize;
     knobs.anneal = number("--anneal", knobs.anneal);
     knobs.anneal_fraction = number("--anneal-fraction", knobs.anneal_fraction);
+    if let Some(init) = value("--mixture-init") {
+        knobs.mixture_init = match init.as_str() {
+            "kmeans" => MixtureInit::Kmeans,
+            "random" => MixtureInit::Random,
+            other => {
+                eprintln!("quality --probe: --mixture-init takes kmeans or random, got {other}");
+                std::process::exit(2);
+            }
+        };
+    }
     if let Some(c) = value("--coupling") {
         knobs.coupling = match c.as_str() {
             "independent" => Coupling::Independent,
@@ -1240,6 +1257,7 @@ fn main() {
         components: 8,
         anneal: CalmFlowSettings::default().anneal_temperature,
         anneal_fraction: CalmFlowSettings::default().anneal_fraction,
+        mixture_init: CalmFlowSettings::default().mixture_init,
         learning_rate: TrainConfig::default().learning_rate,
         coupling: Coupling::ExactOt,
         anchored: None,
@@ -1251,6 +1269,7 @@ fn main() {
         sigma: DEFAULT_SIGMA,
         n_times: calmflow_model::RECOMMENDED_N_TIMES,
         anneal: calmflow_train::RECOMMENDED_ANNEAL_TEMPERATURE,
+        mixture_init: calmflow_train::RECOMMENDED_MIXTURE_INIT,
         ..knobs
     };
     let mut progress = StageProgress::load(
@@ -1347,8 +1366,9 @@ fn main() {
     // Every head on the tasks of DISTRIBUTION-HEADS, against CFM at equal steps and equal
     // training time.
     // The default first (its training time sets the equal-time CFM budget), then the
-    // mixture over increments (the held-out study's form, and the demo's until
-    // 2026-12-01) and the paper's head; the probes in docs/heads.md cover cvae and flow.
+    // mixture over increments (the held-out study's form, here with the default's start,
+    // and the demo's until 2026-12-01) and the paper's head; the probes in docs/heads.md
+    // cover cvae and flow.
     let mut heads: Vec<(String, CalmKnobs)> = vec![(format!("CaLMFlow {}", describe(&best)), best)];
     let increments = CalmKnobs {
         head: HeadKind::Mixture,

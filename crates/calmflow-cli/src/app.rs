@@ -254,18 +254,25 @@ pub(crate) fn load_pretrained<B: burn::tensor::backend::Backend>(
     Ok(model)
 }
 
-/// `", annealed from T₀ = …"` for a progress line when a mixture head is annealed
-/// (`CalmFlowSettings::anneal_temperature`), empty otherwise.
-pub(crate) fn anneal_note(head: HeadKind, flow: &CalmFlowSettings, dim: usize) -> String {
+/// `", components placed by k-means"` and `", annealed from T₀ = …"` for a progress line,
+/// as far as a mixture head has them (`CalmFlowSettings::mixture_init`,
+/// `CalmFlowSettings::anneal_temperature`); empty for other heads.
+pub(crate) fn mixture_note(head: HeadKind, flow: &CalmFlowSettings, dim: usize) -> String {
+    if head != HeadKind::Mixture {
+        return String::new();
+    }
+    let mut note = String::new();
+    if flow.mixture_init == calmflow_train::MixtureInit::Kmeans {
+        note.push_str(", components placed by k-means");
+    }
     let start = flow.anneal_temperature_at(0.0, dim);
-    if head == HeadKind::Mixture && start > 1.0 {
-        format!(
+    if start > 1.0 {
+        note.push_str(&format!(
             ", annealed from T₀ = {start} over the first {:.0} % of the steps",
             100.0 * flow.anneal_fraction
-        )
-    } else {
-        String::new()
+        ));
     }
+    note
 }
 
 /// `", bridge paths σ = …"` for a progress line, empty for straight paths.
@@ -921,12 +928,14 @@ impl DemoJob {
                 ..ConditionalPath::straight()
             };
         }
-        // The demo sets its paths and coupling; its grid and annealing follow the head.
+        // The demo sets its paths and coupling; its grid, annealing and mixture start follow
+        // the head.
         c.fill_dependent_defaults(crate::config::SetExplicitly {
             path: true,
             n_times: false,
             coupling: true,
             anneal: false,
+            mixture_init: false,
         });
         c.train = TrainConfig {
             steps: if kind == ModelKind::CalmFlow {
@@ -994,7 +1003,7 @@ impl BackendTask for DemoJob {
             self.predict,
             bridge_note(self.path_sigma),
             calm_job.config.flow.n_times,
-            anneal_note(self.head, &calm_job.config.flow, 2),
+            mixture_note(self.head, &calm_job.config.flow, 2),
             self.steps
         ));
         let json = serde_json::to_value(&config).unwrap_or_default();

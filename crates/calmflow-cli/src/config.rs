@@ -11,8 +11,8 @@ use calmflow_model::{
 };
 use calmflow_train::{
     CalmFlowSettings, CfmVariant, ConditionalPath, Coupling, FlowData, NoiseSchedule, PointSource,
-    RECOMMENDED_ANNEAL_TEMPERATURE, Standardization, TEMPERATURE_GRID, TemperatureScore,
-    TrainConfig, TrainError, VelocityMlpConfig,
+    RECOMMENDED_ANNEAL_TEMPERATURE, RECOMMENDED_MIXTURE_INIT, Standardization, TEMPERATURE_GRID,
+    TemperatureScore, TrainConfig, TrainError, VelocityMlpConfig,
 };
 use serde::{Deserialize, Serialize};
 
@@ -505,6 +505,8 @@ pub(crate) struct SetExplicitly {
     pub coupling: bool,
     /// `[flow] anneal_temperature`.
     pub anneal: bool,
+    /// `[flow] mixture_init`.
+    pub mixture_init: bool,
 }
 
 impl RunConfig {
@@ -521,6 +523,7 @@ impl RunConfig {
         let (path_given, coupling_given) = (given("flow", "path"), given("train", "coupling"));
         let n_times_given = given("flow", "n_times");
         let anneal_given = given("flow", "anneal_temperature");
+        let mixture_init_given = given("flow", "mixture_init");
         let endpoints_given = given("data", "source") || given("data", "target");
         let config: Self = document.try_into().map_err(parse_error)?;
         config
@@ -548,14 +551,15 @@ impl RunConfig {
             n_times: n_times_given,
             coupling: coupling_given,
             anneal: anneal_given,
+            mixture_init: mixture_init_given,
         });
         Ok(config)
     }
 
     /// The defaults that depend on other fields, for those the file did not set: the
-    /// paths, the grid and the mixture's annealing follow the head
+    /// paths, the grid and the mixture's annealing and start follow the head
     /// ([`RunConfig::recommended_path`], [`RECOMMENDED_N_TIMES`],
-    /// [`RECOMMENDED_ANNEAL_TEMPERATURE`]), and CaLMFlow's heads were measured with exact
+    /// [`RECOMMENDED_ANNEAL_TEMPERATURE`], [`RECOMMENDED_MIXTURE_INIT`]), and CaLMFlow's heads were measured with exact
     /// minibatch-OT pairs (docs/heads.md; `calmflow cfm train` sets the coupling from its
     /// variant anyway).
     pub(crate) fn fill_dependent_defaults(&mut self, set: SetExplicitly) {
@@ -566,9 +570,14 @@ impl RunConfig {
             if !set.n_times {
                 self.flow.n_times = RECOMMENDED_N_TIMES;
             }
-            // Only the mixture has components to anneal.
-            if !set.anneal && self.model.head.unwrap_or(RECOMMENDED_HEAD) == HeadKind::Mixture {
-                self.flow.anneal_temperature = RECOMMENDED_ANNEAL_TEMPERATURE;
+            // Only the mixture has components to anneal and place.
+            if self.model.head.unwrap_or(RECOMMENDED_HEAD) == HeadKind::Mixture {
+                if !set.anneal {
+                    self.flow.anneal_temperature = RECOMMENDED_ANNEAL_TEMPERATURE;
+                }
+                if !set.mixture_init {
+                    self.flow.mixture_init = RECOMMENDED_MIXTURE_INIT;
+                }
             }
         }
         if !set.coupling {
@@ -593,7 +602,8 @@ impl RunConfig {
 
     /// Whether the model is a repaired head stepping toward sampled endpoints, the form
     /// whose paths ([`RECOMMENDED_BRIDGE_SIGMA`]), grid ([`RECOMMENDED_N_TIMES`]) and, for
-    /// the mixture, annealing ([`RECOMMENDED_ANNEAL_TEMPERATURE`]) differ from the paper's
+    /// the mixture, annealing ([`RECOMMENDED_ANNEAL_TEMPERATURE`]) and start
+    /// ([`RECOMMENDED_MIXTURE_INIT`]) differ from the paper's
     /// when the file does not set them.
     pub fn steps_to_endpoints(&self) -> bool {
         let head = self.model.head.unwrap_or(RECOMMENDED_HEAD);
@@ -708,9 +718,24 @@ mod tests {
                 .n_times,
             16
         );
-        // Its mixture is annealed; the paper's model, the increment form and a file that
-        // sets the field are not (or as set).
+        // Its mixture starts from k-means centres and is not annealed; the paper's model,
+        // the increment form and a file that sets the field keep the settings' defaults
+        // (or what is set).
         assert_eq!(c.flow.anneal_temperature, RECOMMENDED_ANNEAL_TEMPERATURE);
+        use calmflow_train::MixtureInit;
+        assert_eq!(c.flow.mixture_init, MixtureInit::Kmeans);
+        for (text, want) in [
+            ("[model]\nhead = \"variational\"\n", MixtureInit::Random),
+            ("[model]\npredict = \"increment\"\n", MixtureInit::Random),
+            ("[flow]\nmixture_init = \"random\"\n", MixtureInit::Random),
+            ("[model]\nhead = \"mixture\"\n", MixtureInit::Kmeans),
+        ] {
+            let got = RunConfig::parse(text, "run.toml")
+                .unwrap()
+                .flow
+                .mixture_init;
+            assert_eq!(got, want, "{text}");
+        }
         for (text, want) in [
             ("[model]\nhead = \"variational\"\n", 1.0),
             ("[model]\npredict = \"increment\"\n", 1.0),

@@ -5,8 +5,8 @@
 //! [`Checkerboard`], [`SwissRoll`], [`Spiral`], [`StandardNormal`], [`GaussianMixture`],
 //! the high-dimensional [`MixturePair`]s), readers and writers for the files users hold
 //! ([`npy`], [`csv`], AnnData [`h5ad`]), the real [`digits()`] set and the bundled
-//! pbmc68k_reduced single-cell file ([`h5ad::bundled_pbmc68k_reduced`]), [`Standardizer`]
-//! and [`Pca`], and splits ([`split_by_fraction`], [`Conditions::hold_out`]).
+//! pbmc68k_reduced single-cell file ([`h5ad::bundled_pbmc68k_reduced`]), [`Standardizer`],
+//! [`Pca`] and [`KMeans`], and splits ([`split_by_fraction`], [`Conditions::hold_out`]).
 //!
 //! Points are `f32` rows (`n × d` [`ndarray::Array2`]); statistics accumulate in `f64`.
 //! One [`Rng`] type is threaded through every sampler: the same seed gives the same points.
@@ -23,6 +23,7 @@ pub mod csv;
 mod digits;
 mod error;
 pub mod h5ad;
+mod kmeans;
 mod mixtures;
 pub mod npy;
 mod preprocess;
@@ -33,6 +34,7 @@ mod synthetic;
 pub use atomic::write_atomically;
 pub use digits::{LabeledData, digits};
 pub use error::{DataError, Result, ensure_finite};
+pub use kmeans::{KMEANS_MAX_ITERATIONS, KMeans};
 pub use mixtures::{GaussianMixture, MixturePair};
 pub use preprocess::{Pca, Standardizer};
 pub use rng::{Rng, seeded_rng};

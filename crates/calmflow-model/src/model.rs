@@ -329,6 +329,44 @@ impl<B: Backend> CalmFlowModel<B> {
         self.bridge_sigma
     }
 
+    /// Components `M` of the model's `mixture` head (`None` for another head).
+    pub fn mixture_components(&self) -> Option<usize> {
+        self.head.mixture.as_ref().map(MixtureHead::components)
+    }
+
+    /// The same model with its `mixture` head's component means placed at `centres`
+    /// (`M × D`, row-major), for a data-dependent start such as k-means of the head's
+    /// targets (`docs/heads.md`, "Components placed by k-means"). Fails for another head
+    /// or a `centres` of another length, or with a non-finite centre.
+    pub fn with_mixture_means(mut self, centres: &[f32]) -> ModelResult<Self> {
+        let Some(head) = self.head.mixture.take() else {
+            return Err(ModelError::InvalidConfig(format!(
+                "component means can only be placed for the mixture head, this model has \
+                 head = \"{}\"",
+                self.head.kind().name()
+            )));
+        };
+        let expected = head.components() * self.dim;
+        if centres.len() != expected {
+            self.head.mixture = Some(head);
+            return Err(ModelError::InvalidConfig(format!(
+                "{} component means of dimension {} need {expected} values, got {}",
+                expected / self.dim,
+                self.dim,
+                centres.len()
+            )));
+        }
+        if let Some(i) = centres.iter().position(|v| !v.is_finite()) {
+            self.head.mixture = Some(head);
+            return Err(ModelError::InvalidConfig(format!(
+                "component mean value {i} is {}: the means must be finite",
+                centres[i]
+            )));
+        }
+        self.head.mixture = Some(head.with_means(centres));
+        Ok(self)
+    }
+
     /// Slot contexts `(B·S, K·H)` from flow-token outputs `(B, S·K, H)`.
     fn contexts(&self, hidden: Tensor<B, 3>) -> Tensor<B, 2> {
         let [b, sk, h] = hidden.dims();

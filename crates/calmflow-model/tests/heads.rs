@@ -256,3 +256,37 @@ fn decoder_width_sets_the_head_size() {
         - ((16 * 16 + 16) + (16 * 16 + 16) + (16 * 200 + 200));
     assert_eq!(paper - narrow, want);
 }
+
+/// Placing the mixture's means moves every component's mean by exactly the change of
+/// its centre, whatever the context: with one component, the `τ = 0` roll-out (that
+/// component's mean, reached in one endpoint step) of centres `a` and `b` differs by
+/// `b − a` at every source point. Other heads, another length and non-finite centres are
+/// typed errors, and the model is left usable after one.
+#[test]
+fn mixture_means_are_placed_at_the_given_centres() {
+    let c = config(HeadKind::Mixture, Predict::Endpoint).with_mixture_components(1);
+    let x0 = random([4, 2, 3], 5);
+    let step = |centres: &[f32]| {
+        let m = model(&c, 1).with_mixture_means(centres).unwrap();
+        m.rollout(x0.clone(), 2, 0.0, true, None)
+            .unwrap()
+            .narrow(1, 1, 1)
+    };
+    let (a, b) = ([0.0f32, 0.0, 0.0], [5.0f32, -2.0, 0.5]);
+    let moved = values(step(&b) - step(&a));
+    for (i, v) in moved.iter().enumerate() {
+        assert!(
+            (v - b[i % 3]).abs() < 1e-5,
+            "value {i}: {v} against {}",
+            b[i % 3]
+        );
+    }
+    let fresh = model(&c, 1);
+    assert_eq!(fresh.mixture_components(), Some(1));
+    let e = |r: Result<_, calmflow_model::ModelError>| r.err().unwrap().to_string();
+    assert!(e(model(&c, 1).with_mixture_means(&[1.0, 2.0])).contains("need 3 values, got 2"));
+    assert!(e(model(&c, 1).with_mixture_means(&[0.0, f32::NAN, 0.0])).contains("value 1 is NaN"));
+    let flow = model(&config(HeadKind::Flow, Predict::Endpoint), 1);
+    assert_eq!(flow.mixture_components(), None);
+    assert!(e(flow.with_mixture_means(&[0.0; 3])).contains("head = \"flow\""));
+}

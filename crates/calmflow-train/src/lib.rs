@@ -40,7 +40,10 @@ pub use generate::{
     choose_temperature, generate,
 };
 pub use loss::{LossTerms, VolterraFlowLoss};
-pub use objective::{CalmFlowSettings, DrawnBatch, FlowObjective, RECOMMENDED_ANNEAL_TEMPERATURE};
+pub use objective::{
+    CalmFlowSettings, DrawnBatch, FlowObjective, MIXTURE_INIT_PAIRS, MixtureInit,
+    RECOMMENDED_ANNEAL_TEMPERATURE, RECOMMENDED_MIXTURE_INIT,
+};
 pub use ode::{AdaptiveSettings, OdeSolution, OdeSolver, SolveStats, integrate};
 pub use parallel::panic_message;
 pub use path::{ConditionalPath, Interpolant, NoiseSchedule};

@@ -18,14 +18,15 @@ use burn::optim::{AdamW, AdamWConfig, Optimizer};
 use burn::tensor::ElementConversion;
 use burn::tensor::backend::AutodiffBackend;
 use calmflow_data::{Rng, seeded_rng};
+use ndarray::Array2;
 use serde::{Deserialize, Serialize};
 
 use crate::checkpoint::{CHECKPOINT_FORMAT, Checkpoint, TrainState, write_checkpoint};
 use crate::condition::ConditionBatch;
 use crate::coupling::Coupling;
 use crate::data::FlowData;
-use crate::error::{Result, TrainError, invalid};
-use crate::objective::{DrawnBatch, FlowObjective};
+use crate::error::{Result, TrainError, invalid, shape_error};
+use crate::objective::{DrawnBatch, FlowObjective, MIXTURE_INIT_PAIRS};
 use crate::parallel::{
     FailureLog, PeerGroup, Replica, Shared, StepInputs, StepStats, Work, replica_seed, replica_step,
 };
@@ -222,6 +223,10 @@ pub struct TrainSummary {
     pub checkpoint: Option<PathBuf>,
 }
 
+/// The stream of [`step_seed`] at step 0 (steps count from 1) that draws the pairs of a
+/// model's data-dependent start.
+const INIT_STREAM: u64 = 0x1417;
+
 /// A seed for step `step` of a run seeded `seed` (SplitMix64 of the pair), so that the
 /// draws of different steps and runs are unrelated.
 pub(crate) fn step_seed(seed: u64, step: u64, stream: u64) -> u64 {
@@ -298,7 +303,7 @@ where
         model.check_settings(&settings)?;
         model.check_conditions(data.conditions.as_ref().map(|c| &c.table))?;
         let optim = optimizer::<B, M>(&config);
-        Ok(Self {
+        let mut trainer = Self {
             model: Some(model),
             optim,
             config,
@@ -313,7 +318,35 @@ where
             extra: serde_json::Value::Null,
             log_path: None,
             history: Vec::new(),
-        })
+        };
+        trainer.initialize_model()?;
+        Ok(trainer)
+    }
+
+    /// The model's data-dependent start ([`FlowObjective::initialize`]), when it has one,
+    /// from whole batches of coupled pairs (at least [`MIXTURE_INIT_PAIRS`]) drawn from a
+    /// stream of their own: the steps' draws are the same with and without it.
+    fn initialize_model(&mut self) -> Result<()> {
+        if !self.model().initializes_from_data(&self.settings) {
+            return Ok(());
+        }
+        let mut rng = seeded_rng(step_seed(self.config.seed, 0, INIT_STREAM));
+        let per_batch = self.config.batch_size * M::pairs_per_example(&self.settings);
+        let (mut x0, mut x1) = (Vec::new(), Vec::new());
+        for _ in 0..MIXTURE_INIT_PAIRS.div_ceil(per_batch) {
+            let (a, b, _) = self.pairs(&mut rng)?;
+            x0.push(a);
+            x1.push(b);
+        }
+        let stack = |parts: Vec<Array2<f32>>| {
+            let views: Vec<_> = parts.iter().map(Array2::view).collect();
+            ndarray::concatenate(ndarray::Axis(0), &views)
+                .map_err(|e| shape_error("initialisation pairs", "equal widths", e))
+        };
+        let (x0, x1) = (stack(x0)?, stack(x1)?);
+        let model = self.model.take().expect("the trainer holds its model");
+        self.model = Some(model.initialize(&x0, &x1, &self.settings, &mut rng)?);
+        Ok(())
     }
 
     /// Trains data-parallel: a replica of the model on each of `devices` besides the

@@ -38,6 +38,22 @@ impl<B: Backend> MixtureHead<B> {
         }
     }
 
+    /// Components `M`.
+    pub fn components(&self) -> usize {
+        self.components
+    }
+
+    /// The same head with the output biases of its components' means set to `centres`
+    /// (`M × D`, row-major): before training, component `m`'s mean is `centres[m]` plus
+    /// the small context-dependent term of a freshly initialised output layer.
+    pub(crate) fn with_means(self, centres: &[f32]) -> Self {
+        debug_assert_eq!(centres.len(), self.components * self.dim);
+        Self {
+            net: self.net.with_output_bias(self.components, centres),
+            ..self
+        }
+    }
+
     /// `(log π (n, M), μ (n, M, D), σ (n, M, D))`.
     fn parameters(&self, context: Tensor<B, 2>) -> (Tensor<B, 2>, Tensor<B, 3>, Tensor<B, 3>) {
         let [n, _] = context.dims();

@@ -5,7 +5,7 @@
 use burn::module::Module;
 use burn::nn::{Linear, LinearConfig};
 use burn::tensor::activation::relu;
-use burn::tensor::{Tensor, backend::Backend};
+use burn::tensor::{Tensor, TensorData, backend::Backend};
 
 use crate::norm::layer_norm_plain;
 
@@ -23,6 +23,27 @@ impl<B: Backend> HeadMlp<B> {
             second: LinearConfig::new(width, width).init(device),
             out: LinearConfig::new(width, output).init(device),
         }
+    }
+
+    /// The same MLP with its output biases `start..start + values.len()` replaced by
+    /// `values` (the parameter keeps its id, so an optimizer sees the same weight).
+    pub fn with_output_bias(mut self, start: usize, values: &[f32]) -> Self {
+        if let Some(bias) = self.out.bias.take() {
+            self.out.bias = Some(bias.map(|b| {
+                let tracked = b.is_require_grad();
+                let device = b.device();
+                let mut v: Vec<f32> = b
+                    .into_data()
+                    .convert::<f32>()
+                    .to_vec()
+                    .expect("float data converted to f32");
+                v[start..start + values.len()].copy_from_slice(values);
+                let len = v.len();
+                let b = Tensor::from_data(TensorData::new(v, [len]), &device);
+                if tracked { b.require_grad() } else { b }
+            }));
+        }
+        self
     }
 
     pub fn forward(&self, x: Tensor<B, 2>) -> Tensor<B, 2> {
