@@ -1001,7 +1001,12 @@ impl BackendTask for DemoJob {
             self.layers,
             self.head,
             self.predict,
-            bridge_note(self.path_sigma),
+            // A one-step grid has no interior points for the bridge's noise.
+            bridge_note(if calm_job.config.flow.n_times > 2 {
+                self.path_sigma
+            } else {
+                0.0
+            }),
             calm_job.config.flow.n_times,
             mixture_note(self.head, &calm_job.config.flow, 2),
             self.steps

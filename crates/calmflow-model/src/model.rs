@@ -334,6 +334,13 @@ impl<B: Backend> CalmFlowModel<B> {
         self.head.mixture.as_ref().map(MixtureHead::components)
     }
 
+    /// The output biases of the `mixture` head's component means (`M × D`, row-major):
+    /// where each component's mean sits before the context's contribution, as
+    /// [`CalmFlowModel::with_mixture_means`] placed them (`None` for another head).
+    pub fn mixture_mean_biases(&self) -> Option<Vec<f32>> {
+        self.head.mixture.as_ref().map(MixtureHead::mean_biases)
+    }
+
     /// The same model with its `mixture` head's component means placed at `centres`
     /// (`M × D`, row-major), for a data-dependent start such as k-means of the head's
     /// targets (`docs/heads.md`, "Components placed by k-means"). Fails for another head

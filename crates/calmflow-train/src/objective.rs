@@ -140,6 +140,11 @@ pub trait FlowObjective<B: Backend>: Module<B> {
     /// A short name of the model family, stored in checkpoints (`"calmflow"`, `"cfm"`).
     const KIND: &'static str;
 
+    /// Settings fields that only shape a fresh model's start
+    /// ([`initialize`](FlowObjective::initialize)): a resumed run loads its weights over
+    /// the start, so these may differ from the checkpoint's.
+    const START_SETTINGS: &'static [&'static str] = &[];
+
     /// Coupled pairs consumed per training example (`P` trajectories per CaLMFlow
     /// sequence, 1 for CFM).
     fn pairs_per_example(settings: &Self::Settings) -> usize;
@@ -163,7 +168,8 @@ pub trait FlowObjective<B: Backend>: Module<B> {
     ) -> Result<DrawnBatch>;
 
     /// A fresh model's data-dependent start, before its first step, from a sample of
-    /// coupled training pairs `x0`, `x1` (`n × D`); `rng` draws any path noise. A resumed
+    /// coupled training pairs `x0`, `x1` (`n × D`); `rng` draws any path noise and seeds
+    /// any clustering. A resumed
     /// run loads its weights over it. The default leaves the model as initialised; CaLMFlow's
     /// `mixture` head places its components by k-means when
     /// [`CalmFlowSettings::mixture_init`] asks for it.
@@ -279,9 +285,9 @@ pub struct CalmFlowSettings {
     /// ([`DistributionHead::annealed_loss`](calmflow_model::DistributionHead::annealed_loss)):
     /// the posterior over components is tempered by `T`, decayed linearly from `T₀` to 1
     /// over the first `anneal_fraction` of the steps. 0: the data dimension `D` (so that
-    /// early on a component's log-density counts per coordinate,
-    /// [`RECOMMENDED_ANNEAL_TEMPERATURE`]); 1: no annealing (the default: the plain
-    /// likelihood). Other heads ignore it.
+    /// early on a component's log-density counts per coordinate); 1: no annealing (the
+    /// default, and [`RECOMMENDED_ANNEAL_TEMPERATURE`]: the plain likelihood). Other heads
+    /// ignore it.
     pub anneal_temperature: f64,
     /// Fraction of the training steps over which the annealing temperature reaches 1.
     pub anneal_fraction: f64,
@@ -360,6 +366,7 @@ pub(crate) fn trajectories(
 impl<B: Backend> FlowObjective<B> for CalmFlowModel<B> {
     type Settings = CalmFlowSettings;
     const KIND: &'static str = "calmflow";
+    const START_SETTINGS: &'static [&'static str] = &["mixture_init"];
 
     fn pairs_per_example(settings: &CalmFlowSettings) -> usize {
         settings.n_traj

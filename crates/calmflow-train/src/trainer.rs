@@ -416,7 +416,8 @@ where
     /// to other settings (a new default filled in, an edited file) would change the loss
     /// part-way through the run, so it is an error naming the fields. The checkpoint's
     /// settings are read through the current type, so fields it predates take their
-    /// defaults.
+    /// defaults. Fields that only shape a fresh start (`FlowObjective::START_SETTINGS`)
+    /// may differ.
     fn check_resumed_settings(&self, checkpoint: &Checkpoint) -> Result<()> {
         let Ok(saved) = checkpoint.config_field::<M::Settings>("settings") else {
             return Ok(());
@@ -430,7 +431,7 @@ where
         };
         let differing: Vec<String> = now
             .iter()
-            .filter(|(k, v)| saved.get(*k) != Some(*v))
+            .filter(|(k, v)| !M::START_SETTINGS.contains(&k.as_str()) && saved.get(*k) != Some(*v))
             .map(|(k, v)| {
                 let was = saved
                     .get(k)

@@ -434,6 +434,26 @@ fn bad_settings_and_foreign_checkpoints_are_errors() {
             .contains("anneal_temperature = 1.0 in the checkpoint, 0.0 in this run"),
         "{e}"
     );
+    // A setting that only shapes a fresh model's start may differ: the checkpoint's
+    // weights are loaded over the start.
+    let (_, same) = tiny_model(&device);
+    Trainer::new(
+        same,
+        json.clone(),
+        CalmFlowSettings {
+            mixture_init: calmflow_train::MixtureInit::Kmeans,
+            ..settings()
+        },
+        TrainConfig {
+            steps: 4,
+            ..train.clone()
+        },
+        gaussian_data(0),
+        backend::device(),
+    )
+    .unwrap()
+    .resume_from(&checkpoint)
+    .unwrap();
     let bigger = config.clone().with_layers(2).init::<B>(&device).unwrap();
     let result = Trainer::new(
         bigger,

@@ -54,6 +54,13 @@ impl<B: Backend> MixtureHead<B> {
         }
     }
 
+    /// The output biases of the components' means (`M × D`, row-major): where each mean
+    /// sits before the context's contribution.
+    pub(crate) fn mean_biases(&self) -> Vec<f32> {
+        self.net
+            .output_bias(self.components, self.components * self.dim)
+    }
+
     /// `(log π (n, M), μ (n, M, D), σ (n, M, D))`.
     fn parameters(&self, context: Tensor<B, 2>) -> (Tensor<B, 2>, Tensor<B, 3>, Tensor<B, 3>) {
         let [n, _] = context.dims();

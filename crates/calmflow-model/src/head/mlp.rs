@@ -28,6 +28,10 @@ impl<B: Backend> HeadMlp<B> {
     /// The same MLP with its output biases `start..start + values.len()` replaced by
     /// `values` (the parameter keeps its id, so an optimizer sees the same weight).
     pub fn with_output_bias(mut self, start: usize, values: &[f32]) -> Self {
+        debug_assert!(
+            self.out.bias.is_some(),
+            "the heads' output layers have biases"
+        );
         if let Some(bias) = self.out.bias.take() {
             self.out.bias = Some(bias.map(|b| {
                 let tracked = b.is_require_grad();
@@ -44,6 +48,22 @@ impl<B: Backend> HeadMlp<B> {
             }));
         }
         self
+    }
+
+    /// The output biases `start..start + len`.
+    pub fn output_bias(&self, start: usize, len: usize) -> Vec<f32> {
+        self.out.bias.as_ref().map_or_else(
+            || vec![0.0; len],
+            |b| {
+                let v: Vec<f32> = b
+                    .val()
+                    .into_data()
+                    .convert::<f32>()
+                    .to_vec()
+                    .expect("float data converted to f32");
+                v[start..start + len].to_vec()
+            },
+        )
     }
 
     pub fn forward(&self, x: Tensor<B, 2>) -> Tensor<B, 2> {
