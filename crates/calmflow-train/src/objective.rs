@@ -343,6 +343,19 @@ impl CalmFlowSettings {
     }
 }
 
+/// `(n, D)` of pairs `x0`, `x1`, which must have the same shape.
+fn paired_shape(x0: &Array2<f32>, x1: &Array2<f32>) -> Result<(usize, usize)> {
+    let (n, d) = x0.dim();
+    if x1.dim() != (n, d) {
+        return Err(shape_error(
+            "CaLMFlow pairs",
+            format!("two ({n}, {d}) arrays"),
+            (x0.dim(), x1.dim()),
+        ));
+    }
+    Ok((n, d))
+}
+
 /// Host trajectories `(n, N, D)` of pairs along `path` on the model grid, as one
 /// row-major buffer.
 pub(crate) fn trajectories(
@@ -444,14 +457,7 @@ impl<B: Backend> FlowObjective<B> for CalmFlowModel<B> {
         rng: &mut Rng,
     ) -> Result<DrawnBatch> {
         settings.layout(self.n_space())?;
-        let (n, d) = x0.dim();
-        if x1.dim() != (n, d) {
-            return Err(shape_error(
-                "CaLMFlow pairs",
-                format!("two ({n}, {d}) arrays"),
-                (x0.dim(), x1.dim()),
-            ));
-        }
+        let (n, d) = paired_shape(x0, x1)?;
         let paths = trajectories(x0, x1, &settings.path, settings.n_times, rng)?;
         let paths = Array2::from_shape_vec((n, settings.n_times * d), paths)
             .map_err(|e| shape_error("trajectories", format!("({n}, N·D)"), e))?;
@@ -479,14 +485,7 @@ impl<B: Backend> FlowObjective<B> for CalmFlowModel<B> {
         if settings.mixture_init == MixtureInit::Random {
             return Ok(self);
         }
-        let (n, d) = x0.dim();
-        if x1.dim() != (n, d) {
-            return Err(shape_error(
-                "CaLMFlow pairs",
-                format!("two ({n}, {d}) arrays"),
-                (x0.dim(), x1.dim()),
-            ));
-        }
+        let (n, d) = paired_shape(x0, x1)?;
         if n < components {
             return Err(invalid(format!(
                 "k-means of the mixture's {components} components needs at least \

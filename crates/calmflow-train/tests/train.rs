@@ -408,25 +408,28 @@ fn bad_settings_and_foreign_checkpoints_are_errors() {
     .with_checkpoints(dir.path(), serde_json::Value::Null);
     t.run(&mut Silent).unwrap();
     let checkpoint = Checkpoint::open(dir.path()).unwrap();
+    let resume_with = |settings: CalmFlowSettings| {
+        let (_, same) = tiny_model(&device);
+        Trainer::new(
+            same,
+            json.clone(),
+            settings,
+            TrainConfig {
+                steps: 4,
+                ..train.clone()
+            },
+            gaussian_data(0),
+            backend::device(),
+        )
+        .unwrap()
+        .resume_from(&checkpoint)
+    };
     // Resuming under settings that now resolve differently (here: annealing switched on)
     // would change the loss part-way through the run.
-    let (_, same) = tiny_model(&device);
-    let e = Trainer::new(
-        same,
-        json.clone(),
-        CalmFlowSettings {
-            anneal_temperature: 0.0,
-            ..settings()
-        },
-        TrainConfig {
-            steps: 4,
-            ..train.clone()
-        },
-        gaussian_data(0),
-        backend::device(),
-    )
-    .unwrap()
-    .resume_from(&checkpoint)
+    let e = resume_with(CalmFlowSettings {
+        anneal_temperature: 0.0,
+        ..settings()
+    })
     .err()
     .unwrap();
     assert!(
@@ -436,23 +439,10 @@ fn bad_settings_and_foreign_checkpoints_are_errors() {
     );
     // A setting that only shapes a fresh model's start may differ: the checkpoint's
     // weights are loaded over the start.
-    let (_, same) = tiny_model(&device);
-    Trainer::new(
-        same,
-        json.clone(),
-        CalmFlowSettings {
-            mixture_init: calmflow_train::MixtureInit::Kmeans,
-            ..settings()
-        },
-        TrainConfig {
-            steps: 4,
-            ..train.clone()
-        },
-        gaussian_data(0),
-        backend::device(),
-    )
-    .unwrap()
-    .resume_from(&checkpoint)
+    resume_with(CalmFlowSettings {
+        mixture_init: calmflow_train::MixtureInit::Kmeans,
+        ..settings()
+    })
     .unwrap();
     let bigger = config.clone().with_layers(2).init::<B>(&device).unwrap();
     let result = Trainer::new(
