@@ -42,23 +42,22 @@ const DEFAULT_HEAD: HeadKind = HeadKind::Mixture;
 const DEFAULT_PREDICT: Predict = Predict::Endpoint;
 const DEFAULT_SIGMA: f64 = 0.3;
 
-/// `head, predict, σ, N` (and the mixture's annealing) in a table row.
+/// `head, predict, σ, N` (and the mixture's annealing and start) in a table row.
 fn describe(k: &CalmKnobs) -> String {
-    let mut annealed = if k.head == HeadKind::Mixture && k.anneal != 1.0 {
-        " / annealed".to_string()
-    } else {
-        String::new()
-    };
+    let mut mixture = String::new();
+    if k.head == HeadKind::Mixture && k.anneal != 1.0 {
+        mixture.push_str(" / annealed");
+    }
     if k.head == HeadKind::Mixture && k.mixture_init == MixtureInit::Kmeans {
-        annealed.push_str(" / k-means");
+        mixture.push_str(" / k-means");
     }
     if k.sigma > 0.0 {
         format!(
-            "{} / {} / σ {} / N {}{annealed}",
+            "{} / {} / σ {} / N {}{mixture}",
             k.head, k.predict, k.sigma, k.n_times
         )
     } else {
-        format!("{} / {} / N {}{annealed}", k.head, k.predict, k.n_times)
+        format!("{} / {} / N {}{mixture}", k.head, k.predict, k.n_times)
     }
 }
 

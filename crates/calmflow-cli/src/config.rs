@@ -559,8 +559,8 @@ impl RunConfig {
     /// The defaults that depend on other fields, for those the file did not set: the
     /// paths, the grid and the mixture's annealing and start follow the head
     /// ([`RunConfig::recommended_path`], [`RECOMMENDED_N_TIMES`],
-    /// [`RECOMMENDED_ANNEAL_TEMPERATURE`], [`RECOMMENDED_MIXTURE_INIT`]), and CaLMFlow's heads were measured with exact
-    /// minibatch-OT pairs (docs/heads.md; `calmflow cfm train` sets the coupling from its
+    /// [`RECOMMENDED_ANNEAL_TEMPERATURE`], [`RECOMMENDED_MIXTURE_INIT`]), and CaLMFlow's
+    /// heads were measured with exact minibatch-OT pairs (docs/heads.md; `calmflow cfm train` sets the coupling from its
     /// variant anyway).
     pub(crate) fn fill_dependent_defaults(&mut self, set: SetExplicitly) {
         if !set.path {

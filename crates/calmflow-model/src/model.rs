@@ -346,31 +346,28 @@ impl<B: Backend> CalmFlowModel<B> {
     /// targets (`docs/heads.md`, "Components placed by k-means"). Fails for another head
     /// or a `centres` of another length, or with a non-finite centre.
     pub fn with_mixture_means(mut self, centres: &[f32]) -> ModelResult<Self> {
-        let Some(head) = self.head.mixture.take() else {
+        let Some(components) = self.mixture_components() else {
             return Err(ModelError::InvalidConfig(format!(
                 "component means can only be placed for the mixture head, this model has \
                  head = \"{}\"",
                 self.head.kind().name()
             )));
         };
-        let expected = head.components() * self.dim;
+        let expected = components * self.dim;
         if centres.len() != expected {
-            self.head.mixture = Some(head);
             return Err(ModelError::InvalidConfig(format!(
-                "{} component means of dimension {} need {expected} values, got {}",
-                expected / self.dim,
+                "{components} component means of dimension {} need {expected} values, got {}",
                 self.dim,
                 centres.len()
             )));
         }
         if let Some(i) = centres.iter().position(|v| !v.is_finite()) {
-            self.head.mixture = Some(head);
             return Err(ModelError::InvalidConfig(format!(
                 "component mean value {i} is {}: the means must be finite",
                 centres[i]
             )));
         }
-        self.head.mixture = Some(head.with_means(centres));
+        self.head.mixture = self.head.mixture.take().map(|h| h.with_means(centres));
         Ok(self)
     }
 

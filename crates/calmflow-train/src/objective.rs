@@ -356,6 +356,17 @@ fn paired_shape(x0: &Array2<f32>, x1: &Array2<f32>) -> Result<(usize, usize)> {
     Ok((n, d))
 }
 
+/// The mixture's components `M` when `settings` place them by k-means, `None` when the
+/// model starts as initialised.
+fn kmeans_components<B: Backend>(
+    model: &CalmFlowModel<B>,
+    settings: &CalmFlowSettings,
+) -> Option<usize> {
+    model
+        .mixture_components()
+        .filter(|_| settings.mixture_init == MixtureInit::Kmeans)
+}
+
 /// Host trajectories `(n, N, D)` of pairs along `path` on the model grid, as one
 /// row-major buffer.
 pub(crate) fn trajectories(
@@ -469,7 +480,7 @@ impl<B: Backend> FlowObjective<B> for CalmFlowModel<B> {
     }
 
     fn initializes_from_data(&self, settings: &CalmFlowSettings) -> bool {
-        self.mixture_components().is_some() && settings.mixture_init == MixtureInit::Kmeans
+        kmeans_components(self, settings).is_some()
     }
 
     fn initialize(
@@ -479,12 +490,9 @@ impl<B: Backend> FlowObjective<B> for CalmFlowModel<B> {
         settings: &CalmFlowSettings,
         rng: &mut Rng,
     ) -> Result<Self> {
-        let Some(components) = self.mixture_components() else {
+        let Some(components) = kmeans_components(&self, settings) else {
             return Ok(self);
         };
-        if settings.mixture_init == MixtureInit::Random {
-            return Ok(self);
-        }
         let (n, d) = paired_shape(x0, x1)?;
         if n < components {
             return Err(invalid(format!(

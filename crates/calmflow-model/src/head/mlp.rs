@@ -9,6 +9,14 @@ use burn::tensor::{Tensor, TensorData, backend::Backend};
 
 use crate::norm::layer_norm_plain;
 
+/// A vector's values on the host, as `f32` whatever the backend's float type.
+fn host_values<B: Backend>(v: Tensor<B, 1>) -> Vec<f32> {
+    v.into_data()
+        .convert::<f32>()
+        .to_vec()
+        .expect("float data converted to f32")
+}
+
 #[derive(Module, Debug)]
 pub struct HeadMlp<B: Backend> {
     first: Linear<B>,
@@ -36,11 +44,7 @@ impl<B: Backend> HeadMlp<B> {
             self.out.bias = Some(bias.map(|b| {
                 let tracked = b.is_require_grad();
                 let device = b.device();
-                let mut v: Vec<f32> = b
-                    .into_data()
-                    .convert::<f32>()
-                    .to_vec()
-                    .expect("float data converted to f32");
+                let mut v = host_values(b);
                 v[start..start + values.len()].copy_from_slice(values);
                 let len = v.len();
                 let b = Tensor::from_data(TensorData::new(v, [len]), &device);
@@ -54,15 +58,7 @@ impl<B: Backend> HeadMlp<B> {
     pub fn output_bias(&self, start: usize, len: usize) -> Vec<f32> {
         self.out.bias.as_ref().map_or_else(
             || vec![0.0; len],
-            |b| {
-                let v: Vec<f32> = b
-                    .val()
-                    .into_data()
-                    .convert::<f32>()
-                    .to_vec()
-                    .expect("float data converted to f32");
-                v[start..start + len].to_vec()
-            },
+            |b| host_values(b.val())[start..start + len].to_vec(),
         )
     }
 
