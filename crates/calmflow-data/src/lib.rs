@@ -3,7 +3,8 @@
 //! Everything a generative-modelling study needs besides the model: seeded samplers of
 //! the paper's and torchcfm's distributions ([`EightGaussians`], [`Moons`], [`Circles`],
 //! [`Checkerboard`], [`SwissRoll`], [`Spiral`], [`StandardNormal`], [`GaussianMixture`],
-//! the high-dimensional [`MixturePair`]s), readers and writers for the files users hold
+//! the high-dimensional [`MixturePair`]s, and the laws no few-component diagonal mixture
+//! models exactly: [`CurvedSurface`], [`MultiScaleStudent`], [`AnisotropicMixture`]), readers and writers for the files users hold
 //! ([`npy`], [`csv`], AnnData [`h5ad`]), the real [`digits()`] set and the bundled
 //! pbmc68k_reduced single-cell file ([`h5ad::bundled_pbmc68k_reduced`]), [`Standardizer`],
 //! [`Pca`] and [`KMeans`], and splits ([`split_by_fraction`], [`Conditions::hold_out`]).
@@ -24,6 +25,7 @@ mod digits;
 mod error;
 pub mod h5ad;
 mod kmeans;
+mod laws;
 mod mixtures;
 pub mod npy;
 mod preprocess;
@@ -35,6 +37,7 @@ pub use atomic::write_atomically;
 pub use digits::{LabeledData, digits};
 pub use error::{DataError, Result, ensure_finite};
 pub use kmeans::{KMEANS_MAX_ITERATIONS, KMeans};
+pub use laws::{AnisotropicMixture, CurvedSurface, MultiScaleStudent};
 pub use mixtures::{GaussianMixture, MixturePair};
 pub use preprocess::{Pca, Standardizer};
 pub use rng::{Rng, seeded_rng};

@@ -7,7 +7,8 @@
 //! [`mmd2_rbf_gamma`]), [`energy_distance`], [`frechet_distance`] with the Gaussian oracle
 //! [`bures_w2`], [`r2_means`], and the [`dispersion()`] ratios (generated over target
 //! variance, in total and along the target's principal directions) that expose
-//! under-dispersed samples. [`evaluate`] computes them all into a serialisable
+//! under-dispersed samples, and [`knn_precision_recall`] (samples off the data manifold,
+//! regions of the data missed). [`evaluate`] computes them all into a serialisable
 //! [`MetricsReport`].
 //!
 //! Sets are `n × d` `f32` arrays (one point a row); sums accumulate in `f64`. Empty sets,
@@ -27,6 +28,7 @@ mod energy;
 mod error;
 mod frechet;
 mod mmd;
+mod precision_recall;
 mod r2;
 mod report;
 mod sinkhorn;
@@ -39,6 +41,7 @@ pub use energy::energy_distance;
 pub use error::{MetricsError, Result};
 pub use frechet::{bures_w2, frechet_distance, gaussian_w2_squared};
 pub use mmd::{TORCHCFM_SIGMAS, mmd2_biased, mmd2_rbf_gamma, mmd2_unbiased_median};
+pub use precision_recall::{KNN_K, PrecisionRecall, knn_precision_recall};
 pub use r2::{per_condition, r2_means};
 pub use report::{EvalOptions, MetricsReport, evaluate};
 pub use sinkhorn::{

@@ -5,9 +5,10 @@ use serde::Serialize;
 
 use crate::error::{MetricsError, Result, check_pair};
 use crate::{
-    DispersionReport, SinkhornOptions, SinkhornResult, TORCHCFM_SIGMAS, dispersion,
-    energy_distance, frechet_distance, mmd2_biased, mmd2_rbf_gamma, mmd2_unbiased_median,
-    normalized_sinkhorn_cost, r2_means, sinkhorn_divergence, w1_exact, w2_exact,
+    DispersionReport, KNN_K, PrecisionRecall, SinkhornOptions, SinkhornResult, TORCHCFM_SIGMAS,
+    dispersion, energy_distance, frechet_distance, knn_precision_recall, mmd2_biased,
+    mmd2_rbf_gamma, mmd2_unbiased_median, normalized_sinkhorn_cost, r2_means, sinkhorn_divergence,
+    w1_exact, w2_exact,
 };
 
 /// Which metrics [`evaluate`] computes and with which parameters.
@@ -25,6 +26,8 @@ pub struct EvalOptions {
     pub sinkhorn: bool,
     /// `γ` of the single-kernel MMD (`exp(−γ‖x − y‖²)`).
     pub gamma: f64,
+    /// Neighbours `k` of the k-NN precision and recall (0: not computed).
+    pub knn_k: usize,
 }
 
 impl Default for EvalOptions {
@@ -35,6 +38,7 @@ impl Default for EvalOptions {
             sinkhorn_reg: 1.0,
             sinkhorn: true,
             gamma: 1.0,
+            knn_k: KNN_K,
         }
     }
 }
@@ -79,6 +83,9 @@ pub struct MetricsReport {
     /// directions (near 1 when the spread matches, below 1 for under-dispersed samples);
     /// absent for sets of fewer than two points or a target without variance.
     pub dispersion: Option<DispersionReport>,
+    /// k-NN precision and recall (absent when not asked for or when a set has at most
+    /// `k` points).
+    pub knn: Option<PrecisionRecall>,
 }
 
 impl MetricsReport {
@@ -117,6 +124,10 @@ impl MetricsReport {
             }
             push("dispersion_rest", d.rest);
         }
+        if let Some(pr) = &self.knn {
+            push("knn_precision", Some(pr.precision));
+            push("knn_recall", Some(pr.recall));
+        }
         rows
     }
 }
@@ -151,6 +162,8 @@ fn optional(r: Result<f64>) -> Result<Option<f64>> {
 /// let d = r.dispersion.as_ref().unwrap();
 /// assert!((d.trace_ratio - 1.0).abs() < 1e-5 && d.leading.iter().all(|v| (v - 1.0).abs() < 1e-5));
 /// assert!(r.rows().iter().any(|(name, _)| *name == "dispersion_pc2"));
+/// // Three points are too few for 5-NN balls: precision and recall are left out.
+/// assert!(r.knn.is_none());
 /// ```
 pub fn evaluate(
     samples: ArrayView2<'_, f32>,
@@ -208,6 +221,15 @@ pub fn evaluate(
             Ok(d) => Some(d),
             Err(MetricsError::Undefined(_) | MetricsError::TooFewPoints { .. }) => None,
             Err(e) => return Err(e),
+        },
+        knn: if options.knn_k == 0 {
+            None
+        } else {
+            match knn_precision_recall(samples, target, options.knn_k) {
+                Ok(pr) => Some(pr),
+                Err(MetricsError::TooFewPoints { .. }) => None,
+                Err(e) => return Err(e),
+            }
         },
     })
 }
