@@ -299,6 +299,8 @@ pub struct ModelSection {
     pub mixture_min_std: Option<f64>,
     /// Latent width of the `cvae` head (0: `H`).
     pub latent_dim: Option<usize>,
+    /// Residual blocks of the `flow` head's velocity network (default 3).
+    pub flow_blocks: Option<usize>,
     /// Noise draws per slot in the `flow` head's loss (default 4).
     pub flow_draws: Option<usize>,
     /// Midpoint steps of the `flow` head's sampler (default 8).
@@ -336,6 +338,7 @@ impl ModelSection {
             mixture_components: Some(c.mixture_components),
             mixture_min_std: Some(c.mixture_min_std),
             latent_dim: Some(c.latent_dim),
+            flow_blocks: Some(c.flow_blocks),
             flow_draws: Some(c.flow_draws),
             flow_steps: Some(c.flow_steps),
             // Taken from `[flow.path]` unless set (see `RunConfig::calmflow_model`).
@@ -374,6 +377,7 @@ impl ModelSection {
             mixture_components,
             mixture_min_std,
             latent_dim,
+            flow_blocks,
             flow_draws,
             flow_steps,
             bridge_sigma,
@@ -539,12 +543,14 @@ impl RunConfig {
             .validate()
             .map_err(|e| ConfigError::Invalid(format!("{origin}: {e}")))?;
         let mut config = config;
-        let head = config.model.head.unwrap_or(RECOMMENDED_HEAD);
-        if config.data.h5ad.is_some() && config.model.predict.is_none() && head == HeadKind::Mixture
-        {
-            // On cells the mixture over endpoints memorises the training cells; over
-            // increments it generated unseen conditions best (docs/heads.md, held-out study).
-            config.model.predict = Some(Predict::Increment);
+        if config.data.h5ad.is_some() && config.model.predict.is_none() {
+            // Conditional cells keep the head of the held-out study, which the flow head has
+            // not been through: the mixture over increments generated unseen conditions
+            // best; over endpoints it memorises the training cells (docs/heads.md).
+            let head = *config.model.head.get_or_insert(HeadKind::Mixture);
+            if head == HeadKind::Mixture {
+                config.model.predict = Some(Predict::Increment);
+            }
         }
         config.fill_dependent_defaults(SetExplicitly {
             path: path_given,
@@ -667,8 +673,17 @@ mod tests {
         assert_eq!(c.data.pca, Some(8));
         let parts: Vec<Vec<String>> = c.data.hold_out.iter().map(|h| h.parts()).collect();
         assert_eq!(parts, [vec!["B/S"], vec!["CD4+/CD25 T Reg", "G1"]]);
-        // Cells default to the mixture over increments on straight paths.
+        // Cells default to the mixture over increments on straight paths, not to the
+        // flow head of the other runs; a head that is set keeps its own target.
+        assert_eq!(c.model.head, Some(HeadKind::Mixture));
         assert_eq!(c.model.predict, Some(Predict::Increment));
+        let flow = RunConfig::parse(
+            "[data]\nh5ad = \"cells.h5ad\"\n[model]\nhead = \"flow\"\n",
+            "run.toml",
+        )
+        .unwrap();
+        assert_eq!(flow.model.predict, None);
+        assert!(flow.steps_to_endpoints());
         assert_eq!(c.flow.path, ConditionalPath::straight());
         // A file without h5ad prints as before: the conditional fields are left out.
         assert!(!RunConfig::default().to_toml().contains("hold_out"));
@@ -718,12 +733,13 @@ mod tests {
                 .n_times,
             16
         );
-        // Its mixture starts from k-means centres and is not annealed; the paper's model,
-        // the increment form and a file that sets the field keep the settings' defaults
-        // (or what is set).
+        // The default flow head has no components to place; the mixture over endpoints
+        // starts from k-means centres and is not annealed; the paper's model, the
+        // increment form and a file that sets the field keep the settings' defaults (or
+        // what is set).
         assert_eq!(c.flow.anneal_temperature, RECOMMENDED_ANNEAL_TEMPERATURE);
         use calmflow_train::MixtureInit;
-        assert_eq!(c.flow.mixture_init, MixtureInit::Kmeans);
+        assert_eq!(c.flow.mixture_init, MixtureInit::Random);
         for (text, want) in [
             ("[model]\nhead = \"variational\"\n", MixtureInit::Random),
             ("[model]\npredict = \"increment\"\n", MixtureInit::Random),

@@ -787,9 +787,14 @@ fn train_on_two_cpu_replicas_matches_one_device() {
     let d = dir.path();
     // `--steps 3` interrupts the run by shortening `train.steps`, which moves every
     // schedule over the run's length: the tiny run stays in the learning rate's warm-up,
-    // and the mixture's annealing (a fraction of `train.steps`) is switched off.
+    // and the mixture's annealing (a fraction of `train.steps`) is switched off. The
+    // mixture head's loss draws no noise; the default flow head's does, from each
+    // replica's share of the stream, so its replicas match one device in law only.
     let config = TINY
-        .replace("heads = 2\n", "heads = 2\ndropout = 0.0\n")
+        .replace(
+            "heads = 2\n",
+            "heads = 2\ndropout = 0.0\nhead = \"mixture\"\n",
+        )
         .replace("n_times = 4\n", "n_times = 4\nanneal_temperature = 1.0\n");
     write(d, "run.toml", &config);
     let o = calmflow(

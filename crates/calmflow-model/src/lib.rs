@@ -50,8 +50,8 @@ pub use backbone::{BackboneSettings, CausalBackbone, KvCache, TransformerBlock};
 pub use encoder::SpatialEncoder;
 pub use error::{ModelError, Result};
 pub use head::{
-    CvaeHead, DecoderOutput, DistributionHead, FlowHead, HeadKind, HeadLoss, LatentHead,
-    MixtureHead, OutputHead, Predict, RECOMMENDED_BRIDGE_SIGMA, RECOMMENDED_HEAD,
+    CvaeHead, DecoderOutput, DistributionHead, FLOW_MIN_WIDTH, FlowHead, HeadKind, HeadLoss,
+    LatentHead, MixtureHead, OutputHead, Predict, RECOMMENDED_BRIDGE_SIGMA, RECOMMENDED_HEAD,
     RECOMMENDED_N_TIMES, RECOMMENDED_PREDICT, VARIANCE_FLOOR, VariationalDecoder,
 };
 pub use model::{CalmFlowConfig, CalmFlowModel, Prompt};

@@ -226,6 +226,7 @@ fn bad_head_settings_are_typed_errors() {
         config(HeadKind::Mixture, Predict::State).with_mixture_min_std(0.0),
         config(HeadKind::Flow, Predict::State).with_flow_steps(0),
         config(HeadKind::Flow, Predict::State).with_flow_draws(0),
+        config(HeadKind::Flow, Predict::State).with_flow_blocks(0),
         config(HeadKind::Cvae, Predict::Endpoint).with_bridge_sigma(-1.0),
     ] {
         assert!(bad.init::<B>(&device).is_err(), "{bad:?}");
@@ -244,6 +245,10 @@ fn decoder_width_sets_the_head_size() {
     // Twice the context width, whatever D.
     assert_eq!(c.clone().with_head(HeadKind::Mixture).head_width(), 32);
     assert_eq!(c.clone().with_head(HeadKind::Cvae).head_width(), 16);
+    // The flow head's velocity network keeps a floor under a small transformer.
+    assert_eq!(c.clone().with_head(HeadKind::Flow).head_width(), 256);
+    let wide = c.clone().with_hidden(256).with_heads(4);
+    assert_eq!(wide.with_head(HeadKind::Flow).head_width(), 512);
     assert_eq!(c.clone().with_decoder_width(24).head_width(), 24);
     let count = |c: &CalmFlowConfig| {
         use burn::module::Module;

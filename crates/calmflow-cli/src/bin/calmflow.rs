@@ -819,6 +819,7 @@ fn run(command: Command) -> Result<(), String> {
                 sinkhorn: !no_sinkhorn,
                 sinkhorn_reg,
                 gamma,
+                knn_k: calmflow::metrics::KNN_K,
             };
             let report = evaluate(x.view(), y.view(), &options)
                 .map_err(|e| format!("{}: {e}", samples.display()))?;

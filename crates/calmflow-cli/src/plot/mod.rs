@@ -1,6 +1,6 @@
 //! Scatter plots of samples against a target, side-by-side panels of several methods
 //! against one target, trajectories over time, parameter sweeps (a metric's mean ± std over
-//! seeds) and grouped bars of dispersion ratios, as PNG or SVG (by the file extension),
+//! seeds), grouped bars of dispersion ratios and grids of grey-scale images (digits), as PNG or SVG (by the file extension),
 //! written atomically. Scatter plots and trajectories draw points of more than two
 //! dimensions by their first two coordinates; panels take 2-D points only.
 
@@ -11,6 +11,10 @@ use ndarray::{Array2, Array3};
 use plotters::coord::Shift;
 use plotters::prelude::*;
 use plotters::style::text_anchor::{HPos, Pos, VPos};
+
+mod images;
+
+pub use images::{ImageShape, image_grid};
 
 /// Why a plot could not be written.
 #[derive(Debug, thiserror::Error)]
@@ -51,7 +55,7 @@ fn register_font() {
         let _ = plotters::style::register_font(
             "sans-serif",
             FontStyle::Normal,
-            include_bytes!("../assets/DejaVuSans.ttf"),
+            include_bytes!("../../assets/DejaVuSans.ttf"),
         );
     });
 }

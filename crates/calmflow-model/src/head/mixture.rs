@@ -62,7 +62,10 @@ impl<B: Backend> MixtureHead<B> {
     }
 
     /// `(log π (n, M), μ (n, M, D), σ (n, M, D))`.
-    fn parameters(&self, context: Tensor<B, 2>) -> (Tensor<B, 2>, Tensor<B, 3>, Tensor<B, 3>) {
+    pub(super) fn parameters(
+        &self,
+        context: Tensor<B, 2>,
+    ) -> (Tensor<B, 2>, Tensor<B, 3>, Tensor<B, 3>) {
         let [n, _] = context.dims();
         let (m, d) = (self.components, self.dim);
         let raw = self.net.forward(context);
