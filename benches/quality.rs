@@ -960,7 +960,11 @@ fn image_grid(
     let shape = task.image?;
     let name = out.image(name);
     let mut rows: Vec<(&str, &Array2<f32>)> = vec![("real (held out)", target)];
-    rows.extend(samples.iter().map(|(label, x)| (label.as_str(), x)));
+    rows.extend(
+        samples
+            .iter()
+            .map(|(label, x)| (label.strip_prefix("CaLMFlow ").unwrap_or(label.as_str()), x)),
+    );
     match plot::image_grid(
         &out.dir.join(&name),
         &format!("{} (seed {seed})", task.name),

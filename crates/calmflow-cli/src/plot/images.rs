@@ -14,7 +14,7 @@ const CELL: u32 = 56;
 /// Gap between cells, in pixels.
 const GAP: u32 = 4;
 /// Width of the row labels, in pixels.
-const LABEL_WIDTH: u32 = 170;
+const LABEL_WIDTH: u32 = 260;
 /// Height of the title band, in pixels.
 const TITLE_HEIGHT: u32 = 40;
 
@@ -31,6 +31,26 @@ pub struct ImageShape {
     pub low: f32,
     /// See `low`.
     pub high: f32,
+}
+
+/// Font size of the row labels.
+const LABEL_FONT: u32 = 14;
+
+/// `label`, cut with an ellipsis where it would run into the images.
+fn fitted_label<DB: DrawingBackend>(area: &DrawingArea<DB, Shift>, label: &str) -> String {
+    let fits = |text: &str| {
+        area.estimate_text_size(text, &("sans-serif", LABEL_FONT).into_font())
+            .is_ok_and(|(w, _)| w + 20 <= LABEL_WIDTH)
+    };
+    if fits(label) {
+        return label.to_string();
+    }
+    let chars: Vec<char> = label.chars().collect();
+    (1..chars.len())
+        .rev()
+        .map(|n| chars[..n].iter().collect::<String>() + "…")
+        .find(|t| fits(t))
+        .unwrap_or_else(|| "…".to_string())
 }
 
 fn shade(v: f32, shape: &ImageShape) -> RGBColor {
@@ -57,9 +77,9 @@ fn draw_grid<DB: DrawingBackend>(
     for (r, (label, images)) in rows.iter().enumerate() {
         let top = (TITLE_HEIGHT + r as u32 * (CELL + GAP)) as i32;
         area.draw(&Text::new(
-            label.to_string(),
+            fitted_label(area, label),
             (12, top + CELL as i32 / 2 - 8),
-            ("sans-serif", 16).into_font(),
+            ("sans-serif", LABEL_FONT).into_font(),
         ))
         .map_err(|e| e.to_string())?;
         for (c, image) in images.rows().into_iter().take(shape.per_row).enumerate() {
@@ -87,7 +107,8 @@ fn draw_grid<DB: DrawingBackend>(
     Ok(())
 }
 
-/// One row of grey-scale images per set, labelled: row `i` draws the first
+/// One row of grey-scale images per set, labelled (a label too long for the margin is cut
+/// with an ellipsis): row `i` draws the first
 /// `shape.per_row` points of `rows[i].1`, each a `height × width` image stored row-major,
 /// `low` white and `high` black (ink on paper, as digits are drawn).
 ///
