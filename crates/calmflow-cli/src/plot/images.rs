@@ -39,7 +39,7 @@ const LABEL_FONT: u32 = 14;
 /// `label`, cut with an ellipsis where it would run into the images.
 fn fitted_label<DB: DrawingBackend>(area: &DrawingArea<DB, Shift>, label: &str) -> String {
     let fits = |text: &str| {
-        area.estimate_text_size(text, &("sans-serif", LABEL_FONT).into_font())
+        area.estimate_text_size(text, &("sans-serif", LABEL_FONT).into_font().into())
             .is_ok_and(|(w, _)| w + 20 <= LABEL_WIDTH)
     };
     if fits(label) {
