@@ -144,8 +144,9 @@ impl<B: Backend> DistributionHead<B> for FlowHead<B> {
     /// averaged over slots and, for the flow term, the `draws` base draws per slot.
     fn loss(&self, context: Tensor<B, 2>, target: Tensor<B, 2>) -> HeadLoss<B> {
         let [n, dim] = target.dims();
-        let (_, mu, std) = self.base.parameters(context.clone());
-        let nll = self.base.loss(context.clone(), target.clone()).rec;
+        let parameters = self.base.parameters(context.clone());
+        let (_, mu, std) = parameters.clone();
+        let nll = self.base.tempered_nll(parameters, target.clone(), 1.0).rec;
         let mu = mu.reshape([n, dim]).detach().repeat_dim(0, self.draws);
         let std = std.reshape([n, dim]).detach().repeat_dim(0, self.draws);
         let projected =

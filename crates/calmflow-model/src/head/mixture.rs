@@ -93,26 +93,7 @@ impl<B: Backend> DistributionHead<B> for MixtureHead<B> {
         target: Tensor<B, 2>,
         temperature: f64,
     ) -> HeadLoss<B> {
-        let [n, d] = target.dims();
-        let (log_weights, mu, std) = self.parameters(context);
-        let y = target.reshape([n, 1, d]);
-        let z = (y - mu) / std.clone();
-        let log_density = (z.powi_scalar(2) * -0.5 - std.log() - HALF_LN_2PI)
-            .sum_dim(2)
-            .reshape([n, self.components]);
-        let mut joint = log_weights + log_density;
-        if temperature != 1.0 {
-            joint = joint / temperature;
-        }
-        let top = joint.clone().max_dim(1).detach();
-        let mut log_likelihood = (joint - top.clone()).exp().sum_dim(1).log() + top;
-        if temperature != 1.0 {
-            log_likelihood = log_likelihood * temperature;
-        }
-        HeadLoss {
-            rec: log_likelihood.mean().neg(),
-            kl: None,
-        }
+        self.tempered_nll(self.parameters(context), target, temperature)
     }
 
     fn sample(&self, context: Tensor<B, 2>, temperature: f64) -> Tensor<B, 2> {
@@ -138,6 +119,37 @@ impl<B: Backend> DistributionHead<B> for MixtureHead<B> {
             mean + pick(std) * noise * temperature
         } else {
             mean
+        }
+    }
+}
+
+impl<B: Backend> MixtureHead<B> {
+    /// The loss of [`DistributionHead::annealed_loss`] from parameters already computed
+    /// (`parameters`), so that a head built on this one evaluates its network once.
+    pub(super) fn tempered_nll(
+        &self,
+        (log_weights, mu, std): (Tensor<B, 2>, Tensor<B, 3>, Tensor<B, 3>),
+        target: Tensor<B, 2>,
+        temperature: f64,
+    ) -> HeadLoss<B> {
+        let [n, d] = target.dims();
+        let y = target.reshape([n, 1, d]);
+        let z = (y - mu) / std.clone();
+        let log_density = (z.powi_scalar(2) * -0.5 - std.log() - HALF_LN_2PI)
+            .sum_dim(2)
+            .reshape([n, self.components]);
+        let mut joint = log_weights + log_density;
+        if temperature != 1.0 {
+            joint = joint / temperature;
+        }
+        let top = joint.clone().max_dim(1).detach();
+        let mut log_likelihood = (joint - top.clone()).exp().sum_dim(1).log() + top;
+        if temperature != 1.0 {
+            log_likelihood = log_likelihood * temperature;
+        }
+        HeadLoss {
+            rec: log_likelihood.mean().neg(),
+            kl: None,
         }
     }
 }
