@@ -52,6 +52,9 @@ fn describe(k: &CalmKnobs) -> String {
     if k.head == HeadKind::Mixture && k.mixture_init == MixtureInit::Kmeans {
         mixture.push_str(" / k-means");
     }
+    if k.context_noise > 0.0 {
+        mixture.push_str(&format!(" / context noise {}", k.context_noise));
+    }
     if k.sigma > 0.0 {
         format!(
             "{} / {} / σ {} / N {}{mixture}",
@@ -242,6 +245,8 @@ struct CalmKnobs {
     learning_rate: f64,
     /// How CaLMFlow's training pairs are coupled.
     coupling: Coupling,
+    /// Noise on the context's states (`CalmFlowConfig::context_noise`).
+    context_noise: f64,
     /// Context of the backbone: `None` (no prompt, full history), or a one-token anchor
     /// prompt with the full history (`Some(false)`) or the Markov window (`Some(true)`).
     /// Rotary positions are relative, so a token that sees only its own time point learns
@@ -349,6 +354,7 @@ fn train_calmflow(
         } else {
             0.0
         })
+        .with_context_noise(knobs.context_noise)
         .with_vocab_size(usize::from(knobs.anchored.is_some()))
         .with_markov_slots(if knobs.anchored == Some(true) {
             knobs.n_traj
@@ -1261,6 +1267,7 @@ fn probe(args: &[String], tasks: &[Task], pair: &Task, budget: &Budget, best: Ca
     knobs.n_times = number("--n-times", knobs.n_times as f64) as usize;
     knobs.anneal = number("--anneal", knobs.anneal);
     knobs.anneal_fraction = number("--anneal-fraction", knobs.anneal_fraction);
+    knobs.context_noise = number("--context-noise", knobs.context_noise);
     if let Some(init) = value("--mixture-init") {
         knobs.mixture_init = match init.as_str() {
             "kmeans" => MixtureInit::Kmeans,
@@ -1444,6 +1451,7 @@ fn main() {
         mixture_init: CalmFlowSettings::default().mixture_init,
         learning_rate: TrainConfig::default().learning_rate,
         coupling: Coupling::ExactOt,
+        context_noise: 0.0,
         anchored: None,
     };
     // The repaired model (the program's defaults): see `docs/quality.md`, "heads".
@@ -1754,6 +1762,43 @@ fn main() {
                         .iter()
                         .map(|&n| (format!("N = {n}"), CalmKnobs { n_times: n, ..best }))
                         .collect(),
+                )
+            }),
+        ),
+        (
+            "context noise, default head, digits",
+            Box::new(|| {
+                let eight = CalmKnobs { n_times: 8, ..best };
+                ablation(
+                    "remedies for the roll-out with the default head",
+                    &digits,
+                    &budget,
+                    vec![
+                        ("N = 2".into(), best),
+                        ("N = 8".into(), eight),
+                        (
+                            "N = 8, context noise 1".into(),
+                            CalmKnobs {
+                                context_noise: 1.0,
+                                ..eight
+                            },
+                        ),
+                        (
+                            "N = 8, context noise 2".into(),
+                            CalmKnobs {
+                                context_noise: 2.0,
+                                ..eight
+                            },
+                        ),
+                        (
+                            "N = 8, bridge σ 1, context noise 1".into(),
+                            CalmKnobs {
+                                sigma: 1.0,
+                                context_noise: 1.0,
+                                ..eight
+                            },
+                        ),
+                    ],
                 )
             }),
         ),

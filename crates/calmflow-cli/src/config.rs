@@ -308,6 +308,9 @@ pub struct ModelSection {
     /// Brownian-bridge σ added by `predict = "endpoint"` when sampling (default: `[flow.path]
     /// sigma` with bridge noise, else 0).
     pub bridge_sigma: Option<f64>,
+    /// Noise added to the context's states after the first, in training and sampling
+    /// (default 0).
+    pub context_noise: Option<f64>,
     /// 0: full (Volterra) context; `P`: the Markov control, each token sees its own time
     /// point only (default 0).
     pub markov_slots: Option<usize>,
@@ -343,6 +346,7 @@ impl ModelSection {
             flow_steps: Some(c.flow_steps),
             // Taken from `[flow.path]` unless set (see `RunConfig::calmflow_model`).
             bridge_sigma: None,
+            context_noise: Some(c.context_noise),
             markov_slots: Some(c.markov_slots),
         }
     }
@@ -381,6 +385,7 @@ impl ModelSection {
             flow_draws,
             flow_steps,
             bridge_sigma,
+            context_noise,
             markov_slots
         );
         c.validate()

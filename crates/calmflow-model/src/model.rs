@@ -102,6 +102,13 @@ pub struct CalmFlowConfig {
     /// predictions when stepping toward the sampled endpoint (0: straight paths).
     #[config(default = 0.0)]
     pub bridge_sigma: f64,
+    /// Standard deviation `γ` of Gaussian noise added to every state after the first
+    /// before it enters the context, in training and in the roll-out alike (conditioning
+    /// augmentation, as in cascaded diffusion and Diffusion Forcing): the head's targets
+    /// stay clean, so it learns to predict from a context as imperfect as its own
+    /// roll-outs. 0: a clean context.
+    #[config(default = 0.0)]
+    pub context_noise: f64,
     /// Size of the prompt token-embedding table (0: no prompts).
     #[config(default = 0)]
     pub vocab_size: usize,
@@ -184,6 +191,12 @@ impl CalmFlowConfig {
                 self.bridge_sigma
             ));
         }
+        if !(self.context_noise >= 0.0 && self.context_noise.is_finite()) {
+            return bad(format!(
+                "context_noise = {} must be finite and ≥ 0",
+                self.context_noise
+            ));
+        }
         Ok(())
     }
 
@@ -219,32 +232,31 @@ impl CalmFlowConfig {
         } else {
             self.latent_dim
         };
-        OutputHead {
-            variational: (self.head == HeadKind::Variational).then(|| {
-                VariationalDecoder::new(
-                    self.dim,
-                    self.n_space,
-                    self.hidden,
-                    shape.width,
-                    self.variational,
-                    self.dropout,
-                    device,
-                )
-            }),
-            cvae: (self.head == HeadKind::Cvae).then(|| CvaeHead::new(shape, latent, device)),
-            mixture: (self.head == HeadKind::Mixture).then(|| {
-                MixtureHead::new(shape, self.mixture_components, self.mixture_min_std, device)
-            }),
-            flow: (self.head == HeadKind::Flow).then(|| {
-                FlowHead::new(
-                    shape,
-                    self.flow_blocks,
-                    self.flow_draws,
-                    self.flow_steps,
-                    self.mixture_min_std,
-                    device,
-                )
-            }),
+        match self.head {
+            HeadKind::Variational => OutputHead::Variational(VariationalDecoder::new(
+                self.dim,
+                self.n_space,
+                self.hidden,
+                shape.width,
+                self.variational,
+                self.dropout,
+                device,
+            )),
+            HeadKind::Cvae => OutputHead::Cvae(CvaeHead::new(shape, latent, device)),
+            HeadKind::Mixture => OutputHead::Mixture(MixtureHead::new(
+                shape,
+                self.mixture_components,
+                self.mixture_min_std,
+                device,
+            )),
+            HeadKind::Flow => OutputHead::Flow(FlowHead::new(
+                shape,
+                self.flow_blocks,
+                self.flow_draws,
+                self.flow_steps,
+                self.mixture_min_std,
+                device,
+            )),
         }
     }
 
@@ -278,6 +290,7 @@ impl CalmFlowConfig {
             dim: self.dim,
             predict: self.predict,
             bridge_sigma: self.bridge_sigma,
+            context_noise: self.context_noise,
             n_space: self.n_space,
             hidden: self.hidden,
             markov_slots: self.markov_slots,
@@ -297,6 +310,7 @@ pub struct CalmFlowModel<B: Backend> {
     dim: usize,
     predict: Predict,
     bridge_sigma: f64,
+    context_noise: f64,
     n_space: usize,
     hidden: usize,
     markov_slots: usize,
@@ -335,7 +349,10 @@ impl<B: Backend> CalmFlowModel<B> {
 
     /// The paper's variational decoder, when that is the model's head.
     pub fn decoder(&self) -> Option<&VariationalDecoder<B>> {
-        self.head.variational.as_ref()
+        match &self.head {
+            OutputHead::Variational(decoder) => Some(decoder),
+            _ => None,
+        }
     }
 
     /// The model's distribution head.
@@ -358,16 +375,49 @@ impl<B: Backend> CalmFlowModel<B> {
         self.bridge_sigma
     }
 
+    /// The standard deviation of the noise added to the context's states after the first
+    /// ([`CalmFlowConfig::context_noise`]).
+    pub fn context_noise(&self) -> f64 {
+        self.context_noise
+    }
+
+    /// `states` as they enter the context: with noise of scale
+    /// [`CalmFlowConfig::context_noise`] added to every slot from index `first` on.
+    fn noised_context(&self, states: Tensor<B, 3>, first: usize) -> Tensor<B, 3> {
+        let [b, s, d] = states.dims();
+        if self.context_noise == 0.0 || first >= s {
+            return states;
+        }
+        let device = states.device();
+        let noise = Tensor::<B, 3>::random(
+            [b, s - first, d],
+            burn::tensor::Distribution::Normal(0.0, self.context_noise),
+            &device,
+        );
+        if first == 0 {
+            return states + noise;
+        }
+        let kept = states.clone().narrow(1, 0, first);
+        Tensor::cat(vec![kept, states.narrow(1, first, s - first) + noise], 1)
+    }
+
+    fn mixture_head(&self) -> Option<&MixtureHead<B>> {
+        match &self.head {
+            OutputHead::Mixture(h) => Some(h),
+            _ => None,
+        }
+    }
+
     /// Components `M` of the model's `mixture` head (`None` for another head).
     pub fn mixture_components(&self) -> Option<usize> {
-        self.head.mixture.as_ref().map(MixtureHead::components)
+        self.mixture_head().map(MixtureHead::components)
     }
 
     /// The output biases of the `mixture` head's component means (`M × D`, row-major):
     /// where each component's mean sits before the context's contribution, as
     /// [`CalmFlowModel::with_mixture_means`] placed them (`None` for another head).
     pub fn mixture_mean_biases(&self) -> Option<Vec<f32>> {
-        self.head.mixture.as_ref().map(MixtureHead::mean_biases)
+        self.mixture_head().map(MixtureHead::mean_biases)
     }
 
     /// The same model with its `mixture` head's component means placed at `centres`
@@ -396,7 +446,9 @@ impl<B: Backend> CalmFlowModel<B> {
                 centres[i]
             )));
         }
-        self.head.mixture = self.head.mixture.take().map(|h| h.with_means(centres));
+        if let OutputHead::Mixture(h) = self.head {
+            self.head = OutputHead::Mixture(h.with_means(centres));
+        }
         Ok(self)
     }
 
@@ -487,7 +539,7 @@ impl<B: Backend> CalmFlowModel<B> {
         temperature: f64,
     ) -> ModelResult<DecoderOutput<B>> {
         let hidden = self.hidden_states(slots, prompt)?;
-        Ok(match &self.head.variational {
+        Ok(match self.decoder() {
             Some(decoder) => decoder.forward(hidden, temperature),
             None => DecoderOutput {
                 decoded: self.sample_head(hidden, temperature),
@@ -540,7 +592,7 @@ impl<B: Backend> CalmFlowModel<B> {
         let (p, n) = (layout.n_traj, layout.n_times);
         let kept = s - p;
         let hidden = self
-            .hidden_states(slots.clone(), prompt)?
+            .hidden_states(self.noised_context(slots.clone(), p), prompt)?
             .narrow(1, 0, kept * self.n_space);
         let current = slots.clone().narrow(1, 0, kept);
         let next = slots.clone().narrow(1, p, kept);
@@ -656,7 +708,12 @@ impl<B: Backend> CalmFlowModel<B> {
             }
             let mut current = x0;
             for i in 0..n_times - 1 {
-                let y = self.step(current.clone(), &mut cache, temperature)?;
+                let input = if i == 0 {
+                    current.clone()
+                } else {
+                    self.noised_context(current.clone(), 0)
+                };
+                let y = self.step(input, &mut cache, temperature)?;
                 current = self.advance(current, y, i, n_times);
                 states.push(current.clone());
             }
@@ -675,7 +732,7 @@ impl<B: Backend> CalmFlowModel<B> {
                 let y = self.sample_head(hidden, temperature);
                 current = self.advance(current, y, i, n_times);
                 states.push(current.clone());
-                sequence = Tensor::cat(vec![sequence, current.clone()], 1);
+                sequence = Tensor::cat(vec![sequence, self.noised_context(current.clone(), 0)], 1);
             }
         }
         Ok(Tensor::stack::<4>(states, 1).reshape([b, n_times, p, d]))

@@ -64,6 +64,60 @@ fn cached_rollout_equals_re_encoding_with_the_same_noise_for_every_head() {
     }
 }
 
+/// Context noise perturbs every state after the first, in training and in the roll-out,
+/// and nothing else: a one-step roll-out and a loss whose context is the source alone are
+/// unchanged, longer ones are not, and the KV-cached and re-encoded roll-outs draw the
+/// same noise.
+#[test]
+fn context_noise_reaches_every_state_but_the_first() {
+    let device = Default::default();
+    let clean = config(HeadKind::Mixture, Predict::Endpoint);
+    let noisy = clean.clone().with_context_noise(0.5);
+    let (a, b) = (model(&clean, 11), model(&noisy, 11));
+    assert_eq!(b.context_noise(), 0.5);
+    let x0 = random([2, 2, 3], 12);
+    let roll = |m: &calmflow_model::CalmFlowModel<B>, n: usize, cache: bool| {
+        let _guard = rng_lock();
+        B::seed(&device, 13);
+        m.rollout(x0.clone(), n, 0.0, cache, None).unwrap()
+    };
+    assert_eq!(max_abs_diff(roll(&a, 2, true), roll(&b, 2, true)), 0.0);
+    let changed = max_abs_diff(roll(&a, 4, true), roll(&b, 4, true));
+    assert!(
+        changed > 1e-3,
+        "context noise left a 4-point roll-out unchanged ({changed})"
+    );
+    let drift = max_abs_diff(roll(&b, 4, true), roll(&b, 4, false));
+    assert!(
+        drift <= 1e-4,
+        "cached vs re-encoded with context noise: {drift}"
+    );
+
+    let loss = |m: &calmflow_model::CalmFlowModel<B>, n_times: usize| {
+        let layout = SpaceTimeLayout::new(n_times, 2, 2).unwrap();
+        let slots = pack(random([2, n_times, 3], 14), &layout).unwrap();
+        let _guard = rng_lock();
+        B::seed(&device, 15);
+        values(m.head_loss(slots, None, &layout).unwrap().rec)[0]
+    };
+    assert_eq!(loss(&a, 2), loss(&b, 2), "the source slots were noised");
+    assert!(
+        (loss(&a, 4) - loss(&b, 4)).abs() > 1e-4,
+        "the later slots were not noised"
+    );
+
+    for bad in [-0.1, f64::NAN, f64::INFINITY] {
+        assert!(
+            clean
+                .clone()
+                .with_context_noise(bad)
+                .init::<B>(&device)
+                .is_err(),
+            "{bad}"
+        );
+    }
+}
+
 #[test]
 fn weights_round_trip_for_every_head() {
     let dir = tempfile::tempdir().unwrap();

@@ -13,8 +13,21 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{Result, TrainError};
 
-/// The layout version written into `state.json`.
-pub const CHECKPOINT_FORMAT: u32 = 1;
+/// The layout version written into `state.json`. Format 2 (2026-12-07): the model's head
+/// is stored as one variant of an enum (`OutputHead`), the `flow` head as a learned
+/// Gaussian with an adaptive-layer-norm velocity network, and models may carry
+/// `context_noise`. Format 1 stored four optional heads and the earlier `flow` head.
+pub const CHECKPOINT_FORMAT: u32 = 2;
+
+/// What changed in each format this build no longer reads, for the refusal message.
+fn format_history(format: u32) -> &'static str {
+    match format {
+        1 => {
+            "format 1 (calmflow before 2026-12-07) stored the head as four optional heads              and an earlier flow head, which this build's models cannot hold"
+        }
+        _ => "this build does not know that format (written by a newer calmflow?)",
+    }
+}
 
 /// Where training stood when a checkpoint was written. All randomness of step `s` derives
 /// from `(seed, s)`, so `(seed, step)` is the whole random state.
@@ -79,8 +92,11 @@ impl Checkpoint {
             return Err(error(
                 &dir,
                 format!(
-                    "checkpoint format {} is not supported (this build reads {CHECKPOINT_FORMAT})",
-                    state.format
+                    "checkpoint format {} is not supported (this build reads format \
+                     {CHECKPOINT_FORMAT}): {}; retrain, or read it with the calmflow that \
+                     wrote it",
+                    state.format,
+                    format_history(state.format)
                 ),
             ));
         }

@@ -461,6 +461,26 @@ fn bad_settings_and_foreign_checkpoints_are_errors() {
         "{message}"
     );
     assert!(Checkpoint::open(&dir.path().join("nothing")).is_err());
+
+    // A checkpoint of an older format is refused with a message that names both formats.
+    let state = checkpoint.dir().join("state.json");
+    let text = std::fs::read_to_string(&state).unwrap();
+    let old = text.replace(
+        &format!("\"format\": {}", calmflow_train::CHECKPOINT_FORMAT),
+        "\"format\": 1",
+    );
+    assert_ne!(old, text, "state.json names no format: {text}");
+    std::fs::write(&state, old).unwrap();
+    let e = Checkpoint::open(dir.path()).unwrap_err().to_string();
+    assert!(
+        e.contains("checkpoint format 1 is not supported")
+            && e.contains(&format!(
+                "reads format {}",
+                calmflow_train::CHECKPOINT_FORMAT
+            ))
+            && e.contains("four optional heads"),
+        "{e}"
+    );
 }
 
 /// Same seed, same samples; another seed, other samples; `n` not a multiple of `P` is

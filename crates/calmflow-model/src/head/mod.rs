@@ -266,13 +266,17 @@ pub trait DistributionHead<B: Backend> {
     }
 }
 
-/// The model's output head: exactly one of the kinds is present.
+/// The model's output head: one of the kinds.
 #[derive(Module, Debug)]
-pub struct OutputHead<B: Backend> {
-    pub(crate) variational: Option<VariationalDecoder<B>>,
-    pub(crate) cvae: Option<CvaeHead<B>>,
-    pub(crate) mixture: Option<MixtureHead<B>>,
-    pub(crate) flow: Option<FlowHead<B>>,
+pub enum OutputHead<B: Backend> {
+    /// The paper's variational decoder.
+    Variational(VariationalDecoder<B>),
+    /// A conditional VAE per slot.
+    Cvae(CvaeHead<B>),
+    /// A diagonal Gaussian mixture.
+    Mixture(MixtureHead<B>),
+    /// A flow-matching head from a learned Gaussian.
+    Flow(FlowHead<B>),
 }
 
 /// Sizes shared by the heads.
@@ -287,28 +291,20 @@ pub(crate) struct HeadShape {
 
 impl<B: Backend> OutputHead<B> {
     pub(crate) fn kind(&self) -> HeadKind {
-        if self.cvae.is_some() {
-            HeadKind::Cvae
-        } else if self.mixture.is_some() {
-            HeadKind::Mixture
-        } else if self.flow.is_some() {
-            HeadKind::Flow
-        } else {
-            HeadKind::Variational
+        match self {
+            Self::Variational(_) => HeadKind::Variational,
+            Self::Cvae(_) => HeadKind::Cvae,
+            Self::Mixture(_) => HeadKind::Mixture,
+            Self::Flow(_) => HeadKind::Flow,
         }
     }
 
     fn active(&self) -> &dyn DistributionHead<B> {
-        if let Some(h) = &self.cvae {
-            h
-        } else if let Some(h) = &self.mixture {
-            h
-        } else if let Some(h) = &self.flow {
-            h
-        } else {
-            self.variational
-                .as_ref()
-                .expect("an output head always holds one kind")
+        match self {
+            Self::Variational(h) => h,
+            Self::Cvae(h) => h,
+            Self::Mixture(h) => h,
+            Self::Flow(h) => h,
         }
     }
 }
