@@ -247,6 +247,8 @@ struct CalmKnobs {
     coupling: Coupling,
     /// Noise on the context's states (`CalmFlowConfig::context_noise`).
     context_noise: f64,
+    /// Noise draws per slot in the flow head's loss (`CalmFlowConfig::flow_draws`).
+    flow_draws: usize,
     /// Context of the backbone: `None` (no prompt, full history), or a one-token anchor
     /// prompt with the full history (`Some(false)`) or the Markov window (`Some(true)`).
     /// Rotary positions are relative, so a token that sees only its own time point learns
@@ -355,6 +357,7 @@ fn train_calmflow(
             0.0
         })
         .with_context_noise(knobs.context_noise)
+        .with_flow_draws(knobs.flow_draws)
         .with_vocab_size(usize::from(knobs.anchored.is_some()))
         .with_markov_slots(if knobs.anchored == Some(true) {
             knobs.n_traj
@@ -1268,6 +1271,7 @@ fn probe(args: &[String], tasks: &[Task], pair: &Task, budget: &Budget, best: Ca
     knobs.anneal = number("--anneal", knobs.anneal);
     knobs.anneal_fraction = number("--anneal-fraction", knobs.anneal_fraction);
     knobs.context_noise = number("--context-noise", knobs.context_noise);
+    knobs.flow_draws = number("--flow-draws", knobs.flow_draws as f64) as usize;
     if let Some(init) = value("--mixture-init") {
         knobs.mixture_init = match init.as_str() {
             "kmeans" => MixtureInit::Kmeans,
@@ -1452,6 +1456,7 @@ fn main() {
         learning_rate: TrainConfig::default().learning_rate,
         coupling: Coupling::ExactOt,
         context_noise: 0.0,
+        flow_draws: CalmFlowConfig::new(1).flow_draws,
         anchored: None,
     };
     // The repaired model (the program's defaults): see `docs/quality.md`, "heads".
