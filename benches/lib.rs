@@ -4,7 +4,7 @@
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use calmflow_data::{Sampler, StandardNormal, seeded_rng, write_atomically};
+use calmflow::data::{Sampler, StandardNormal, seeded_rng, write_atomically};
 use ndarray::Array2;
 use serde_json::{Map, Value, json};
 

@@ -5,8 +5,8 @@
 //! points in D = 50.
 #![allow(missing_docs)] // criterion's macros generate undocumented items
 
+use calmflow::metrics::{TORCHCFM_SIGMAS, energy_distance, mmd2_biased, w2_exact};
 use calmflow_benches::normal_points;
-use calmflow_metrics::{TORCHCFM_SIGMAS, energy_distance, mmd2_biased, w2_exact};
 use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
 use std::hint::black_box;
 use std::time::Duration;

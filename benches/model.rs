@@ -13,8 +13,8 @@ use burn::backend::Autodiff;
 use burn::optim::{AdamWConfig, GradientsParams, Optimizer};
 use burn::tensor::backend::Backend;
 use burn::tensor::{Distribution, Tensor};
-use calmflow_model::{CalmFlowConfig, CalmFlowModel};
-use calmflow_train::{AdaptiveSettings, OdeSolver, VelocityMlpConfig, cfm_sample};
+use calmflow::model::{CalmFlowConfig, CalmFlowModel};
+use calmflow::train::{AdaptiveSettings, OdeSolver, VelocityMlpConfig, cfm_sample};
 use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
 use std::time::Duration;
 

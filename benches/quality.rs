@@ -16,21 +16,21 @@ use std::time::Instant;
 use burn::backend::{Autodiff, NdArray};
 use burn::module::{AutodiffModule, Module};
 use burn::tensor::backend::Backend;
-use calmflow_benches::StageProgress;
-use calmflow_cli::plot::{self, Series, SweepPoint};
-use calmflow_data::{
+use calmflow::data::{
     AnisotropicMixture, Checkerboard, Circles, CurvedSurface, EightGaussians, MixturePair, Moons,
     MultiScaleStudent, Sampler, StandardNormal, seeded_rng,
 };
-use calmflow_metrics::{EvalOptions, MetricsReport, evaluate};
-use calmflow_model::{CalmFlowConfig, HeadKind, Predict};
-use calmflow_train::{
+use calmflow::metrics::{EvalOptions, MetricsReport, evaluate};
+use calmflow::model::{CalmFlowConfig, HeadKind, Predict};
+use calmflow::train::{
     CalmFlowSettings, CfmVariant, ConditionTable, ConditionalPath, Coupling, FlowData,
     GenerationOptions, MixtureInit, NoiseSchedule, OdeSolver, PointSource, Silent, TrainConfig,
     Trainer, VelocityMlpConfig, cfm_sample, generate,
 };
+use calmflow_benches::StageProgress;
+use calmflow_cli::plot::{self, Series, SweepMetric, SweepPoint};
 use ndarray::Array2;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 // The program's allocator (`calmflow`'s binary), so that training times match it.
 #[global_allocator]
@@ -39,7 +39,7 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 type B = Autodiff<NdArray<f32>>;
 
 /// The head the program defaults to, and its settings (chosen by the heads table).
-const DEFAULT_HEAD: HeadKind = calmflow_model::RECOMMENDED_HEAD;
+const DEFAULT_HEAD: HeadKind = calmflow::model::RECOMMENDED_HEAD;
 const DEFAULT_PREDICT: Predict = Predict::Endpoint;
 const DEFAULT_SIGMA: f64 = 0.3;
 
@@ -124,7 +124,7 @@ fn task(
 fn data_task(name: &str, points: Array2<f32>, held_out: usize, seed: u64) -> Task {
     let n = points.nrows();
     // (m + ½)/n: the split takes ⌊n·fraction⌋ points, exactly m.
-    let split = calmflow_data::split_by_fraction(n, 0.0, (held_out as f64 + 0.5) / n as f64, seed)
+    let split = calmflow::data::split_by_fraction(n, 0.0, (held_out as f64 + 0.5) / n as f64, seed)
         .expect("valid split");
     let dim = points.ncols();
     Task {
@@ -143,7 +143,7 @@ fn data_task(name: &str, points: Array2<f32>, held_out: usize, seed: u64) -> Tas
 /// N(0, I) → the 8×8 digits, pixels 0–16 scaled by 1/4; 1197 digits train, 600 held-out
 /// digits are the target.
 fn digits_task() -> Task {
-    let digits = calmflow_data::digits().expect("bundled digits").x;
+    let digits = calmflow::data::digits().expect("bundled digits").x;
     Task {
         image: Some(plot::ImageShape {
             width: 8,
@@ -166,8 +166,8 @@ fn digits_task() -> Task {
 /// variance is D (the spectrum kept: the leading components dominate, as in the data);
 /// 500 cells train, 200 held-out cells are the target.
 fn cells_task() -> Task {
-    let path = calmflow_data::h5ad::bundled_pbmc68k_reduced();
-    let file = calmflow_data::h5ad::read_h5ad(&path).expect("bundled pbmc68k_reduced");
+    let path = calmflow::data::h5ad::bundled_pbmc68k_reduced();
+    let file = calmflow::data::h5ad::read_h5ad(&path).expect("bundled pbmc68k_reduced");
     let pcs = file.obsm.get("X_pca").expect("obsm/X_pca").clone();
     let mut task = data_task("N(0, I) → cells (50 PCs of pbmc68k, D = 50)", pcs, 200, 29);
     if let Target::Data { train, held_out } = &mut task.target {
@@ -337,7 +337,7 @@ fn train_calmflow(
     budget: &Budget,
     knobs: CalmKnobs,
     seed: u64,
-) -> (calmflow_model::CalmFlowModel<NdArray<f32>>, f64, usize) {
+) -> (calmflow::model::CalmFlowModel<NdArray<f32>>, f64, usize) {
     let device = Default::default();
     B::seed(&device, seed);
     let config = CalmFlowConfig::new(task.dim)
@@ -433,7 +433,7 @@ fn generation_options(knobs: CalmKnobs, seed: u64) -> GenerationOptions {
 /// Samples `x0` through a trained CaLMFlow at `knobs`' temperature and scores them
 /// against `target`.
 fn score_calmflow(
-    model: &calmflow_model::CalmFlowModel<NdArray<f32>>,
+    model: &calmflow::model::CalmFlowModel<NdArray<f32>>,
     knobs: CalmKnobs,
     seed: u64,
     x0: &Array2<f32>,
@@ -626,7 +626,7 @@ fn eval_sets(task: &Task, n: usize, seed: u64) -> (Array2<f32>, Array2<f32>, Arr
             let x0 = (task.source)().sample(m, &mut rng);
             // (m + ½)/n: the split takes ⌊n·fraction⌋ points, exactly m.
             let fraction = (m as f64 + 0.5) / train.nrows() as f64;
-            let split = calmflow_data::split_by_fraction(train.nrows(), 0.0, fraction, seed)
+            let split = calmflow::data::split_by_fraction(train.nrows(), 0.0, fraction, seed)
                 .expect("valid split");
             let second = train.select(ndarray::Axis(0), &split.test);
             (x0, held_out.clone(), second)
@@ -1045,7 +1045,7 @@ fn plot_heads(
     }
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 struct AblationPoint {
     setting: String,
     w2: Vec<f64>,
@@ -1087,32 +1087,52 @@ impl AblationPoint {
     }
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 struct Ablation {
     name: String,
     task: String,
     points: Vec<AblationPoint>,
-    /// The W2 curve (path relative to the output folder), once drawn.
+    /// The curves' image (path relative to the output folder), once drawn.
     plot: Option<String>,
 }
 
-/// Draws the W2 curve of `a` under `out/img/`.
+/// Draws the Fréchet, energy and W2 curves of `a` under `out/img/`.
 fn plot_ablation(a: &mut Ablation, out: &Output) {
     let name = out.image(&format!("ablation {}", a.name));
-    let points: Vec<SweepPoint<'_>> = a
-        .points
-        .iter()
-        .map(|p| SweepPoint {
-            setting: &p.setting,
-            values: &p.w2,
-        })
-        .collect();
-    match plot::sweep(
+    let series = |values: fn(&AblationPoint) -> &[f64]| -> Vec<SweepPoint<'_>> {
+        a.points
+            .iter()
+            .map(|p| SweepPoint {
+                setting: &p.setting,
+                values: values(p),
+            })
+            .collect()
+    };
+    let (frechet, energy, w2) = (
+        series(|p| &p.frechet),
+        series(|p| &p.energy),
+        series(|p| &p.w2),
+    );
+    let metrics = [
+        SweepMetric {
+            name: "Fréchet",
+            points: &frechet,
+        },
+        SweepMetric {
+            name: "energy distance",
+            points: &energy,
+        },
+        SweepMetric {
+            name: "W2",
+            points: &w2,
+        },
+    ];
+    let result = plot::sweep(
         &out.dir.join(&name),
         &format!("{} ({})", a.name, a.task),
-        "W2",
-        &points,
-    ) {
+        &metrics,
+    );
+    match result {
         Ok(()) => a.plot = Some(name),
         Err(e) => eprintln!("quality: plot skipped: {e}"),
     }
@@ -1336,13 +1356,13 @@ fn probe(args: &[String], tasks: &[Task], pair: &Task, budget: &Budget, best: Ca
                 .and_then(|g| g.trajectories)
                 .unwrap_or_else(|| fail("no trajectories".into()));
             let path = Path::new(&dir).join(format!("paths-seed{seed}.npy"));
-            calmflow_data::npy::write_npy_nd(&path, paths.into_dyn().view())
+            calmflow::data::npy::write_npy_nd(&path, paths.into_dyn().view())
                 .unwrap_or_else(|e| fail(format!("writing {}: {e}", path.display())));
             dumps.push(("target", target.clone()));
             dumps.push(("source", x0.clone()));
             for (name, x) in &dumps {
                 let path = Path::new(&dir).join(format!("{name}-seed{seed}.npy"));
-                calmflow_data::npy::write_npy(&path, x.view())
+                calmflow::data::npy::write_npy(&path, x.view())
                     .unwrap_or_else(|e| fail(format!("writing {}: {e}", path.display())));
             }
         }
@@ -1464,9 +1484,9 @@ fn main() {
         head: DEFAULT_HEAD,
         predict: DEFAULT_PREDICT,
         sigma: DEFAULT_SIGMA,
-        n_times: calmflow_model::RECOMMENDED_N_TIMES,
-        anneal: calmflow_train::RECOMMENDED_ANNEAL_TEMPERATURE,
-        mixture_init: calmflow_train::RECOMMENDED_MIXTURE_INIT,
+        n_times: calmflow::model::RECOMMENDED_N_TIMES,
+        anneal: calmflow::train::RECOMMENDED_ANNEAL_TEMPERATURE,
+        mixture_init: calmflow::train::RECOMMENDED_MIXTURE_INIT,
         ..knobs
     };
     let mut progress = StageProgress::load(
@@ -1868,6 +1888,14 @@ fn main() {
                 serde_json::to_value(&a).unwrap_or_default(),
             )
         });
+        // A saved ablation is drawn again, so that its image follows the plotting code
+        // (and exists in a fresh output folder) without training anything.
+        if !saved.is_empty() {
+            match serde_json::from_value::<Ablation>(stage.result.clone()) {
+                Ok(mut a) => plot_ablation(&mut a, &out),
+                Err(e) => eprintln!("quality: {key}: saved result not redrawn: {e}"),
+            }
+        }
         md_parts.push(stage.markdown);
         ablation_results.push(stage.result);
         seconds += stage.seconds;
@@ -1918,7 +1946,7 @@ fn main() {
         "tasks": task_results,
         "ablations": ablation_results,
     });
-    let write = |path: PathBuf, text: &str| match calmflow_data::write_atomically(&path, |w| {
+    let write = |path: PathBuf, text: &str| match calmflow::data::write_atomically(&path, |w| {
         std::io::Write::write_all(w, text.as_bytes())
     }) {
         Ok(()) => eprintln!("quality: wrote {}", path.display()),

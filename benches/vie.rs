@@ -2,7 +2,7 @@
 //! sum (every step re-evaluates the kernel against all earlier points) is visible.
 #![allow(missing_docs)] // criterion's macros generate undocumented items
 
-use calmflow_vie::{
+use calmflow::vie::{
     ConvolutionKernel, ExplicitRectangle, FnKernel, ImplicitTrapezoid, Picard, TimeGrid, VieSolver,
     VolterraEquation,
 };

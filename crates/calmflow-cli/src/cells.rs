@@ -12,19 +12,19 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use calmflow_data::h5ad::{
+use calmflow::data::h5ad::{
     AnnData, Column, DataFrame, Expression, ReadOptions, read_h5ad_with, write_h5ad,
 };
-use calmflow_data::{Conditions, Pca, StandardNormal, Standardizer};
-use calmflow_model::neox::NeoxDir;
-use calmflow_tokenize::{
+use calmflow::data::{Conditions, Pca, StandardNormal, Standardizer};
+use calmflow::model::neox::NeoxDir;
+use calmflow::tokenize::{
     HfTokenizer, PromptTemplate, PromptTokenizer, TokenizerSpec, WordTokenizer, left_pad,
 };
-use calmflow_train::{ConditionTable, FlowData, PointSource, Standardization, TrainError};
+use calmflow::train::{ConditionTable, FlowData, PointSource, Standardization, TrainError};
 use ndarray::{Array2, Axis};
 use serde::{Deserialize, Serialize};
 
-use crate::app::{AppError, AppResult};
+use crate::error::{AppError, AppResult};
 
 /// What a cell study is made of.
 #[derive(Debug, Clone, Serialize)]
@@ -93,7 +93,7 @@ pub struct CellStudy {
     pub genes: Vec<String>,
 }
 
-fn tokenize_error(e: calmflow_tokenize::TokenizeError) -> AppError {
+fn tokenize_error(e: calmflow::tokenize::TokenizeError) -> AppError {
     AppError::Other(e.to_string())
 }
 

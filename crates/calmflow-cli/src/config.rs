@@ -1,15 +1,15 @@
 //! The run configuration of `calmflow train` and `calmflow cfm train`: a TOML file whose
-//! every field is optional (defaults follow METHOD.md) and whose unknown fields are errors.
-//! `docs/config.md` documents each field.
+//! every field is optional and whose unknown fields are errors. `docs/config.md` documents
+//! each field and its default.
 
 use std::path::{Path, PathBuf};
 
-use calmflow_data::sampler_by_name;
-use calmflow_model::{
+use calmflow::data::sampler_by_name;
+use calmflow::model::{
     CalmFlowConfig, HeadKind, Predict, RECOMMENDED_BRIDGE_SIGMA, RECOMMENDED_HEAD,
     RECOMMENDED_N_TIMES,
 };
-use calmflow_train::{
+use calmflow::train::{
     CalmFlowSettings, CfmVariant, ConditionalPath, Coupling, FlowData, NoiseSchedule, PointSource,
     RECOMMENDED_ANNEAL_TEMPERATURE, RECOMMENDED_MIXTURE_INIT, Standardization, TEMPERATURE_GRID,
     TemperatureScore, TrainConfig, TrainError, VelocityMlpConfig,
@@ -147,7 +147,7 @@ impl DataSection {
     pub fn side(&self, what: &str, base: &Path) -> Result<PointSource, ConfigError> {
         if self.h5ad.is_some() && what == "source" {
             return Ok(PointSource::Sampler(Box::new(
-                calmflow_data::StandardNormal {
+                calmflow::data::StandardNormal {
                     dim: self.pca.unwrap_or(DEFAULT_PCA),
                 },
             )));
@@ -743,7 +743,7 @@ mod tests {
         // increment form and a file that sets the field keep the settings' defaults (or
         // what is set).
         assert_eq!(c.flow.anneal_temperature, RECOMMENDED_ANNEAL_TEMPERATURE);
-        use calmflow_train::MixtureInit;
+        use calmflow::train::MixtureInit;
         assert_eq!(c.flow.mixture_init, MixtureInit::Random);
         for (text, want) in [
             ("[model]\nhead = \"variational\"\n", MixtureInit::Random),

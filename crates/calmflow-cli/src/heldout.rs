@@ -1,5 +1,5 @@
 //! `calmflow heldout`: text-conditioned generation of cells for condition combinations
-//! never seen in training (METHOD §8), against conditional CFM with one-hot labels.
+//! never seen in training (docs/method.md §8), against conditional CFM with one-hot labels.
 //!
 //! The cells of an AnnData file are grouped by the label combination of chosen `obs`
 //! columns (by default `cell_type` × `phase` of the bundled pbmc68k_reduced). Some
@@ -17,10 +17,10 @@ use std::path::PathBuf;
 
 use burn::module::{AutodiffModule, Module};
 use burn::tensor::backend::AutodiffBackend;
-use calmflow_data::{Sampler, StandardNormal, seeded_rng};
-use calmflow_metrics::{energy_distance, mmd2_unbiased_median, r2_means};
-use calmflow_model::{CalmFlowConfig, HeadKind, Predict};
-use calmflow_train::{
+use calmflow::data::{Sampler, StandardNormal, seeded_rng};
+use calmflow::metrics::{energy_distance, mmd2_unbiased_median, r2_means};
+use calmflow::model::{CalmFlowConfig, HeadKind, Predict};
+use calmflow::train::{
     CalmFlowSettings, CfmVariant, ConditionalPath, Coupling, GenerationOptions, NoiseSchedule,
     OdeSolver, TrainConfig, TrainError, VelocityMlpConfig, cfm_sample, generate,
 };
@@ -29,10 +29,10 @@ use rand::seq::SliceRandom;
 use serde::Serialize;
 
 use crate::app::{
-    AppError, AppResult, FitRun, TrainOutcome, bridge_note, create_out_dir, fit, load_pretrained,
-    pretrained_shape,
+    FitRun, TrainOutcome, bridge_note, create_out_dir, fit, load_pretrained, pretrained_shape,
 };
 use crate::cells::{CellSpec, CellStudy};
+use crate::error::{AppError, AppResult};
 use calmflow::backend::BackendTask;
 
 /// The (cell_type, phase) pairs held out by default: each has ≥ 20 cells in
@@ -51,7 +51,7 @@ pub const DEFAULT_TEMPLATE: &str = "Generate a {cell_type} cell in phase {phase}
 #[derive(Debug, Clone, Serialize)]
 pub struct HeldOutJob {
     /// The cells: file, condition columns, held-out combinations (labels joined by '/'
-    /// are split against the file's labels, [`calmflow_data::Conditions::split_joined`]:
+    /// are split against the file's labels, [`calmflow::data::Conditions::split_joined`]:
     /// "CD19+ B/G2/M" works), prompt template, PCA, layer and tokenizer.
     #[serde(flatten)]
     pub cells: CellSpec,
@@ -486,12 +486,12 @@ impl BackendTask for HeldOutJob {
             files: files.clone(),
         };
         let md = job.out.join("heldout.md");
-        calmflow_data::write_atomically(&md, |w| {
+        calmflow::data::write_atomically(&md, |w| {
             std::io::Write::write_all(w, table_md.as_bytes())
         })?;
         let json = serde_json::to_string_pretty(&outcome).unwrap_or_default();
         let path = job.out.join("heldout.json");
-        calmflow_data::write_atomically(&path, |w| std::io::Write::write_all(w, json.as_bytes()))?;
+        calmflow::data::write_atomically(&path, |w| std::io::Write::write_all(w, json.as_bytes()))?;
         let mut outcome = outcome;
         outcome.files.push(md);
         outcome.files.push(path);

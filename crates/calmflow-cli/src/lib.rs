@@ -10,9 +10,10 @@
 //! | module | what |
 //! | --- | --- |
 //! | [`config`] | the TOML run configuration (`docs/config.md`) |
-//! | [`app`] | train, sample and demo jobs |
+//! | [`app`] | train, sample and demo jobs (`app/train.rs`, `app/sample.rs`, `app/demo.rs`) |
+//! | [`error`] | [`AppError`](error::AppError), what stops a command (also `app::AppError`) |
 //! | [`cells`] | conditional runs on an AnnData file: loading, PCA, prompts, the checkpoint record, `--condition` |
-//! | [`heldout`] | the unseen-condition experiment on single cells (METHOD §8) |
+//! | [`heldout`] | the unseen-condition experiment on single cells (docs/method.md §8) |
 //! | [`plot`] | PNG/SVG scatter, trajectory and bar plots |
 //! | [`progress`] | the training progress bar |
 //! | [`io`] | point files by extension (`.npy`, `.csv`) |
@@ -20,6 +21,7 @@
 pub mod app;
 pub mod cells;
 pub mod config;
+pub mod error;
 pub mod heldout;
 pub mod io;
 pub mod plot;

@@ -108,7 +108,7 @@ impl Sampler for GaussianMixture {
     }
 }
 
-/// The high-dimensional source→target pairs of CaLMFlow's experiments (METHOD §11).
+/// The high-dimensional source→target pairs of CaLMFlow's experiments (docs/method.md §11).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum MixturePair {
     /// 2 Gaussians → 4 Gaussians (the multi-trajectory ablation's pair).

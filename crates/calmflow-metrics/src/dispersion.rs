@@ -15,7 +15,7 @@
 //!
 //! A model that collapses onto conditional means keeps its samples near the target's
 //! centre: every ratio well below 1, most visibly outside the leading directions. A correct
-//! model has ratios near 1 everywhere (DISTRIBUTION-HEADS §3). Covariances are unbiased
+//! model has ratios near 1 everywhere (docs/method.md §10). Covariances are unbiased
 //! (`n − 1`). "The rest" is the whole orthogonal complement of the leading directions, so
 //! X's variance where the target has none counts there (and in `trace_ratio`); when the
 //! target has no variance outside its leading directions, `rest` is absent and only

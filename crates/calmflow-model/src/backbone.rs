@@ -5,11 +5,11 @@ use burn::nn::{
     Dropout, DropoutConfig, Embedding, EmbeddingConfig, LayerNorm, LayerNormConfig, Linear,
     LinearConfig,
 };
-use burn::tensor::{Bool, Int, Tensor, TensorData, backend::Backend};
+use burn::tensor::{Bool, Int, Tensor, backend::Backend};
 
 use crate::attention::{AttentionContext, CausalSelfAttention, LayerCache, TimeWindow};
 use crate::fused;
-use crate::neox::{Slot, replace};
+use crate::neox_visit::{NeoxVisitor, Slot};
 use crate::rotary::RotaryEmbedding;
 
 /// Keys and values of every layer for the tokens processed so far, plus their padding.
@@ -293,10 +293,14 @@ impl<B: Backend> CausalBackbone<B> {
     }
 }
 
-/// Called once per backbone tensor with its Hugging Face name, kind, burn shape and current
-/// value; a returned value replaces the tensor.
-pub(crate) type NeoxVisitor<'a> =
-    dyn FnMut(&str, Slot, &[usize], TensorData) -> crate::Result<Option<TensorData>> + 'a;
+/// `param` holding `value` instead, with the same gradient requirement.
+fn replace<B: Backend, const D: usize>(
+    param: Param<Tensor<B, D>>,
+    value: Tensor<B, D>,
+) -> Param<Tensor<B, D>> {
+    let require_grad = param.is_require_grad();
+    param.map(|_| value.set_require_grad(require_grad))
+}
 
 fn visit_vector<B: Backend>(
     name: String,

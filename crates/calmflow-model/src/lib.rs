@@ -1,7 +1,7 @@
 //! # calmflow-model — CaLMFlow's network in burn
 //!
 //! Generic over `B: Backend` (and `B: AutodiffBackend` for training), exactly as
-//! METHOD.md §3–5 and §7 specify:
+//! docs/method.md §3–5 and §7 specify:
 //!
 //! - [`SpatialEncoder`]: `D → K·H`, reshaped row-major into `K` tokens per state.
 //! - [`CausalBackbone`]: GPT-NeoX-style pre-LayerNorm blocks, parallel (or sequential)
@@ -41,6 +41,7 @@ pub mod fused;
 pub mod head;
 mod model;
 pub mod neox;
+mod neox_visit;
 mod norm;
 mod record_file;
 mod rotary;

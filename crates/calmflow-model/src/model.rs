@@ -19,7 +19,7 @@ use crate::head::{
 // `Result` stays unimported here: the `Config` derive expands to code that names it.
 type ModelResult<T> = crate::error::Result<T>;
 
-/// Hyper-parameters of a [`CalmFlowModel`]; defaults follow METHOD.md.
+/// Hyper-parameters of a [`CalmFlowModel`]; defaults follow the paper (docs/method.md).
 #[derive(Config, Debug, PartialEq)]
 pub struct CalmFlowConfig {
     /// Data dimension `D`.
@@ -59,7 +59,7 @@ pub struct CalmFlowConfig {
     pub mlp_encoder: bool,
     /// The distribution head that outputs the next state (`variational`: the paper's;
     /// `cvae`, `mixture`, `flow`: heads that learn the conditional law, see
-    /// `DISTRIBUTION-HEADS.md`).
+    /// `docs/method.md` §5a).
     #[config(default = "HeadKind::Variational")]
     pub head: HeadKind,
     /// What the head predicts: the next `state` (the paper), the `increment` per unit time
@@ -672,7 +672,7 @@ impl<B: Backend> CalmFlowModel<B> {
         Ok(self.sample_head(hidden, temperature))
     }
 
-    /// Autoregressive roll-out from `x0` `(B, P, D)` over `n_times` time points (METHOD
+    /// Autoregressive roll-out from `x0` `(B, P, D)` over `n_times` time points (`docs/method.md`
     /// §7): at each of the `n_times − 1` steps the last `P` slots are decoded into the next
     /// states. With `use_cache`, each step processes only the `P·K` new tokens; without it,
     /// the whole sequence is re-encoded (the research code's way). Returns the trajectories

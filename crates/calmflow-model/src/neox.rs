@@ -13,13 +13,14 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
-use burn::module::{Module, Param};
-use burn::tensor::{Tensor, TensorData, backend::Backend};
+use burn::module::Module;
+use burn::tensor::{TensorData, backend::Backend};
 
 use serde::{Deserialize, Serialize};
 
 use crate::error::{ModelError, Result};
 use crate::model::{CalmFlowConfig, CalmFlowModel};
+use crate::neox_visit::Slot;
 
 /// The fields of a GPT-NeoX `config.json` that define the backbone.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -294,16 +295,6 @@ impl TensorFile {
     }
 }
 
-/// Where one Hugging Face tensor lives in the backbone, and how it is laid out.
-pub(crate) enum Slot {
-    /// A `Linear` weight: Hugging Face `[out, in]`, burn `[in, out]`.
-    LinearWeight,
-    /// A vector (bias, LayerNorm weight or bias).
-    Vector,
-    /// The token-embedding table `[vocab, H]`, the same in both.
-    Embedding,
-}
-
 /// `rows × cols` row-major → `cols × rows` row-major.
 fn transpose(values: &[f32], rows: usize, cols: usize) -> Vec<f32> {
     let mut out = vec![0.0; values.len()];
@@ -313,14 +304,6 @@ fn transpose(values: &[f32], rows: usize, cols: usize) -> Vec<f32> {
         }
     }
     out
-}
-
-pub(crate) fn replace<B: Backend, const D: usize>(
-    param: Param<Tensor<B, D>>,
-    value: Tensor<B, D>,
-) -> Param<Tensor<B, D>> {
-    let require_grad = param.is_require_grad();
-    param.map(|_| value.set_require_grad(require_grad))
 }
 
 /// What an import did besides loading weights.

@@ -1,11 +1,11 @@
 //! # calmflow-tokenize — CaLMFlow's space-time token layout, prompts and tokenizers
 //!
 //! Flow tokens ([`SpaceTimeLayout`], [`pack`], [`unpack`]) and the text that conditions
-//! them ([`PromptTemplate`], [`PromptTokenizer`], [`left_pad`]; METHOD §8).
+//! them ([`PromptTemplate`], [`PromptTokenizer`], [`left_pad`]; docs/method.md §8).
 //!
 //! A sequence holds `P` trajectories of `N` time points, each state encoded as `K` spatial
 //! tokens. Time is outermost and space innermost: the token of (time `i`, trajectory `p`,
-//! spatial `k`) sits at position `(i·P + p)·K + k` (METHOD §3), after any prompt tokens.
+//! spatial `k`) sits at position `(i·P + p)·K + k` (docs/method.md §3), after any prompt tokens.
 //! A *slot* is one (time, trajectory) pair, `K` tokens wide; slot `(i, p)` predicts slot
 //! `(i + 1, p)`, so the last time point predicts nothing and is excluded from the loss.
 //!

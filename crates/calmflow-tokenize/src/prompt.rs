@@ -1,4 +1,4 @@
-//! Prompt templates with named fields, filled from a cell's condition labels (METHOD §8).
+//! Prompt templates with named fields, filled from a cell's condition labels (docs/method.md §8).
 //!
 //! `{name}` is a field, `{{` and `}}` are literal braces.
 //!

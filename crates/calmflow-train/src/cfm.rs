@@ -1,4 +1,4 @@
-//! Conditional flow matching baselines (torchcfm's I-CFM, OT-CFM, SB-CFM; METHOD §9).
+//! Conditional flow matching baselines (torchcfm's I-CFM, OT-CFM, SB-CFM; docs/method.md §9).
 //!
 //! A velocity MLP `[x_t, t] → R^D` (3 hidden layers with SELU, width configurable; for
 //! conditional data `[x_t, t, c]` with `c` the one-hot labels, as the paper's baselines) is

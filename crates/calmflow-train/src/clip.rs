@@ -1,7 +1,7 @@
 //! Gradient clipping by the global norm of all gradients (PyTorch's `clip_grad_norm_`):
 //! `g ← g · min(1, c / (‖g‖ + 1e-6))` with `‖g‖² = Σ over every parameter tensor`.
 //! burn's own `GradientClipping::Norm` clips each tensor separately, which is not what
-//! METHOD's "clipping 1.0" means.
+//! the paper's "clipping 1.0" means.
 
 use burn::module::{AutodiffModule, ModuleVisitor, Param};
 use burn::optim::GradientsParams;

@@ -1,4 +1,4 @@
-//! Conditions of a conditional generation problem (METHOD §8): each distinct combination
+//! Conditions of a conditional generation problem (docs/method.md §8): each distinct combination
 //! of labels (for example `(cell_type, phase)`) is one condition, presented to CaLMFlow as
 //! a tokenized prompt and to the CFM baseline as concatenated one-hot label vectors.
 //!

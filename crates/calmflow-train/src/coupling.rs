@@ -1,4 +1,4 @@
-//! Minibatch couplings of source and target points (METHOD §2; torchcfm's plan samplers).
+//! Minibatch couplings of source and target points (docs/method.md §2; torchcfm's plan samplers).
 //!
 //! - independent: `(x0_i, x1_i)` as drawn (I-CFM, CaLMFlow's default);
 //! - exact optimal transport: `x1` reordered by the assignment minimising

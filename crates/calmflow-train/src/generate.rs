@@ -1,4 +1,4 @@
-//! Generation (METHOD §7): source points are grouped `P` to a sequence and rolled out over
+//! Generation (docs/method.md §7): source points are grouped `P` to a sequence and rolled out over
 //! `N` time points, each step decoding the last `P` slots at temperature `τ`.
 
 use burn::tensor::{Tensor, TensorData, backend::Backend};
@@ -17,7 +17,7 @@ pub struct GenerationOptions {
     pub n_times: usize,
     /// Trajectories per sequence `P` (as in training).
     pub n_traj: usize,
-    /// Temperature `τ` of the latent noise (METHOD: best ≈ 0.2 on 8-Gaussians → moons).
+    /// Temperature `τ` of the latent noise (the paper: best ≈ 0.2 on 8-Gaussians → moons).
     pub temperature: f64,
     /// Sequences per forward pass.
     pub batch_size: usize,
@@ -162,7 +162,7 @@ pub fn generate<B: Backend>(
 }
 
 /// The temperatures a sweep tries by default: coarse from 0 to 2, fine around 1, where
-/// models trained at `τ = 1` are usually best on 2-D data (METHOD §7: the best `τ` is
+/// models trained at `τ = 1` are usually best on 2-D data (docs/method.md §7: the best `τ` is
 /// data-dependent, so it is chosen on validation data).
 pub const TEMPERATURE_GRID: [f64; 13] = [
     0.0, 0.1, 0.2, 0.3, 0.5, 0.7, 0.8, 0.9, 1.0, 1.1, 1.2, 1.5, 2.0,

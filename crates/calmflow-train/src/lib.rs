@@ -2,8 +2,8 @@
 //!
 //! - [`ConditionalPath`] (straight, variance-preserving; constant or bridge noise) and
 //!   [`Coupling`] (independent, exact minibatch OT, entropic) turn source/target pairs into
-//!   training paths (METHOD §2).
-//! - [`VolterraFlowLoss`]: `L_rec + β·L_KL` over the space-time layout (METHOD §6).
+//!   training paths (docs/method.md §2).
+//! - [`VolterraFlowLoss`]: `L_rec + β·L_KL` over the space-time layout (docs/method.md §6).
 //! - [`Trainer`]: AdamW with warm-up and decay, global-norm clipping, validation, a
 //!   JSON-lines log, crash-safe [`Checkpoint`]s and exact resumption, for any
 //!   [`FlowObjective`] — CaLMFlow's [`CalmFlowModel`](calmflow_model::CalmFlowModel) or
@@ -26,6 +26,7 @@ mod ode;
 mod parallel;
 mod path;
 mod schedule;
+mod seed;
 mod trainer;
 
 pub use cfm::{CfmSamples, CfmSettings, CfmVariant, VelocityMlp, VelocityMlpConfig, cfm_sample};

@@ -1,4 +1,4 @@
-//! `VolterraFlowLoss`: `L = L_rec + β·L_KL` (METHOD §6).
+//! `VolterraFlowLoss`: `L = L_rec + β·L_KL` (docs/method.md §6).
 //!
 //! `L_rec` is the squared error between each slot's decoded prediction and the slot one
 //! time point later, summed over `D` and averaged over slots and batch; `L_KL` is
@@ -27,7 +27,7 @@ pub struct LossTerms<B: Backend> {
 /// `L = L_rec + β·L_KL`.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct VolterraFlowLoss {
-    /// KL weight `β` (METHOD: 0.3).
+    /// KL weight `β` (the paper: 0.3).
     pub beta: f64,
 }
 

@@ -269,17 +269,17 @@ pub const MIXTURE_INIT_PAIRS: usize = 4096;
 const MIXTURE_INIT_RESTARTS: usize = 8;
 
 /// CaLMFlow's training problem: paths on `N` time points, `P` trajectories per sequence,
-/// KL weight `β` (METHOD §2, §3, §6).
+/// KL weight `β` (docs/method.md §2, §3, §6).
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct CalmFlowSettings {
-    /// Time points `N` of the grid `t_i = i/(N−1)` (METHOD: 16).
+    /// Time points `N` of the grid `t_i = i/(N−1)` (the paper: 16).
     pub n_times: usize,
-    /// Trajectories per sequence `P` (METHOD: 1).
+    /// Trajectories per sequence `P` (the paper: 1).
     pub n_traj: usize,
-    /// KL weight `β` (METHOD: 0.3).
+    /// KL weight `β` (the paper: 0.3).
     pub beta: f64,
-    /// The conditional path (METHOD: straight, σ = 0).
+    /// The conditional path (the paper: straight, σ = 0).
     pub path: ConditionalPath,
     /// Starting temperature `T₀` of the `mixture` head's annealing
     /// ([`DistributionHead::annealed_loss`](calmflow_model::DistributionHead::annealed_loss)):

@@ -25,9 +25,9 @@ use crate::error::{Result, TrainError, invalid};
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct AdaptiveSettings {
-    /// Relative tolerance (METHOD: 1e-4).
+    /// Relative tolerance (the paper: 1e-4).
     pub rtol: f64,
-    /// Absolute tolerance (METHOD: 1e-4).
+    /// Absolute tolerance (the paper: 1e-4).
     pub atol: f64,
     /// Safety factor on the optimal step (0 < safety ≤ 1).
     pub safety: f64,

@@ -35,7 +35,7 @@ use crate::clip::{clip_global_norm, global_grad_norm};
 use crate::condition::ConditionTable;
 use crate::error::{Result, TrainError};
 use crate::objective::{DrawnBatch, FlowObjective};
-use crate::trainer::step_seed;
+use crate::seed::step_seed;
 
 /// The process-wide lock of burn-collective's local server.
 static COLLECTIVE: Mutex<()> = Mutex::new(());

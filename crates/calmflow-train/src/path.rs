@@ -3,7 +3,7 @@
 //! `z_t = α_t x0 + β_t x1 + σ_t ε`: the straight path (`α = 1 − t`, `β = t`, the default),
 //! the variance-preserving trigonometric path (`α = cos(πt/2)`, `β = sin(πt/2)`), with no
 //! noise, constant noise `σ_t = σ`, or Brownian-bridge noise `σ_t = σ√(t(1−t))`
-//! (METHOD §2; torchcfm's `ConditionalFlowMatcher`, `VariancePreservingConditionalFlowMatcher`
+//! (docs/method.md §2; torchcfm's `ConditionalFlowMatcher`, `VariancePreservingConditionalFlowMatcher`
 //! and `SchrodingerBridgeConditionalFlowMatcher`). The conditional velocity is
 //! `u_t = α'_t x0 + β'_t x1 + (σ'_t/σ_t)(z_t − μ_t)`.
 //!

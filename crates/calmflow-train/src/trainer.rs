@@ -31,8 +31,9 @@ use crate::parallel::{
     FailureLog, PeerGroup, Replica, Shared, StepInputs, StepStats, Work, replica_seed, replica_step,
 };
 use crate::schedule::{LrDecay, LrSchedule};
+use crate::seed::step_seed;
 
-/// Optimisation settings; defaults follow METHOD §6 for small from-scratch models.
+/// Optimisation settings; defaults follow docs/method.md §6 for small from-scratch models.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct TrainConfig {
@@ -40,7 +41,7 @@ pub struct TrainConfig {
     pub steps: usize,
     /// Training examples per step (CaLMFlow: sequences of `P` trajectories).
     pub batch_size: usize,
-    /// Peak learning rate (METHOD: 1e-3 from scratch, 5e-5 with a pretrained backbone).
+    /// Peak learning rate (the paper: 1e-3 from scratch, 5e-5 with a pretrained backbone).
     pub learning_rate: f64,
     /// AdamW `β₁`.
     pub beta1: f64,
@@ -48,15 +49,15 @@ pub struct TrainConfig {
     pub beta2: f64,
     /// AdamW `ε` (PyTorch's 1e-8; burn's own default is 1e-5).
     pub epsilon: f64,
-    /// Decoupled weight decay (METHOD: 0.01).
+    /// Decoupled weight decay (the paper: 0.01).
     pub weight_decay: f64,
     /// Linear warm-up steps.
     pub warmup_steps: usize,
-    /// Decay after warm-up (METHOD: linear).
+    /// Decay after warm-up (the paper: linear).
     pub decay: LrDecay,
     /// Final learning rate as a fraction of the peak.
     pub final_lr_fraction: f64,
-    /// Clip the global gradient norm to this value (METHOD: 1.0; 0 disables clipping).
+    /// Clip the global gradient norm to this value (the paper: 1.0; 0 disables clipping).
     pub grad_clip: f64,
     /// Pairing of source and target points in a minibatch.
     pub coupling: Coupling,
@@ -226,17 +227,6 @@ pub struct TrainSummary {
 /// The stream of [`step_seed`] at step 0 (steps count from 1) that draws the pairs of a
 /// model's data-dependent start.
 const INIT_STREAM: u64 = 0x1417;
-
-/// A seed for step `step` of a run seeded `seed` (SplitMix64 of the pair), so that the
-/// draws of different steps and runs are unrelated.
-pub(crate) fn step_seed(seed: u64, step: u64, stream: u64) -> u64 {
-    let mut z = seed
-        .wrapping_add(step.wrapping_mul(0x9E37_79B9_7F4A_7C15))
-        .wrapping_add(stream.wrapping_mul(0xD1B5_4A32_D192_ED03));
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    z ^ (z >> 31)
-}
 
 type Adam<M, B> = OptimizerAdaptor<AdamW, M, B>;
 

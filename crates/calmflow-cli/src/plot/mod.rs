@@ -123,8 +123,10 @@ fn render(
                 draw_svg(&area).map_err(|m| error(path, m))?;
                 area.present().map_err(|e| error(path, e))?;
             }
-            calmflow_data::write_atomically(path, |w| std::io::Write::write_all(w, text.as_bytes()))
-                .map_err(|e| error(path, e))
+            calmflow::data::write_atomically(path, |w| {
+                std::io::Write::write_all(w, text.as_bytes())
+            })
+            .map_err(|e| error(path, e))
         }
     }
 }
@@ -370,6 +372,15 @@ pub fn trajectories(
     )
 }
 
+/// One metric of a [`sweep`]: its name (the y axis) and its values at every setting.
+#[derive(Debug, Clone, Copy)]
+pub struct SweepMetric<'a> {
+    /// The metric, as the y axis names it (`"Fréchet"`).
+    pub name: &'a str,
+    /// The settings in order, each with the metric's values over seeds.
+    pub points: &'a [SweepPoint<'a>],
+}
+
 /// One setting of a swept parameter and a metric's values at it (one per seed).
 #[derive(Debug, Clone, Copy)]
 pub struct SweepPoint<'a> {
@@ -404,59 +415,120 @@ pub fn mean_std(values: &[f64]) -> Option<(f64, f64)> {
 
 /// Categorical x axes put category `i` at `x = i` over `-0.5..n − 0.5`; asking for this
 /// many ticks puts one on every integer (and on the half-integers between, which
-/// [`category_label`] leaves blank).
+/// [`draw_category_names`] leaves blank).
 fn category_ticks(n: usize) -> usize {
     n.max(1) * 2 + 1
 }
 
-/// The name of the category at tick `x`; blank between categories.
-fn category_label(names: &[&str], x: f32) -> String {
-    let i = x.round();
-    if (x - i).abs() < 1e-3 && i >= 0.0 {
-        names
-            .get(i as usize)
-            .map(|s| s.to_string())
-            .unwrap_or_default()
-    } else {
-        String::new()
+/// Pixels between the x axis and the first line of a category's name, and between lines.
+const CATEGORY_GAP: i32 = 8;
+
+/// Each category's name broken at spaces into lines at most `slot` pixels wide at `font`
+/// pixels (a single word wider than the slot keeps its own line): a long setting such as
+/// `"N = 8, bridge σ 1, context noise 1"` would otherwise run over its neighbours.
+fn wrapped_names<DB: DrawingBackend>(
+    area: &DrawingArea<DB, Shift>,
+    names: &[&str],
+    slot: u32,
+    font: u32,
+) -> Vec<Vec<String>> {
+    let style: TextStyle<'_> = ("sans-serif", font).into_font().into();
+    let fits = |text: &str| {
+        area.estimate_text_size(text, &style)
+            .is_ok_and(|(w, _)| w + 6 <= slot)
+    };
+    names
+        .iter()
+        .map(|name| {
+            let mut lines: Vec<String> = Vec::new();
+            for word in name.split_whitespace() {
+                match lines.last_mut() {
+                    Some(line) if fits(&format!("{line} {word}")) => {
+                        line.push(' ');
+                        line.push_str(word);
+                    }
+                    _ => lines.push(word.to_string()),
+                }
+            }
+            lines
+        })
+        .collect()
+}
+
+/// Height of the x label area that [`draw_category_names`] fills with `lines` lines.
+fn category_area(lines: usize, font: u32) -> u32 {
+    CATEGORY_GAP as u32 + lines.max(1) as u32 * (font + 2) + 6
+}
+
+/// Writes each category's (wrapped) name under the x axis, centred on `x = i`: the mesh
+/// draws the ticks with blank labels, because plotters writes a label on one line
+/// whatever its width.
+fn draw_category_names<DB: DrawingBackend>(
+    area: &DrawingArea<DB, Shift>,
+    chart: &Chart<'_, DB>,
+    names: &[Vec<String>],
+    y_axis: f32,
+    font: u32,
+) -> Result<(), String> {
+    let (bx, by) = area.get_base_pixel();
+    let style = ("sans-serif", font)
+        .into_font()
+        .color(&BLACK)
+        .pos(Pos::new(HPos::Center, VPos::Top));
+    for (i, lines) in names.iter().enumerate() {
+        let (x, y) = chart.backend_coord(&(i as f32, y_axis));
+        for (k, line) in lines.iter().enumerate() {
+            let top = y - by + CATEGORY_GAP + k as i32 * (font as i32 + 2);
+            area.draw(&Text::new(line.as_str(), (x - bx, top), style.clone()))
+                .map_err(|e| e.to_string())?;
+        }
     }
+    Ok(())
 }
 
 fn draw_sweep<DB: DrawingBackend>(
     area: &DrawingArea<DB, Shift>,
-    title: &str,
-    y_label: &str,
-    points: &[SweepPoint<'_>],
+    metric: &SweepMetric<'_>,
 ) -> Result<(), String> {
+    let points = metric.points;
+    // The axis takes in every seed and every mean ± std bar, with room above for the key.
+    let bars = points
+        .iter()
+        .filter_map(|p| mean_std(p.values))
+        .flat_map(|(m, s)| [m - s, m + s]);
     let finite = points
         .iter()
         .flat_map(|p| p.values.iter().copied())
-        .filter(|v| v.is_finite());
+        .filter(|v| v.is_finite())
+        .chain(bars);
     let (lo, hi) = finite.fold((f64::MAX, f64::MIN), |(a, b), v| (a.min(v), b.max(v)));
     let (lo, hi) = if lo > hi { (0.0, 1.0) } else { (lo, hi) };
-    let pad = 0.08 * (hi - lo).max(1e-6 * hi.abs().max(1e-12));
+    let span = (hi - lo).max(1e-6 * hi.abs().max(1e-12));
     let x_range = (-0.5f32, points.len() as f32 - 0.5);
-    let y_range = ((lo - pad) as f32, (hi + pad) as f32);
-    area.fill(&WHITE).map_err(|e| e.to_string())?;
+    let y_range = ((lo - 0.08 * span) as f32, (hi + 0.3 * span) as f32);
+    let settings: Vec<&str> = points.iter().map(|p| p.setting).collect();
+    let (margin, y_area) = (12u32, 60u32);
+    let slot =
+        area.dim_in_pixel().0.saturating_sub(2 * margin + y_area) / points.len().max(1) as u32;
+    let names = wrapped_names(area, &settings, slot, TICK_FONT);
+    let lines = names.iter().map(Vec::len).max().unwrap_or(1);
     let mut chart = ChartBuilder::on(area)
-        .caption(title, ("sans-serif", fitting_size(area, title, 20)))
-        .margin(12)
-        .x_label_area_size(34)
-        .y_label_area_size(60)
+        .margin(margin)
+        .x_label_area_size(category_area(lines, TICK_FONT))
+        .y_label_area_size(y_area)
         .build_cartesian_2d(x_range.0..x_range.1, y_range.0..y_range.1)
         .map_err(|e| e.to_string())?;
-    let settings: Vec<&str> = points.iter().map(|p| p.setting).collect();
-    let label_of = |x: &f32| category_label(&settings, *x);
     chart
         .configure_mesh()
         .bold_line_style(BOLD_GRID)
         .light_line_style(LIGHT_GRID)
         .label_style(("sans-serif", TICK_FONT))
         .x_labels(category_ticks(settings.len()))
-        .x_label_formatter(&label_of)
-        .y_desc(y_label)
+        .x_label_formatter(&|_| String::new())
+        .y_desc(metric.name)
         .draw()
         .map_err(|e| e.to_string())?;
+    draw_category_names(area, &chart, &names, y_range.0, TICK_FONT)?;
     let line = RGBColor(CALMFLOW.0, CALMFLOW.1, CALMFLOW.2);
     let summary: Vec<(f32, f64, f64)> = points
         .iter()
@@ -497,22 +569,55 @@ fn draw_sweep<DB: DrawingBackend>(
     draw_legend(&mut chart)
 }
 
-/// A parameter sweep: the metric's mean ± std over seeds at each setting, joined by a
-/// line, with each seed's value beside it.
-pub fn sweep(
-    path: &Path,
+fn draw_sweeps<DB: DrawingBackend>(
+    area: &DrawingArea<DB, Shift>,
     title: &str,
-    y_label: &str,
-    points: &[SweepPoint<'_>],
-) -> Result<(), PlotError> {
-    if points.is_empty() {
+    metrics: &[SweepMetric<'_>],
+) -> Result<(), String> {
+    area.fill(&WHITE).map_err(|e| e.to_string())?;
+    let body = area
+        .titled(title, ("sans-serif", fitting_size(area, title, 20)))
+        .map_err(|e| e.to_string())?;
+    for (panel, metric) in body.split_evenly((1, metrics.len())).iter().zip(metrics) {
+        draw_sweep(panel, metric)?;
+    }
+    Ok(())
+}
+
+/// A parameter sweep: for each metric, a panel with the metric's mean ± std over seeds
+/// at each setting, joined by a line, and each seed's value beside it; the panels sit
+/// side by side under one `title`, and long setting names wrap under their tick.
+///
+/// Errors: no metric, a metric without settings, or metrics that disagree on the
+/// settings; a file name that is neither `.png` nor `.svg`.
+pub fn sweep(path: &Path, title: &str, metrics: &[SweepMetric<'_>]) -> Result<(), PlotError> {
+    let Some(first) = metrics.first() else {
+        return Err(error(path, "a sweep plot needs at least one metric"));
+    };
+    if first.points.is_empty() {
         return Err(error(path, "a sweep plot needs at least one setting"));
     }
+    fn settings<'a>(m: &SweepMetric<'a>) -> Vec<&'a str> {
+        m.points.iter().map(|p| p.setting).collect()
+    }
+    if let Some(m) = metrics.iter().find(|m| settings(m) != settings(first)) {
+        return Err(error(
+            path,
+            format!(
+                "the sweep's metrics disagree on the settings: {:?} has {:?}, {:?} has {:?}",
+                first.name,
+                settings(first),
+                m.name,
+                settings(m)
+            ),
+        ));
+    }
+    let width = (metrics.len() as u32 * 520).max(720);
     render(
         path,
-        (720, 480),
-        |a| draw_sweep(a, title, y_label, points),
-        |a| draw_sweep(a, title, y_label, points),
+        (width, 500),
+        |a| draw_sweeps(a, title, metrics),
+        |a| draw_sweeps(a, title, metrics),
     )
 }
 
@@ -708,15 +813,22 @@ fn draw_bars<DB: DrawingBackend>(
         .fold(0.0, f64::max);
     let y_max = (top * 1.1).max(1.5) as f32;
     let g = groups.len();
+    let names: Vec<&str> = groups.iter().map(|(name, _)| *name).collect();
+    let (margin, y_area) = (12u32, 60u32);
+    let group_px = plot_area
+        .dim_in_pixel()
+        .0
+        .saturating_sub(2 * margin + y_area)
+        / g.max(1) as u32;
+    let wrapped = wrapped_names(&plot_area, &names, group_px, GROUP_FONT);
+    let lines = wrapped.iter().map(Vec::len).max().unwrap_or(1);
     let mut chart = ChartBuilder::on(&plot_area)
         .caption(title, ("sans-serif", fitting_size(&plot_area, title, 22)))
-        .margin(12)
-        .x_label_area_size(34)
-        .y_label_area_size(60)
+        .margin(margin)
+        .x_label_area_size(category_area(lines, GROUP_FONT))
+        .y_label_area_size(y_area)
         .build_cartesian_2d(-0.5f32..g as f32 - 0.5, 0f32..y_max)
         .map_err(|e| e.to_string())?;
-    let names: Vec<&str> = groups.iter().map(|(name, _)| *name).collect();
-    let label_of = |x: &f32| category_label(&names, *x);
     chart
         .configure_mesh()
         .disable_x_mesh()
@@ -724,11 +836,11 @@ fn draw_bars<DB: DrawingBackend>(
         .light_line_style(LIGHT_GRID)
         .label_style(("sans-serif", TICK_FONT))
         .x_labels(category_ticks(g))
-        .x_label_formatter(&label_of)
-        .x_label_style(("sans-serif", GROUP_FONT))
+        .x_label_formatter(&|_| String::new())
         .y_desc("variance ratio (samples / target)")
         .draw()
         .map_err(|e| e.to_string())?;
+    draw_category_names(&plot_area, &chart, &wrapped, 0.0, GROUP_FONT)?;
     let slot = GROUP_WIDTH / labels.len() as f32;
     let color_of = |label: &str| {
         let k = labels.iter().position(|&l| l == label).unwrap_or(0);
@@ -830,7 +942,7 @@ fn draw_bars<DB: DrawingBackend>(
 }
 
 /// A grouped bar chart of variance ratios (samples / target; see
-/// `calmflow_metrics::dispersion`): one group of bars per method (`(method, [(label,
+/// `calmflow::metrics::dispersion`): one group of bars per method (`(method, [(label,
 /// ratio)])`), one colour per ratio label (`"trace"`, `"PC1"`, …, `"rest"`) with a key
 /// beside the chart, and a dashed line at 1 (the target's spread). The y axis runs from 0
 /// to the larger of 1.5 and 1.1 × the largest ratio. A label missing from a group leaves
@@ -915,23 +1027,66 @@ mod tests {
                 values: &[0.4, 0.45, 0.5],
             },
         ];
-        sweep(&sweep_png, "sweep", "W2", &points).unwrap();
+        let w2 = [SweepMetric {
+            name: "W2",
+            points: &points,
+        }];
+        sweep(&sweep_png, "sweep", &w2).unwrap();
         assert_eq!(&std::fs::read(&sweep_png).unwrap()[1..4], b"PNG");
         let svg_text = {
             let p = dir.path().join("sweep.svg");
-            sweep(&p, "sweep", "W2", &points).unwrap();
+            sweep(&p, "sweep", &w2).unwrap();
             std::fs::read_to_string(&p).unwrap()
         };
         assert!(svg_text.contains("P = 2"));
-        assert!(sweep(&sweep_png, "empty", "W2", &[]).is_err());
+        assert!(sweep(&sweep_png, "empty", &[]).is_err());
+        let none = [SweepMetric {
+            name: "W2",
+            points: &[],
+        }];
+        assert!(sweep(&sweep_png, "no settings", &none).is_err());
+        let other = [SweepPoint {
+            setting: "P = 3",
+            values: &[0.1],
+        }];
+        let disagree = [
+            w2[0],
+            SweepMetric {
+                name: "energy",
+                points: &other,
+            },
+        ];
+        let e = sweep(&sweep_png, "disagree", &disagree).unwrap_err();
+        assert!(e.message.contains("disagree on the settings"), "{e}");
+        // Eight long names in one 720-pixel panel (about 80 pixels each) break into lines
+        // under their ticks: no name is written whole, every word is written.
+        let names: Vec<String> = (0..8)
+            .map(|i| format!("N = {i}, bridge σ 1, context noise 1"))
+            .collect();
+        let crowded: Vec<SweepPoint<'_>> = names
+            .iter()
+            .map(|n| SweepPoint {
+                setting: n,
+                values: &[1.0, 1.5],
+            })
+            .collect();
+        let p = dir.path().join("crowded.svg");
+        let metric = [SweepMetric {
+            name: "Fréchet",
+            points: &crowded,
+        }];
+        sweep(&p, "crowded", &metric).unwrap();
+        let svg = std::fs::read_to_string(&p).unwrap();
+        assert!(!svg.contains("bridge σ 1, context noise 1"));
+        assert_eq!(svg.matches("noise").count(), 8, "{svg}");
         // Only the finished files and t.png remain: no staging leftovers.
-        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 5);
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 6);
     }
 
     /// Two moons (2000 points) and three methods: a fresh draw, a copy shrunk towards the
     /// mean, and a noisier draw with a few far outliers.
     fn moons_and_methods() -> (Array2<f32>, Vec<Array2<f32>>) {
-        use calmflow_data::{Moons, Sampler, StandardNormal, seeded_rng};
+        use calmflow::data::{Moons, Sampler, StandardNormal, seeded_rng};
         let moons = Moons::default();
         let target = moons.sample(2000, &mut seeded_rng(1));
         let good = moons.sample(2000, &mut seeded_rng(2));
@@ -1170,6 +1325,53 @@ mod tests {
                 values: &[0.4, 0.45, 0.5],
             },
         ];
-        sweep(&dir.join("sweep.png"), "sweep", "W2", &points).unwrap();
+        let long = [
+            SweepPoint {
+                setting: "N = 2",
+                values: &[2.4, 2.6, 2.7],
+            },
+            SweepPoint {
+                setting: "N = 8, bridge σ 1, context noise 1",
+                values: &[2.6, 2.8, 3.1],
+            },
+            SweepPoint {
+                setting: "N = 8, context noise 2",
+                values: &[2.6, 2.7, 3.0],
+            },
+        ];
+        sweep(
+            &dir.join("sweep.png"),
+            "sweep",
+            &[
+                SweepMetric {
+                    name: "W2",
+                    points: &points,
+                },
+                SweepMetric {
+                    name: "W2 again",
+                    points: &points,
+                },
+            ],
+        )
+        .unwrap();
+        sweep(
+            &dir.join("sweep-long-names.png"),
+            "long setting names wrap under their tick",
+            &[
+                SweepMetric {
+                    name: "Fréchet",
+                    points: &long,
+                },
+                SweepMetric {
+                    name: "energy",
+                    points: &long,
+                },
+                SweepMetric {
+                    name: "W2",
+                    points: &long,
+                },
+            ],
+        )
+        .unwrap();
     }
 }

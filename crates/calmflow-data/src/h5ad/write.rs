@@ -6,7 +6,7 @@ use std::path::Path;
 
 use hdf5_writer::{AttributeBuilder, DatasetBuilder, Hdf5Builder, WriteOptions};
 
-use super::{AnnData, Column, DataFrame, Expression};
+use super::types::{AnnData, Column, DataFrame, Expression};
 use crate::error::{DataError, Result};
 
 fn h5_error(path: &Path, element: &str, message: impl Into<String>) -> DataError {

@@ -6,7 +6,7 @@
 //! into a context `c_j ∈ R^{K·H}`; a head models `p(y | c_j)`, where `y` is the quantity
 //! chosen by [`Predict`] (the next state, the scaled increment, or the path's endpoint).
 //! Squared error trains only the conditional mean `E[y | c]` (see the repository's
-//! `DISTRIBUTION-HEADS.md`); every head except the paper's `variational` one learns the
+//! `docs/method.md` §5a); every head except the paper's `variational` one learns the
 //! whole conditional law.
 //!
 //! ```
@@ -38,7 +38,7 @@ pub use variational::{DecoderOutput, LatentHead, VARIANCE_FLOOR, VariationalDeco
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum HeadKind {
-    /// The paper's head (METHOD §5–6): per-token latents from the history only, decoded and
+    /// The paper's head (docs/method.md §5–6): per-token latents from the history only, decoded and
     /// scored by squared error + β·KL to `N(0, I)`. Regresses the conditional mean.
     #[default]
     Variational,

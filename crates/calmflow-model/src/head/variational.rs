@@ -1,4 +1,4 @@
-//! The paper's head (METHOD §5–6): per-token Gaussian latents computed from the history,
+//! The paper's head (docs/method.md §5–6): per-token Gaussian latents computed from the history,
 //! decoded slot by slot to `R^D`, trained by squared error + β·KL(N(μ, σ²) ‖ N(0, I)).
 //!
 //! The latent never sees the target, so the decoder learns to ignore its noise and the
@@ -13,7 +13,7 @@ use burn::tensor::{Distribution, Tensor, backend::Backend};
 use super::{DistributionHead, HeadLoss};
 use crate::norm::layer_norm_plain;
 
-/// Variance floor added to `exp(s)`: `σ² = exp(s) + 1e-4` (METHOD §5).
+/// Variance floor added to `exp(s)`: `σ² = exp(s) + 1e-4` (docs/method.md §5).
 pub const VARIANCE_FLOOR: f64 = 1e-4;
 
 /// `Linear(H→H) → LayerNorm (no affine) → ReLU → Dropout → Linear(H→H)`.
@@ -173,7 +173,7 @@ impl<B: Backend> VariationalDecoder<B> {
 
 impl<B: Backend> DistributionHead<B> for VariationalDecoder<B> {
     /// `‖Dec(ζ) − y‖²` summed over `D` and averaged over slots, and `KL(N(μ, σ²) ‖ N(0, I))`
-    /// summed over `H` and averaged over latent tokens, at `τ = 1` (METHOD §6).
+    /// summed over `H` and averaged over latent tokens, at `τ = 1` (docs/method.md §6).
     fn loss(&self, context: Tensor<B, 2>, target: Tensor<B, 2>) -> HeadLoss<B> {
         let [n, _] = context.dims();
         let tokens = context.reshape([n * self.n_space, self.hidden]);
