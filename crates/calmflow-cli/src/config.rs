@@ -656,15 +656,124 @@ impl RunConfig {
         c
     }
 
-    /// The configuration as TOML (every field, defaults included).
+    /// The configuration as TOML (every field that has a value, defaults included).
     pub fn to_toml(&self) -> String {
         toml::to_string_pretty(self).unwrap_or_default()
     }
+
+    /// [`Self::to_toml`] with every field it leaves out (those without a default value)
+    /// written as a commented-out example under its section, so that `calmflow config`
+    /// shows every field there is.
+    pub fn documented_toml(&self) -> String {
+        let text = self.to_toml();
+        let mut lines: Vec<String> = text.lines().map(str::to_string).collect();
+        for &(section, example) in OPTIONAL_FIELDS {
+            let key = example
+                .trim_start_matches("# ")
+                .split(" =")
+                .next()
+                .unwrap_or_default();
+            let (start, end) = section_span(&lines, section);
+            let set = lines[start..end]
+                .iter()
+                .any(|l| l.starts_with(&format!("{key} =")));
+            if !set {
+                lines.insert(end, example.to_string());
+            }
+        }
+        // Top-level keys stand apart from the first table, as the other sections do.
+        if let Some(i) = lines.iter().position(|l| l.starts_with('['))
+            && i > 0
+            && !lines[i - 1].trim().is_empty()
+        {
+            lines.insert(i, String::new());
+        }
+        let mut out = lines.join("\n");
+        out.push('\n');
+        out
+    }
+}
+
+/// The fields that [`RunConfig::to_toml`] leaves out when they have no value, as
+/// `(section header, commented-out example)`; `""` is the top level.
+const OPTIONAL_FIELDS: &[(&str, &str)] = &[
+    (
+        "",
+        "# out = \"runs/calmflow\"  # output directory (default runs/calmflow)",
+    ),
+    (
+        "[data]",
+        "# h5ad = \"cells.h5ad\"  # conditional cells from an AnnData file (docs/conditioning.md); the fields below need it",
+    ),
+    ("[data]", "# columns = [\"cell_type\", \"phase\"]"),
+    (
+        "[data]",
+        "# prompt = \"Generate a {cell_type} cell in phase {phase}: \"",
+    ),
+    ("[data]", "# pca = 16"),
+    (
+        "[data]",
+        "# hold_out = [\"CD19+ B/S\", [\"CD4+/CD25 T Reg\", \"G1\"]]",
+    ),
+    ("[data]", "# layer = \"counts\""),
+    ("[data]", "# tokenizer = \"tokenizer.json\""),
+    ("[data]", "# train_embeddings = true"),
+    (
+        "[model]",
+        "# bridge_sigma = 0.3  # default: [flow.path] sigma when noise = \"bridge\", else 0",
+    ),
+];
+
+/// The lines `[start, end)` of `section`'s keys in `lines` (`""`: the top level, before
+/// the first header); `end` is where a new key of the section goes.
+fn section_span(lines: &[String], section: &str) -> (usize, usize) {
+    let start = if section.is_empty() {
+        0
+    } else {
+        match lines.iter().position(|l| l == section) {
+            Some(i) => i + 1,
+            None => return (lines.len(), lines.len()),
+        }
+    };
+    let end = lines[start..]
+        .iter()
+        .position(|l| l.trim().is_empty() || l.starts_with('['))
+        .map_or(lines.len(), |i| start + i);
+    (start, end)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_documented_toml_shows_every_field_and_its_examples_are_fields() {
+        let printed = RunConfig::documented_defaults().documented_toml();
+        // As printed, it is the documented defaults.
+        let parsed: RunConfig = toml::from_str(&printed).unwrap();
+        assert_eq!(parsed, RunConfig::documented_defaults());
+        // Uncommented, every example is a field of its section with a value of its type.
+        let uncommented = printed
+            .lines()
+            .map(|l| l.strip_prefix("# ").unwrap_or(l))
+            .collect::<Vec<_>>()
+            .join("\n");
+        let all: RunConfig = toml::from_str(&uncommented).unwrap();
+        assert_eq!(all.out, Some(PathBuf::from("runs/calmflow")));
+        assert_eq!(all.data.h5ad.as_deref(), Some("cells.h5ad"));
+        assert_eq!(all.data.columns, ["cell_type", "phase"]);
+        assert_eq!(all.data.pca, Some(16));
+        assert_eq!(all.data.hold_out.len(), 2);
+        assert_eq!(all.data.layer.as_deref(), Some("counts"));
+        assert_eq!(all.data.tokenizer.as_deref(), Some("tokenizer.json"));
+        assert!(all.data.train_embeddings);
+        assert!(all.data.prompt.is_some());
+        assert_eq!(all.model.bridge_sigma, Some(0.3));
+        // With them all set, to_toml writes every one, so nothing is left to comment out.
+        let again = all.documented_toml();
+        assert!(!again.lines().any(|l| l.starts_with("# ")), "{again}");
+        assert_eq!(again, all.to_toml());
+    }
 
     #[test]
     fn cells_fields_need_h5ad_and_replace_source_and_target() {

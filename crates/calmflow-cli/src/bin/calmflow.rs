@@ -754,7 +754,7 @@ fn run(command: Command) -> Result<(), String> {
             Ok(())
         }
         Command::Config => {
-            print!("{}", RunConfig::documented_defaults().to_toml());
+            print!("{}", RunConfig::documented_defaults().documented_toml());
             Ok(())
         }
         Command::Devices { check, size } => {
