@@ -14,7 +14,7 @@
 //! | [`error`] | [`AppError`](error::AppError), what stops a command (also `app::AppError`) |
 //! | [`cells`] | conditional runs on an AnnData file: loading, PCA, prompts, the checkpoint record, `--condition` |
 //! | [`heldout`] | the unseen-condition experiment on single cells (docs/method.md §8) |
-//! | [`plot`] | PNG/SVG scatter, trajectory and bar plots |
+//! | [`plot`] | PNG/SVG scatter, trajectory and bar plots (`plot/scatter.rs`, `plot/trajectories.rs`, `plot/sweep.rs`, `plot/bars.rs`, `plot/images.rs`) |
 //! | [`progress`] | the training progress bar |
 //! | [`io`] | point files by extension (`.npy`, `.csv`) |
 
