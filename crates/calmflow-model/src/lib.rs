@@ -57,5 +57,7 @@ pub use head::{
 };
 pub use model::{CalmFlowConfig, CalmFlowModel, Prompt};
 pub use norm::layer_norm_plain;
-pub use record_file::{load_module, load_record, materialize, save_module, save_record};
+pub use record_file::{
+    SortedParamRecord, load_module, load_record, materialize, save_module, save_record,
+};
 pub use rotary::RotaryEmbedding;

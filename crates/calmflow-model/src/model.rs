@@ -295,8 +295,7 @@ impl CalmFlowConfig {
             hidden: self.hidden,
             markov_slots: self.markov_slots,
         };
-        crate::record_file::materialize(&model);
-        Ok(model)
+        Ok(crate::record_file::materialize(model))
     }
 }
 

@@ -4,11 +4,14 @@
 //! any name is staged through a hidden, extension-free sibling and renamed into place: a
 //! crash never leaves a half-written file under the user's name.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use burn::module::{Module, ModuleVisitor, Param};
-use burn::record::{FullPrecisionSettings, NamedMpkFileRecorder, Record, Recorder};
-use burn::tensor::{Tensor, backend::Backend};
+use burn::module::{Module, ModuleMapper, ModuleVisitor, Param, ParamId};
+use burn::record::{
+    FullPrecisionSettings, NamedMpkFileRecorder, PrecisionSettings, Record, Recorder,
+};
+use burn::tensor::{Bool, Int, Tensor, backend::Backend};
 
 use crate::error::{ModelError, Result};
 
@@ -147,12 +150,50 @@ pub fn load_module<B: Backend, M: Module<B>>(
     Ok(loaded)
 }
 
-/// Forces burn's lazy parameter initialisation now. burn draws a parameter from the
-/// backend RNG on first access, and clones taken before then initialise independently:
-/// materialising right after construction makes `B::seed(s)` followed by `init`
-/// reproducible.
-pub fn materialize<B: Backend, M: Module<B>>(module: &M) {
-    module.visit(&mut Materialize);
+/// A record keyed by parameter (an optimizer's state) written in the order of its
+/// parameter ids, so that the same state is always the same bytes.
+///
+/// burn writes a map `ParamId → T` (its optimizers' records) in the map's iteration order, which the
+/// process's hash seed picks: two processes holding the same state wrote different files.
+/// This writes the same map, key for key, as a sorted map; a file written either way reads
+/// back into it.
+pub struct SortedParamRecord<M>(pub M);
+
+impl<M, T, B> Record<B> for SortedParamRecord<M>
+where
+    M: IntoIterator<Item = (ParamId, T)> + FromIterator<(ParamId, T)> + Send,
+    T: Record<B>,
+    B: Backend,
+{
+    type Item<S: PrecisionSettings> = BTreeMap<String, T::Item<S>>;
+
+    fn into_item<S: PrecisionSettings>(self) -> Self::Item<S> {
+        self.0
+            .into_iter()
+            .map(|(id, record)| (id.serialize(), record.into_item()))
+            .collect()
+    }
+
+    fn from_item<S: PrecisionSettings>(item: Self::Item<S>, device: &B::Device) -> Self {
+        Self(
+            item.into_iter()
+                .map(|(id, item)| (ParamId::deserialize(&id), T::from_item(item, device)))
+                .collect(),
+        )
+    }
+}
+
+/// Forces burn's lazy parameter initialisation now, and numbers the parameters `0, 1, 2, …`
+/// in visiting order.
+///
+/// burn draws a parameter from the backend RNG on first access, and clones taken before
+/// then initialise independently: materialising right after construction makes
+/// `B::seed(s)` followed by `init` reproducible. burn also gives each parameter a random
+/// id, drawn afresh in every process and written into every record, so the same weights
+/// would be saved as different bytes by two processes: numbered ids make a checkpoint a
+/// function of the seed and the configuration alone.
+pub fn materialize<B: Backend, M: Module<B>>(module: M) -> M {
+    module.map(&mut Materialize { next: 0 })
 }
 
 /// Every float parameter's module path and shape, in visiting order.
@@ -187,12 +228,38 @@ impl<B: Backend> ModuleVisitor<B> for ShapeVisitor {
     }
 }
 
-/// Forces lazy parameter initialisation.
-struct Materialize;
+/// Forces lazy parameter initialisation and numbers the parameters.
+struct Materialize {
+    next: u64,
+}
 
-impl<B: Backend> ModuleVisitor<B> for Materialize {
-    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<B, D>>) {
-        let _ = param.val();
+impl Materialize {
+    fn id(&mut self) -> ParamId {
+        self.next += 1;
+        ParamId::from(self.next - 1)
+    }
+}
+
+impl<B: Backend> ModuleMapper<B> for Materialize {
+    fn map_float<const D: usize>(&mut self, param: Param<Tensor<B, D>>) -> Param<Tensor<B, D>> {
+        let (_, value, mapper) = param.consume();
+        Param::from_mapped_value(self.id(), value, mapper)
+    }
+
+    fn map_int<const D: usize>(
+        &mut self,
+        param: Param<Tensor<B, D, Int>>,
+    ) -> Param<Tensor<B, D, Int>> {
+        let (_, value, mapper) = param.consume();
+        Param::from_mapped_value(self.id(), value, mapper)
+    }
+
+    fn map_bool<const D: usize>(
+        &mut self,
+        param: Param<Tensor<B, D, Bool>>,
+    ) -> Param<Tensor<B, D, Bool>> {
+        let (_, value, mapper) = param.consume();
+        Param::from_mapped_value(self.id(), value, mapper)
     }
 }
 

@@ -67,8 +67,7 @@ impl VelocityMlpConfig {
             dim: self.dim,
             cond_dim: self.cond_dim,
         };
-        calmflow_model::materialize(&model);
-        Ok(model)
+        Ok(calmflow_model::materialize(model))
     }
 }
 

@@ -393,9 +393,9 @@ where
         self.check_resumed_settings(checkpoint)?;
         let model = self.take_model();
         let model = calmflow_model::load_module(model, &checkpoint.model_path(), &self.device)?;
-        let record =
+        let record: calmflow_model::SortedParamRecord<_> =
             calmflow_model::load_record::<B, _>(&checkpoint.optimizer_path(), &self.device)?;
-        self.optim = self.optim.load_record(record);
+        self.optim = self.optim.load_record(record.0);
         self.model = Some(model);
         self.step = checkpoint.state.step;
         self.elapsed = checkpoint.state.elapsed_seconds;
@@ -590,7 +590,7 @@ where
         write_checkpoint(root, &state, &config, self.config.keep_checkpoints, |dir| {
             calmflow_model::save_module(self.model(), &dir.join("model.mpk"))?;
             calmflow_model::save_record::<B, _>(
-                self.optim.to_record(),
+                calmflow_model::SortedParamRecord(self.optim.to_record()),
                 &dir.join("optimizer.mpk"),
             )?;
             Ok(())
