@@ -19,7 +19,7 @@
 //!   builds (to carry the folder to a GPU machine); otherwise it runs the script when
 //!   `nvidia-smi` finds a GPU.
 //! - `cargo xtask bench --suite quality [--quick] [--fresh]`: the quality suite
-//!   (`benches/quality.rs`): CaLMFlow against I-CFM and OT-CFM over seeds, and CaLMFlow
+//!   (`benches/quality/`): CaLMFlow against I-CFM and OT-CFM over seeds, and CaLMFlow
 //!   ablations, written to `docs/quality.{md,json}` (`docs/quality-quick.{md,json}` with
 //!   `--quick`) and folded into `docs/benchmarks.md`. A stopped run resumes at its first
 //!   unfinished table; `--fresh` starts over.

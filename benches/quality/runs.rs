@@ -1,0 +1,492 @@
+//! Budgets, CaLMFlow's knobs, and how a run assembles, trains and scores CaLMFlow and the
+//! CFM baselines.
+
+use std::time::Instant;
+
+use burn::backend::{Autodiff, NdArray};
+use burn::module::{AutodiffModule, Module};
+use burn::tensor::backend::Backend;
+use calmflow::metrics::{MetricsReport, evaluate};
+use calmflow::model::{CalmFlowConfig, HeadKind, Predict};
+use calmflow::train::{
+    CalmFlowSettings, CfmVariant, ConditionTable, ConditionalPath, Coupling, FlowData,
+    GenerationOptions, MixtureInit, NoiseSchedule, OdeSolver, PointSource, Silent, TrainConfig,
+    Trainer, VelocityMlpConfig, cfm_sample, generate,
+};
+use ndarray::Array2;
+use serde::Serialize;
+
+use crate::tasks::{EVAL_POINTS, Task, eval_options};
+
+type B = Autodiff<NdArray<f32>>;
+
+/// The head the program defaults to, and its settings (chosen by the heads table).
+const DEFAULT_HEAD: HeadKind = calmflow::model::RECOMMENDED_HEAD;
+const DEFAULT_PREDICT: Predict = Predict::Endpoint;
+const DEFAULT_SIGMA: f64 = 0.3;
+
+/// `head, predict, σ, N` (and the mixture's annealing and start) in a table row.
+pub fn describe(k: &CalmKnobs) -> String {
+    let mut mixture = String::new();
+    if k.head == HeadKind::Mixture && k.anneal != 1.0 {
+        mixture.push_str(" / annealed");
+    }
+    if k.head == HeadKind::Mixture && k.mixture_init == MixtureInit::Kmeans {
+        mixture.push_str(" / k-means");
+    }
+    if k.context_noise > 0.0 {
+        mixture.push_str(&format!(" / context noise {}", k.context_noise));
+    }
+    if k.sigma > 0.0 {
+        format!(
+            "{} / {} / σ {} / N {}{mixture}",
+            k.head, k.predict, k.sigma, k.n_times
+        )
+    } else {
+        format!("{} / {} / N {}{mixture}", k.head, k.predict, k.n_times)
+    }
+}
+
+/// How much of everything a run does.
+#[derive(Debug, Clone, Serialize)]
+pub struct Budget {
+    pub steps: usize,
+    pub batch: usize,
+    pub hidden: usize,
+    pub layers: usize,
+    pub n_times: usize,
+    pub cfm_width: usize,
+    pub n_eval: usize,
+    /// Evaluation points of the ablations (each is a comparison within CaLMFlow).
+    pub n_eval_ablation: usize,
+    pub seeds: Vec<u64>,
+}
+
+impl Budget {
+    /// The suite's budget. The full suite differs from the quick one in steps, tasks
+    /// (D = 50, 100, 1000), the ablation grids (P = 8, N = 32, 2-Gaussian pairs at D = 10)
+    /// and 2000 ablation points; the models are the same size.
+    pub fn suite(quick: bool) -> Self {
+        Budget {
+            steps: if quick { 300 } else { 800 },
+            batch: 64,
+            hidden: 32,
+            layers: 2,
+            n_times: 8,
+            cfm_width: 64,
+            n_eval: EVAL_POINTS,
+            n_eval_ablation: if quick { 1000 } else { EVAL_POINTS },
+            seeds: vec![0, 1, 2],
+        }
+    }
+}
+
+/// CaLMFlow's knobs that the ablations turn.
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct CalmKnobs {
+    pub n_traj: usize,
+    pub n_space: usize,
+    pub n_times: usize,
+    pub variational: bool,
+    /// The distribution head and what it predicts.
+    pub head: HeadKind,
+    pub predict: Predict,
+    /// Brownian-bridge path noise `σ` (0: straight paths).
+    pub sigma: f64,
+    /// KL weight `β` (variational and cvae heads).
+    pub beta: f64,
+    pub temperature: f64,
+    /// Inner width of the head's MLPs (0: the model's automatic width).
+    pub decoder_width: usize,
+    /// Components of the mixture head.
+    pub components: usize,
+    /// Starting temperature of the mixture's annealing (0: `D`, 1: off;
+    /// `CalmFlowSettings::anneal_temperature`).
+    pub anneal: f64,
+    /// Fraction of the steps over which the annealing reaches 1.
+    pub anneal_fraction: f64,
+    /// How the mixture's components start (`CalmFlowSettings::mixture_init`).
+    pub mixture_init: MixtureInit,
+    /// Peak learning rate of CaLMFlow's optimiser.
+    pub learning_rate: f64,
+    /// How CaLMFlow's training pairs are coupled.
+    pub coupling: Coupling,
+    /// Noise on the context's states (`CalmFlowConfig::context_noise`).
+    pub context_noise: f64,
+    /// Noise draws per slot in the flow head's loss (`CalmFlowConfig::flow_draws`).
+    pub flow_draws: usize,
+    /// Context of the backbone: `None` (no prompt, full history), or a one-token anchor
+    /// prompt with the full history (`Some(false)`) or the Markov window (`Some(true)`).
+    /// Rotary positions are relative, so a token that sees only its own time point learns
+    /// the time from its offset to the anchor: the control is an ODE step, not a
+    /// time-blind map.
+    pub anchored: Option<bool>,
+}
+impl CalmKnobs {
+    /// The paper's CaLMFlow (the variational head over states) on `budget`'s grid: the
+    /// knobs of the comparison tables and of most ablations.
+    pub fn paper(budget: &Budget) -> Self {
+        CalmKnobs {
+            n_traj: 1,
+            n_space: 1,
+            n_times: budget.n_times,
+            variational: true,
+            head: HeadKind::Variational,
+            predict: Predict::State,
+            sigma: 0.0,
+            beta: 0.01,
+            temperature: 1.0,
+            decoder_width: 0,
+            components: 8,
+            anneal: CalmFlowSettings::default().anneal_temperature,
+            anneal_fraction: CalmFlowSettings::default().anneal_fraction,
+            mixture_init: CalmFlowSettings::default().mixture_init,
+            learning_rate: TrainConfig::default().learning_rate,
+            coupling: Coupling::ExactOt,
+            context_noise: 0.0,
+            flow_draws: CalmFlowConfig::new(1).flow_draws,
+            anchored: None,
+        }
+    }
+
+    /// The repaired model (the program's defaults; see `docs/quality.md`, "heads"), the
+    /// rest as `self`.
+    pub fn repaired(self) -> Self {
+        CalmKnobs {
+            head: DEFAULT_HEAD,
+            predict: DEFAULT_PREDICT,
+            sigma: DEFAULT_SIGMA,
+            n_times: calmflow::model::RECOMMENDED_N_TIMES,
+            anneal: calmflow::train::RECOMMENDED_ANNEAL_TEMPERATURE,
+            mixture_init: calmflow::train::RECOMMENDED_MIXTURE_INIT,
+            ..self
+        }
+    }
+}
+
+/// The one-condition table whose prompt is the anchor token 0.
+fn anchor_table() -> ConditionTable {
+    ConditionTable::new(
+        vec!["anchor".into()],
+        vec![vec!["all".into()]],
+        vec![vec![0]],
+        0,
+    )
+    .expect("valid table")
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct RunResult {
+    pub method: String,
+    pub seed: u64,
+    pub report: MetricsReport,
+    pub train_seconds: f64,
+    /// Training steps (equal for every method, except the equal-wall-clock CFM rows).
+    pub steps: usize,
+    pub parameters: usize,
+    /// dopri5 function evaluations (CFM) or decoding steps times head evaluations per
+    /// step (CaLMFlow).
+    pub nfe: usize,
+}
+
+fn train_config(budget: &Budget, coupling: Coupling, seed: u64) -> TrainConfig {
+    TrainConfig {
+        steps: budget.steps,
+        batch_size: budget.batch,
+        warmup_steps: budget.steps / 20,
+        coupling,
+        seed,
+        validate_every: 0,
+        checkpoint_every: 0,
+        log_every: budget.steps,
+        ..TrainConfig::default()
+    }
+}
+
+fn flow_data(task: &Task, seed: u64) -> FlowData {
+    FlowData::new(
+        PointSource::Sampler((task.source)()),
+        task.target_source(),
+        0.1,
+        256,
+        seed,
+    )
+    .expect("valid data")
+}
+
+/// Trains CaLMFlow on `task`; returns the model, training seconds and parameter count.
+pub fn train_calmflow(
+    task: &Task,
+    budget: &Budget,
+    knobs: CalmKnobs,
+    seed: u64,
+) -> (calmflow::model::CalmFlowModel<NdArray<f32>>, f64, usize) {
+    let device = Default::default();
+    B::seed(&device, seed);
+    let config = CalmFlowConfig::new(task.dim)
+        .with_n_space(knobs.n_space)
+        .with_hidden(budget.hidden)
+        .with_layers(budget.layers)
+        .with_heads(4)
+        .with_dropout(0.0)
+        .with_variational(knobs.variational)
+        .with_head(knobs.head)
+        .with_predict(knobs.predict)
+        .with_decoder_width(knobs.decoder_width)
+        .with_mixture_components(knobs.components)
+        .with_bridge_sigma(if knobs.predict.steps_to_endpoint() {
+            knobs.sigma
+        } else {
+            0.0
+        })
+        .with_context_noise(knobs.context_noise)
+        .with_flow_draws(knobs.flow_draws)
+        .with_vocab_size(usize::from(knobs.anchored.is_some()))
+        .with_markov_slots(if knobs.anchored == Some(true) {
+            knobs.n_traj
+        } else {
+            0
+        });
+    let model = config.init::<B>(&device).expect("valid config");
+    let data = match knobs.anchored {
+        None => flow_data(task, seed),
+        Some(_) => {
+            // Conditional data needs a target point set: a large fixed sample.
+            let target = task.target_points(20_000, seed ^ 0xA5C4);
+            let n = target.nrows();
+            FlowData::conditional(
+                PointSource::Sampler((task.source)()),
+                target,
+                vec![0; n],
+                anchor_table(),
+                0.1,
+                seed,
+            )
+            .expect("valid data")
+        }
+    };
+    let parameters = model.num_params();
+    let settings = CalmFlowSettings {
+        n_times: knobs.n_times,
+        n_traj: knobs.n_traj,
+        beta: knobs.beta,
+        path: if knobs.sigma > 0.0 {
+            ConditionalPath {
+                noise: NoiseSchedule::Bridge,
+                sigma: knobs.sigma,
+                ..ConditionalPath::straight()
+            }
+        } else {
+            ConditionalPath::straight()
+        },
+        anneal_temperature: knobs.anneal,
+        anneal_fraction: knobs.anneal_fraction,
+        mixture_init: knobs.mixture_init,
+    };
+    let started = Instant::now();
+    let json = serde_json::to_value(&config).unwrap_or_default();
+    let mut trainer = Trainer::new(
+        model,
+        json,
+        settings,
+        TrainConfig {
+            learning_rate: knobs.learning_rate,
+            ..train_config(budget, knobs.coupling, seed)
+        },
+        data,
+        device,
+    )
+    .expect("valid trainer");
+    trainer.run(&mut Silent).expect("training");
+    let seconds = started.elapsed().as_secs_f64();
+    (trainer.into_model().valid(), seconds, parameters)
+}
+
+/// CaLMFlow's roll-out settings for `knobs`: its grid, trajectories and temperature.
+pub fn generation_options(knobs: CalmKnobs, seed: u64) -> GenerationOptions {
+    GenerationOptions {
+        n_times: knobs.n_times,
+        n_traj: knobs.n_traj,
+        temperature: knobs.temperature,
+        seed,
+        ..GenerationOptions::default()
+    }
+}
+
+/// Samples `x0` through a trained CaLMFlow at `knobs`' temperature and scores them
+/// against `target`.
+pub fn score_calmflow(
+    model: &calmflow::model::CalmFlowModel<NdArray<f32>>,
+    knobs: CalmKnobs,
+    seed: u64,
+    x0: &Array2<f32>,
+    target: &Array2<f32>,
+) -> (MetricsReport, Array2<f32>) {
+    let options = generation_options(knobs, seed);
+    let device = Default::default();
+    let prompt = knobs.anchored.map(|_| {
+        anchor_table()
+            .embed(model, &[0], &device)
+            .expect("anchor prompt")
+    });
+    let samples = generate(model, x0, &options, prompt.as_ref(), false, &device)
+        .expect("generation")
+        .samples;
+    let report = evaluate(
+        samples.view(),
+        target.view(),
+        &eval_options(x0.ncols(), x0.nrows()),
+    )
+    .expect("metrics");
+    (report, samples)
+}
+
+/// Trains CaLMFlow and scores `x0` pushed through it against `target`.
+pub fn run_calmflow(
+    task: &Task,
+    budget: &Budget,
+    knobs: CalmKnobs,
+    seed: u64,
+    x0: &Array2<f32>,
+    target: &Array2<f32>,
+) -> (RunResult, Array2<f32>) {
+    let (model, train_seconds, parameters) = train_calmflow(task, budget, knobs, seed);
+    let (report, samples) = score_calmflow(&model, knobs, seed, x0, target);
+    let row = calmflow_row(budget, knobs, seed, report, train_seconds, parameters);
+    (row, samples)
+}
+
+/// A CaLMFlow table row.
+pub fn calmflow_row(
+    budget: &Budget,
+    knobs: CalmKnobs,
+    seed: u64,
+    report: MetricsReport,
+    train_seconds: f64,
+    parameters: usize,
+) -> RunResult {
+    RunResult {
+        method: "CaLMFlow".into(),
+        seed,
+        report,
+        train_seconds,
+        steps: budget.steps,
+        parameters,
+        nfe: (knobs.n_times - 1)
+            * CalmFlowConfig::new(1)
+                .with_head(knobs.head)
+                .head_evaluations(),
+    }
+}
+
+/// Trains and scores a CFM baseline for `steps` steps (`None`: the budget's, the
+/// equal-steps comparison; `Some`: an equal-wall-clock row, labelled so).
+pub fn run_cfm(
+    task: &Task,
+    budget: &Budget,
+    variant: CfmVariant,
+    seed: u64,
+    x0: &Array2<f32>,
+    target: &Array2<f32>,
+    steps: Option<usize>,
+) -> (RunResult, Array2<f32>) {
+    let device = Default::default();
+    B::seed(&device, seed);
+    let net = VelocityMlpConfig::new(task.dim).with_width(budget.cfm_width);
+    let model = net.init::<B>(&device).expect("valid config");
+    let parameters = model.num_params();
+    let (settings, coupling) = variant.setup(0.01);
+    let started = Instant::now();
+    let json = serde_json::to_value(&net).unwrap_or_default();
+    let mut trainer = Trainer::new(
+        model,
+        json,
+        settings,
+        TrainConfig {
+            steps: steps.unwrap_or(budget.steps),
+            warmup_steps: steps.unwrap_or(budget.steps) / 20,
+            log_every: steps.unwrap_or(budget.steps),
+            ..train_config(budget, coupling, seed)
+        },
+        flow_data(task, seed),
+        device,
+    )
+    .expect("valid trainer");
+    let diverged = trainer.run(&mut Silent).err();
+    let train_seconds = started.elapsed().as_secs_f64();
+    let method = match variant {
+        CfmVariant::ICfm => "I-CFM",
+        CfmVariant::OtCfm => "OT-CFM",
+        CfmVariant::SbCfm => "SB-CFM",
+    };
+    let method = match steps {
+        None => method.to_string(),
+        Some(_) => format!("{method} (equal time)"),
+    };
+    if let Some(e) = diverged {
+        // A run whose loss stopped being finite has no samples to score: its row says so
+        // (`task_table` counts it) instead of ending the suite.
+        eprintln!(
+            "quality: {method} on {} seed {seed} failed: {e}; left out of its row",
+            task.name
+        );
+        return (
+            RunResult {
+                method,
+                seed,
+                report: failed_report(task.dim, target.nrows()),
+                train_seconds,
+                steps: steps.unwrap_or(budget.steps),
+                parameters,
+                nfe: 0,
+            },
+            Array2::zeros((0, task.dim)),
+        );
+    }
+    let model = trainer.into_model().valid();
+    let out =
+        cfm_sample(&model, x0, None, &OdeSolver::default(), false, &device).expect("sampling");
+    let report = evaluate(
+        out.samples.view(),
+        target.view(),
+        &eval_options(task.dim, target.nrows()),
+    )
+    .expect("metrics");
+    (
+        RunResult {
+            method,
+            seed,
+            report,
+            train_seconds,
+            steps: steps.unwrap_or(budget.steps),
+            parameters,
+            nfe: out.stats.nfe,
+        },
+        out.samples,
+    )
+}
+
+/// The report of a run that produced no samples (its training diverged): every metric
+/// NaN or absent, so that the tables leave it out of their means.
+fn failed_report(dim: usize, n_target: usize) -> MetricsReport {
+    MetricsReport {
+        n_samples: 0,
+        n_target,
+        dim,
+        w2: None,
+        w1: None,
+        sinkhorn_divergence: None,
+        sinkhorn_reg: f64::NAN,
+        normalized_sinkhorn: None,
+        mmd2_multiscale: f64::NAN,
+        mmd2_median: f64::NAN,
+        mmd_median_bandwidth: f64::NAN,
+        mmd2_gamma: f64::NAN,
+        gamma: f64::NAN,
+        energy: f64::NAN,
+        frechet: None,
+        r2_means: None,
+        dispersion: None,
+        knn: None,
+    }
+}
