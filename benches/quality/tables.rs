@@ -309,7 +309,7 @@ pub fn heads_table(
 }
 
 /// The targets table of one task: the default head against OT-CFM at equal steps, scored
-/// on `budget.n_eval` points ([`TARGET_EVAL_POINTS`] in the full suite), the comparison
+/// on `budget.n_eval` points ([`TARGET_EVAL_POINTS`](crate::tasks::TARGET_EVAL_POINTS) in the full suite), the comparison
 /// that the distribution-heads work set its targets in.
 pub fn targets_table(task: &Task, budget: &Budget, best: CalmKnobs) -> TaskResult {
     let mut runs = Vec::new();
