@@ -491,7 +491,15 @@ fn malformed_files_are_errors_naming_the_element() {
     assert!(error_of(&d.join("text.h5ad")).contains("not a readable HDF5 file"));
     let real = std::fs::read(bundled_pbmc68k_reduced()).unwrap();
     std::fs::write(d.join("cut.h5ad"), &real[..real.len() / 3]).unwrap();
-    assert!(read_h5ad(d.join("cut.h5ad")).is_err());
+    let msg = error_of(&d.join("cut.h5ad"));
+    assert!(
+        msg.contains(&format!(
+            "the file is truncated: it has {} bytes of the {} its header declares",
+            real.len() / 3,
+            real.len()
+        )),
+        "{msg}"
+    );
     assert!(matches!(
         read_h5ad(d.join("absent.h5ad")),
         Err(DataError::Io { .. })

@@ -70,12 +70,36 @@ pub fn read_h5ad_with(path: impl AsRef<Path>, options: &ReadOptions) -> Result<A
     }
     let file = Hdf5File::open_with_options(path, open_options())
         .map_err(|e| h5_error(Some(path), "/", format!("not a readable HDF5 file: {e}")))?;
-    Reader {
+    let read = Reader {
         file: &file,
         path,
         options,
     }
-    .read()
+    .read();
+    // A cut file fails wherever the reader first looks past its end, with a message about
+    // an offset; the superblock's end-of-file address says what the fault is.
+    let superblock = file.superblock();
+    let declared = superblock
+        .base_address
+        .saturating_add(superblock.eof_address);
+    match (read, std::fs::metadata(path).map(|m| m.len())) {
+        (
+            Err(DataError::H5ad {
+                path,
+                element,
+                message,
+            }),
+            Ok(len),
+        ) if len < declared => Err(DataError::H5ad {
+            path,
+            element,
+            message: format!(
+                "the file is truncated: it has {len} bytes of the {declared} its header \
+                 declares ({message})"
+            ),
+        }),
+        (read, _) => read,
+    }
 }
 
 /// The HDF5 reader's built-in filters plus LZF (h5py's filter 32000), whose client data
