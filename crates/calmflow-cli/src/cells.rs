@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 use calmflow::data::h5ad::{
     AnnData, Column, DataFrame, Expression, ReadOptions, read_h5ad_with, write_h5ad,
 };
-use calmflow::data::{Conditions, Pca, StandardNormal, Standardizer};
+use calmflow::data::{Conditions, DataError, Pca, StandardNormal, Standardizer};
 use calmflow::model::neox::NeoxDir;
 use calmflow::tokenize::{
     HfTokenizer, PromptTemplate, PromptTokenizer, TokenizerSpec, WordTokenizer, left_pad,
@@ -131,6 +131,27 @@ impl CellStudy {
             &ReadOptions::conditions(&spec.columns, spec.layer.clone()),
         )?;
         let x = adata.x.to_dense();
+        // Checked here, where the file's own rows and names are known: later stages see
+        // the training cells only, renumbered.
+        if let Some(((row, col), v)) = x.indexed_iter().find(|(_, v)| !v.is_finite()) {
+            let name = |names: &[String], i: usize| {
+                names.get(i).map_or(String::new(), |n| format!(" ({n:?})"))
+            };
+            return Err(DataError::H5ad {
+                path: spec.h5ad.clone(),
+                element: spec
+                    .layer
+                    .as_ref()
+                    .map_or("/X".to_string(), |l| format!("/layers/{l}")),
+                message: format!(
+                    "non-finite value {v} at row {row}{} (cell), column {col}{} (gene), \
+                     counted from 0 as the file stores them",
+                    name(&adata.obs.index, row),
+                    name(&adata.var.index, col)
+                ),
+            }
+            .into());
+        }
         let columns = spec
             .columns
             .iter()

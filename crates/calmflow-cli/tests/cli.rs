@@ -1112,3 +1112,33 @@ fn two_processes_with_one_seed_write_the_same_checkpoint_bytes() {
         assert_eq!(la, lb, "{head}: the logs differ beyond their timing");
     }
 }
+
+/// A NaN in the expression is reported with the file, the element and the row and column
+/// as the file stores them (with the cell's and gene's names), not at a row of the
+/// training cells after the held-out ones were taken out.
+#[test]
+fn a_non_finite_expression_value_is_reported_at_the_files_row() {
+    use calmflow::data::h5ad::{Expression, bundled_pbmc68k_reduced, read_h5ad, write_h5ad};
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let mut adata = read_h5ad(bundled_pbmc68k_reduced()).unwrap();
+    let mut x = adata.x.to_dense();
+    x[[292, 5]] = f32::NAN;
+    let (cell, gene) = (adata.obs.index[292].clone(), adata.var.index[5].clone());
+    adata.x = Expression::Dense(x);
+    write_h5ad(d.join("nan.h5ad"), &adata).unwrap();
+    write(
+        d,
+        "run.toml",
+        "[data]\nh5ad = \"nan.h5ad\"\nhold_out = [\"CD19+ B/S\"]\n[train]\nsteps = 1\n",
+    );
+    let o = calmflow(&["train", "--config", "run.toml", "--out", "r"], d);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    let err = stderr(&o);
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    assert!(
+        err.contains("nan.h5ad: /X: non-finite value NaN at row 292")
+            && err.contains(&format!("({cell:?}) (cell), column 5 ({gene:?}) (gene)")),
+        "{err}"
+    );
+}
