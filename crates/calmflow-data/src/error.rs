@@ -101,7 +101,7 @@ pub enum DataError {
     /// A dataframe column that does not exist.
     #[error("`{frame}` has no column `{column}`; columns: {present}")]
     UnknownColumn {
-        /// The dataframe (`obs`, `var`, or a file name).
+        /// The dataframe (`obs`, `var`), after the file it was read from when there is one.
         frame: String,
         /// The column asked for.
         column: String,

@@ -86,10 +86,15 @@ fn pbmc68k_reduced_matches_its_npy_and_csv_exports_exactly() {
             "n_counts"
         ]
     );
-    assert!(matches!(
-        adata.obs.column("batch"),
-        Err(DataError::UnknownColumn { .. })
-    ));
+    let e = adata.obs.column("batch").unwrap_err();
+    assert!(matches!(e, DataError::UnknownColumn { .. }));
+    assert!(
+        e.to_string().starts_with(&format!(
+            "`{}: obs` has no column `batch`",
+            adata.obs.file.display()
+        )),
+        "{e}"
+    );
     assert!(
         adata.obs.labels("n_counts").is_err(),
         "floats are not labels"
@@ -647,7 +652,10 @@ fn only_the_columns_asked_for_are_read() {
     let options = ReadOptions::conditions(&["cell_type".to_string()], None);
     let e = read_h5ad_with(&path, &options).unwrap_err().to_string();
     assert!(
-        e.contains("`obs` has no column `cell_type`; columns: ok, note, weird, short, bad_codes"),
+        e.contains(&format!(
+            "`{}: obs` has no column `cell_type`; columns: ok, note, weird, short, bad_codes",
+            path.display()
+        )),
         "{e}"
     );
 }

@@ -401,7 +401,7 @@ impl Reader<'_> {
             Some(wanted) => {
                 if let Some(missing) = wanted.iter().find(|w| !order.contains(w)) {
                     return Err(DataError::UnknownColumn {
-                        frame: name.to_string(),
+                        frame: format!("{}: {name}", self.path.display()),
                         column: missing.clone(),
                         present: order.join(", "),
                     });

@@ -203,7 +203,11 @@ impl DataFrame {
                 element, message, ..
             }) => Err(h5_error(Some(&self.file), element, message.clone())),
             found => found.ok_or_else(|| DataError::UnknownColumn {
-                frame: self.name.clone(),
+                frame: if self.file.as_os_str().is_empty() {
+                    self.name.clone()
+                } else {
+                    format!("{}: {}", self.file.display(), self.name)
+                },
                 column: name.to_string(),
                 present: self
                     .columns
