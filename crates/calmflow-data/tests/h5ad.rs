@@ -742,3 +742,25 @@ fn written_anndata_reads_back_exactly() {
         "{e}"
     );
 }
+
+/// A root group without obs and var (anndata writes both into every file) is called
+/// damaged or foreign, not a file that lacks X.
+#[test]
+fn a_root_without_obs_and_var_is_called_damaged_or_not_anndata() {
+    let dir = tempfile::tempdir().unwrap();
+    let b = Hdf5Builder::new()
+        .dataset(DatasetBuilder::typed_data("values", [2], &[1.0f64, 2.0]).unwrap());
+    let err = error_of(&write(dir.path(), "plain.h5", b));
+    assert!(
+        err.contains(
+            "the root group holds neither obs nor var, which anndata writes into every file \
+             (it lists values): its root group is damaged, or it is not an AnnData file"
+        ),
+        "{err}"
+    );
+    let err = error_of(&write(dir.path(), "empty.h5", Hdf5Builder::new()));
+    assert!(err.contains("(it lists nothing)"), "{err}");
+    // With obs and var present, a missing X is reported as such.
+    let err = error_of(&write(dir.path(), "no_x.h5ad", small(None)));
+    assert!(err.contains("the file has no expression matrix X"), "{err}");
+}

@@ -147,13 +147,31 @@ impl Reader<'_> {
     }
 
     fn read(&self) -> Result<AnnData> {
-        let root = self
-            .file
-            .root_group()
-            .map_err(|e| self.err("/", e.to_string()))?;
-        let (groups, datasets) = root
-            .member_names()
-            .map_err(|e| self.err("/", e.to_string()))?;
+        let damaged =
+            |e: hdf5_reader::error::Error| self.err("/", format!("the root group is damaged: {e}"));
+        let root = self.file.root_group().map_err(damaged)?;
+        let (groups, datasets) = root.member_names().map_err(damaged)?;
+        // anndata writes obs and var into every file: a root without them was not written
+        // by it, or its list of members is damaged.
+        if !["obs", "var"]
+            .iter()
+            .any(|name| groups.iter().any(|g| g == name))
+        {
+            let members: Vec<&str> = groups.iter().chain(&datasets).map(String::as_str).collect();
+            return Err(self.err(
+                "/",
+                format!(
+                    "the root group holds neither obs nor var, which anndata writes into \
+                     every file (it lists {}): its root group is damaged, or it is not an \
+                     AnnData file",
+                    if members.is_empty() {
+                        "nothing".to_string()
+                    } else {
+                        members.join(", ")
+                    }
+                ),
+            ));
+        }
         let x = if let Some(layer) = &self.options.layer {
             self.layer(layer)?
         } else if datasets.iter().any(|d| d == "X") {
