@@ -103,6 +103,14 @@ pub struct ProbeArgs {
     /// Noise draws per slot in the flow head's loss.
     #[arg(long, value_name = "N", requires = "probe", allow_negative_numbers = true, value_parser = count)]
     flow_draws: Option<usize>,
+    /// Share of each batch trained on the model's own roll-out (0–1).
+    #[arg(
+        long,
+        value_name = "R",
+        requires = "probe",
+        allow_negative_numbers = true
+    )]
+    rollout_fraction: Option<f64>,
     /// How the mixture's components start.
     #[arg(
         long,
@@ -211,6 +219,7 @@ pub fn probe(
     knobs.anneal_fraction = args.anneal_fraction.unwrap_or(knobs.anneal_fraction);
     knobs.context_noise = args.context_noise.unwrap_or(knobs.context_noise);
     knobs.flow_draws = args.flow_draws.unwrap_or(knobs.flow_draws);
+    knobs.rollout_fraction = args.rollout_fraction.unwrap_or(knobs.rollout_fraction);
     if let Some(init) = args.mixture_init {
         knobs.mixture_init = init;
     }

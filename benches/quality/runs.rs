@@ -37,6 +37,9 @@ pub fn describe(k: &CalmKnobs) -> String {
     if k.context_noise > 0.0 {
         mixture.push_str(&format!(" / context noise {}", k.context_noise));
     }
+    if k.rollout_fraction > 0.0 {
+        mixture.push_str(&format!(" / roll-out {}", k.rollout_fraction));
+    }
     if k.sigma > 0.0 {
         format!(
             "{} / {} / σ {} / N {}{mixture}",
@@ -115,6 +118,9 @@ pub struct CalmKnobs {
     pub context_noise: f64,
     /// Noise draws per slot in the flow head's loss (`CalmFlowConfig::flow_draws`).
     pub flow_draws: usize,
+    /// Share of each batch on the model's own roll-out
+    /// (`CalmFlowSettings::rollout_fraction`).
+    pub rollout_fraction: f64,
     /// Context of the backbone: `None` (no prompt, full history), or a one-token anchor
     /// prompt with the full history (`Some(false)`) or the Markov window (`Some(true)`).
     /// Rotary positions are relative, so a token that sees only its own time point learns
@@ -145,6 +151,7 @@ impl CalmKnobs {
             coupling: Coupling::ExactOt,
             context_noise: 0.0,
             flow_draws: CalmFlowConfig::new(1).flow_draws,
+            rollout_fraction: 0.0,
             anchored: None,
         }
     }
@@ -282,6 +289,7 @@ pub fn train_calmflow(
         anneal_temperature: knobs.anneal,
         anneal_fraction: knobs.anneal_fraction,
         mixture_init: knobs.mixture_init,
+        rollout_fraction: knobs.rollout_fraction,
     };
     let started = Instant::now();
     let json = serde_json::to_value(&config).unwrap_or_default();

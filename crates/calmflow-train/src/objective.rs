@@ -295,6 +295,15 @@ pub struct CalmFlowSettings {
     /// default) or at k-means centres of the head's first-slot targets (`kmeans`,
     /// [`RECOMMENDED_MIXTURE_INIT`]). Other heads ignore it.
     pub mixture_init: MixtureInit,
+    /// Share `ρ ∈ [0, 1]` of each training batch's examples whose context states are the
+    /// model's own roll-out from their source instead of the data path (no gradient
+    /// through the roll-out), still scored against the data endpoint their source is
+    /// coupled to. The later draws of a roll-out then learn from the states the model
+    /// itself visits (exposure bias, `docs/method.md` §7): since the target is the data
+    /// endpoint, a head that learns `p(x₁ | its own history)` exactly draws the data law at
+    /// the last step. Needs `predict = "endpoint"`; 0 (the default) trains on data paths
+    /// only. Validation batches stay on data paths.
+    pub rollout_fraction: f64,
 }
 
 impl Default for CalmFlowSettings {
@@ -307,6 +316,7 @@ impl Default for CalmFlowSettings {
             anneal_temperature: 1.0,
             anneal_fraction: 0.5,
             mixture_init: MixtureInit::Random,
+            rollout_fraction: 0.0,
         }
     }
 }
@@ -365,6 +375,45 @@ fn kmeans_components<B: Backend>(
     model
         .mixture_components()
         .filter(|_| settings.mixture_init == MixtureInit::Kmeans)
+}
+
+/// The first `⌊ρ·B + ½⌋` examples of packed data paths `slots` `(B, N·P, D)` with their
+/// context states (time points 1 … N − 2) replaced by the model's own roll-out from
+/// their sources, detached; the sources and the data endpoints are kept.
+fn rolled_out_context<B: Backend>(
+    model: &CalmFlowModel<B>,
+    slots: Tensor<B, 3>,
+    prompt: Option<&calmflow_model::Prompt<B>>,
+    layout: &SpaceTimeLayout,
+    fraction: f64,
+) -> Result<Tensor<B, 3>> {
+    let [b, s, d] = slots.dims();
+    let (n, p) = (layout.n_times, layout.n_traj);
+    let rolled = ((fraction * b as f64).round() as usize).min(b);
+    if rolled == 0 || n < 3 {
+        return Ok(slots);
+    }
+    let sources = slots.clone().narrow(0, 0, rolled).narrow(1, 0, p);
+    let prompt = prompt.map(|q| calmflow_model::Prompt {
+        embeddings: q.embeddings.clone().narrow(0, 0, rolled),
+        padding: q.padding.clone().map(|m| m.narrow(0, 0, rolled)),
+    });
+    let states = model
+        .rollout(sources, n, 1.0, true, prompt.as_ref())?
+        .reshape([rolled, s, d])
+        .detach();
+    let own = Tensor::cat(
+        vec![
+            states.narrow(1, 0, s - p),
+            slots.clone().narrow(0, 0, rolled).narrow(1, s - p, p),
+        ],
+        1,
+    );
+    Ok(if rolled == b {
+        own
+    } else {
+        Tensor::cat(vec![own, slots.narrow(0, rolled, b - rolled)], 0)
+    })
 }
 
 /// Host trajectories `(n, N, D)` of pairs along `path` on the model grid, as one
@@ -444,6 +493,19 @@ impl<B: Backend> FlowObjective<B> for CalmFlowModel<B> {
         let f = settings.anneal_fraction;
         if !(f > 0.0 && f <= 1.0) {
             return Err(invalid(format!("anneal_fraction = {f} must lie in (0, 1]")));
+        }
+        let rho = settings.rollout_fraction;
+        if !(0.0..=1.0).contains(&rho) {
+            return Err(invalid(format!(
+                "rollout_fraction = {rho} must lie in [0, 1]"
+            )));
+        }
+        if rho > 0.0 && self.predict() != calmflow_model::Predict::Endpoint {
+            return Err(invalid(format!(
+                "rollout_fraction = {rho} trains on the model's own states against the data \
+                 endpoint, which needs predict = \"endpoint\" (the model has predict = \"{}\")",
+                self.predict()
+            )));
         }
         Ok(())
     }
@@ -540,6 +602,16 @@ impl<B: Backend> FlowObjective<B> for CalmFlowModel<B> {
         let prompt = match batch_conditions(batch, table)? {
             None => None,
             Some(c) => Some(c.table.embed(self, c.conditions, device)?),
+        };
+        let slots = match batch.progress() {
+            Some(_) if settings.rollout_fraction > 0.0 => rolled_out_context(
+                self,
+                slots,
+                prompt.as_ref(),
+                &layout,
+                settings.rollout_fraction,
+            )?,
+            _ => slots,
         };
         let temperature = batch
             .progress()

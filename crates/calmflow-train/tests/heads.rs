@@ -601,3 +601,119 @@ fn flow_head_draws_correlated_coordinates_jointly() {
         assert!((s - 1.0).abs() < 0.1, "mixture spread {s}");
     }
 }
+
+/// `rollout_fraction`: a training batch's first `⌊ρ·B + ½⌋` examples are scored on the
+/// model's own roll-out from their sources, ending at their data endpoints; the rest, and
+/// validation batches, on the data paths. Recomputed here from `CalmFlowModel::rollout`
+/// and `annealed_head_loss` under the same backend seed.
+#[test]
+fn rollout_training_scores_the_models_own_states_against_the_data_endpoint() {
+    use burn::tensor::{Tensor, TensorData};
+    let _guard = RNG_LOCK.lock().unwrap_or_else(|e| e.into_inner());
+    let device = Default::default();
+    B::seed(&device, 5);
+    let (b, n, d) = (6usize, 4usize, 2usize);
+    let config = CalmFlowConfig::new(d)
+        .with_hidden(16)
+        .with_layers(1)
+        .with_heads(2)
+        .with_dropout(0.0)
+        .with_head(HeadKind::Flow)
+        .with_predict(Predict::Endpoint)
+        .with_decoder_width(16)
+        .with_flow_draws(1)
+        .with_flow_steps(2);
+    let model = config.init::<B>(&device).unwrap();
+    let mut rng = seeded_rng(9);
+    let normal = Normal::new(0.0f32, 1.0).unwrap();
+    let x0 = Array2::from_shape_fn((b, d), |_| normal.sample(&mut rng));
+    let x1 = Array2::from_shape_fn((b, d), |_| 3.0 + normal.sample(&mut rng));
+    let to_tensor = |a: &Array2<f32>, shape: [usize; 3]| {
+        Tensor::<B, 3>::from_data(TensorData::new(a.iter().copied().collect(), shape), &device)
+    };
+    let loss_of = |settings: &CalmFlowSettings, progress: Option<f64>| {
+        let batch = model
+            .draw(&x0, &x1, None, settings, &mut seeded_rng(1))
+            .unwrap();
+        let batch = match progress {
+            Some(p) => batch.at_progress(p),
+            None => batch,
+        };
+        B::seed(&device, 17);
+        let terms = model.batch_loss(&batch, None, settings, &device).unwrap();
+        terms.rec.into_scalar() as f64
+    };
+    // The same loss recomputed: roll out the first `rolled` sources, splice the data
+    // endpoints in, keep the data paths of the others.
+    let recomputed = |rolled: usize| {
+        let settings = CalmFlowSettings {
+            n_times: n,
+            ..CalmFlowSettings::default()
+        };
+        let layout = settings.layout(1).unwrap();
+        B::seed(&device, 17);
+        let straight = |t: f32| &x0 * (1.0 - t) + &x1 * t;
+        let data: Vec<_> = (0..n)
+            .map(|i| to_tensor(&straight(i as f32 / (n - 1) as f32), [b, 1, d]))
+            .collect();
+        let data = Tensor::cat(data, 1);
+        let own = model
+            .rollout(
+                to_tensor(&x0, [b, 1, d]).narrow(0, 0, rolled),
+                n,
+                1.0,
+                true,
+                None,
+            )
+            .unwrap()
+            .reshape([rolled, n, d])
+            .narrow(1, 0, n - 1);
+        let own = Tensor::cat(
+            vec![own, data.clone().narrow(0, 0, rolled).narrow(1, n - 1, 1)],
+            1,
+        );
+        let slots = if rolled == b {
+            own
+        } else {
+            Tensor::cat(vec![own, data.narrow(0, rolled, b - rolled)], 0)
+        };
+        let terms = model.annealed_head_loss(slots, None, &layout, 1.0).unwrap();
+        terms.rec.into_scalar() as f64
+    };
+    let with = |rho: f64| CalmFlowSettings {
+        n_times: n,
+        rollout_fraction: rho,
+        ..CalmFlowSettings::default()
+    };
+    let teacher_forced = loss_of(&with(0.0), Some(0.5));
+    for (rho, rolled) in [(1.0, 6), (0.5, 3), (0.25, 2)] {
+        let loss = loss_of(&with(rho), Some(0.5));
+        let expected = recomputed(rolled);
+        assert!(
+            (loss - expected).abs() <= 1e-5 * expected.abs(),
+            "ρ {rho}: {loss} against {expected}"
+        );
+        // The untrained model's roll-out wanders off the straight paths: a different loss.
+        assert!(
+            (loss - teacher_forced).abs() > 1e-3 * teacher_forced,
+            "ρ {rho}"
+        );
+    }
+    assert_eq!(loss_of(&with(1.0), None), loss_of(&with(0.0), None));
+    // Only the endpoint is a target the model's own states keep.
+    let state_model = config
+        .clone()
+        .with_predict(Predict::State)
+        .init::<B>(&device)
+        .unwrap();
+    let e = state_model
+        .check_settings(&with(0.5))
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("predict = \"endpoint\""), "{e}");
+    let e = model.check_settings(&with(1.5)).unwrap_err().to_string();
+    assert!(
+        e.contains("rollout_fraction = 1.5 must lie in [0, 1]"),
+        "{e}"
+    );
+}
