@@ -26,10 +26,11 @@ const LAYERS: &[(&str, u32)] = &[
 const THROUGH_THE_FACADE: &[(&str, &[&str])] = &[
     ("calmflow-cli", &["calmflow"]),
     ("calmflow-benches", &["calmflow", "calmflow-cli"]),
+    ("calmflow-fuzz", &["calmflow", "calmflow-cli"]),
 ];
 
 /// Packages outside the layers, with no rule beyond [`THROUGH_THE_FACADE`].
-const OUTSIDE: &[&str] = &["calmflow-benches", "xtask"];
+const OUTSIDE: &[&str] = &["calmflow-benches", "calmflow-fuzz", "xtask"];
 
 /// Each workspace package and the workspace packages it depends on (normal and build
 /// dependencies; a test may use what its crate's users use).

@@ -18,6 +18,10 @@
 //!   (`payload.tar.xz`, unpacked by the script). With `--prepare` it only
 //!   builds (to carry the folder to a GPU machine); otherwise it runs the script when
 //!   `nvidia-smi` finds a GPU.
+//! - `cargo xtask fuzz [--seconds S] [--target NAME]...`: mutation fuzzing of every
+//!   parser of user files (`fuzz/`), `S` seconds per target (default 60); not part of
+//!   `ci`. Each failing input is saved under `fuzz/regressions/`, which the default test
+//!   run replays.
 //! - `cargo xtask bench --suite quality [--quick] [--fresh]`: the quality suite
 //!   (`benches/quality/`): CaLMFlow against I-CFM and OT-CFM over seeds, and CaLMFlow
 //!   ablations, written to `docs/quality.{md,json}` (`docs/quality-quick.{md,json}` with
@@ -49,9 +53,10 @@ fn main() -> ExitCode {
         Some("gpu-check") => gpu_check(args.get(1).map(String::as_str)),
         Some("bench") => bench_command(&args[1..]),
         Some("test") => test_command(&args[1..]),
+        Some("fuzz") => fuzz_command(&args[1..]),
         _ => {
             eprintln!(
-                "usage: cargo xtask <ci | test [--backend cpu|wgpu] | bench [--suite speed] [--python PATH] [FILTER] | bench --suite quality [--quick] [--fresh] | gpu-check [--prepare]>"
+                "usage: cargo xtask <ci | test [--backend cpu|wgpu] | bench [--suite speed] [--python PATH] [FILTER] | bench --suite quality [--quick] [--fresh] | fuzz [--seconds S] [--target NAME]... | gpu-check [--prepare]>"
             );
             return ExitCode::from(2);
         }
@@ -70,6 +75,15 @@ fn root() -> PathBuf {
         .parent()
         .map(Path::to_path_buf)
         .unwrap_or_default()
+}
+
+/// `cargo xtask fuzz [--seconds S] [--target NAME]...`: every parser of user files on
+/// mutated inputs for `S` seconds each (default 60), in release mode; failing inputs are
+/// saved under `fuzz/regressions/`, which the fuzz crate's tests replay.
+fn fuzz_command(args: &[String]) -> Result<(), String> {
+    let mut command = vec!["run", "--release", "-p", "calmflow-fuzz", "--"];
+    command.extend(args.iter().map(String::as_str));
+    run("cargo", &command, &[])
 }
 
 fn run(program: &str, args: &[&str], envs: &[(&str, &str)]) -> Result<(), String> {

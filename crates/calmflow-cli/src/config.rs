@@ -854,6 +854,19 @@ mod tests {
         assert_eq!(c.flow.anneal_temperature, RECOMMENDED_ANNEAL_TEMPERATURE);
         use calmflow::train::MixtureInit;
         assert_eq!(c.flow.mixture_init, MixtureInit::Random);
+        // A [flow.path] table may give some fields: the others keep the straight path's.
+        let partial = RunConfig::parse("[flow.path]\nnoise = \"bridge\"\nsigma = 0.5\n", "r")
+            .unwrap()
+            .flow
+            .path;
+        assert_eq!(
+            partial,
+            calmflow::train::ConditionalPath {
+                noise: calmflow::train::NoiseSchedule::Bridge,
+                sigma: 0.5,
+                ..calmflow::train::ConditionalPath::straight()
+            }
+        );
         for (text, want) in [
             ("[model]\nhead = \"variational\"\n", MixtureInit::Random),
             ("[model]\npredict = \"increment\"\n", MixtureInit::Random),

@@ -65,9 +65,26 @@ pub fn load_record<B: Backend, R: Record<B>>(path: &Path, device: &B::Device) ->
     let base = staging_base(path, "load")?;
     let staged = base.with_extension("mpk");
     std::fs::copy(path, &staged).map_err(|e| record_error(path, e.to_string()))?;
-    let result = NamedMpkFileRecorder::<FullPrecisionSettings>::new().load(base, device);
+    // A damaged file can decode into tensor data whose bytes do not fill its shape, and
+    // burn's backends assert on that while building the tensors: caught here, it is the
+    // damaged file it is.
+    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        NamedMpkFileRecorder::<FullPrecisionSettings>::new().load(base, device)
+    }));
     let _ = std::fs::remove_file(&staged);
-    result.map_err(|e| record_error(path, unreadable(&e.to_string())))
+    match result {
+        Ok(result) => result.map_err(|e| record_error(path, unreadable(&e.to_string()))),
+        Err(payload) => Err(record_error(
+            path,
+            unreadable(
+                payload
+                    .downcast_ref::<String>()
+                    .map(String::as_str)
+                    .or_else(|| payload.downcast_ref::<&str>().copied())
+                    .unwrap_or("a tensor's data does not match its shape"),
+            ),
+        )),
+    }
 }
 
 /// What to say when burn cannot decode a weight file. burn's decoder reports a truncated

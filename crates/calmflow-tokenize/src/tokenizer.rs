@@ -149,11 +149,23 @@ impl HfTokenizer {
 
     /// Parses the JSON of a `tokenizer.json`; `source_name` names it in errors.
     pub fn from_json(json: &str, source_name: &str) -> Result<Self> {
-        let inner =
-            tokenizers::Tokenizer::from_str(json).map_err(|e| TokenizeError::Tokenizer {
-                source_name: source_name.to_string(),
-                message: format!("not a Hugging Face tokenizer.json: {e}"),
-            })?;
+        let refused = |message: String| TokenizeError::Tokenizer {
+            source_name: source_name.to_string(),
+            message: format!("not a Hugging Face tokenizer.json: {message}"),
+        };
+        // The tokenizers crate panics on some malformed sections (found by `cargo xtask
+        // fuzz`, e.g. a damaged value inside "normalizer") instead of returning its error.
+        let inner = std::panic::catch_unwind(|| tokenizers::Tokenizer::from_str(json))
+            .map_err(|payload| {
+                refused(
+                    payload
+                        .downcast_ref::<String>()
+                        .cloned()
+                        .or_else(|| payload.downcast_ref::<&str>().map(|s| s.to_string()))
+                        .unwrap_or_else(|| "the tokenizers crate failed to parse it".into()),
+                )
+            })?
+            .map_err(|e| refused(e.to_string()))?;
         // The padding id never reaches attention (padded keys are masked); it only has to
         // be a valid row of the embedding table.
         let pad_id = inner

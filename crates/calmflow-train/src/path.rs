@@ -48,8 +48,10 @@ pub enum NoiseSchedule {
     Bridge,
 }
 
-/// A conditional path: interpolant, noise schedule and noise scale `σ ≥ 0`.
+/// A conditional path: interpolant, noise schedule and noise scale `σ ≥ 0`. A field
+/// left out of a configuration keeps the straight, noiseless path's value.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct ConditionalPath {
     /// The mean of the path.
     pub interpolant: Interpolant,

@@ -74,6 +74,7 @@ pub fn read_h5ad_with(path: impl AsRef<Path>, options: &ReadOptions) -> Result<A
         file: &file,
         path,
         options,
+        file_len: std::fs::metadata(path).map_or(u64::MAX, |m| m.len()),
     }
     .read();
     // A cut file fails wherever the reader first looks past its end, with a message about
@@ -135,10 +136,20 @@ fn f16_to_f64(bits: u16) -> f64 {
     }
 }
 
+/// The most bytes a dataset may decompress to per byte of the file: deflate's largest
+/// ratio (about 1032 : 1) bounds gzip's, and LZF's is smaller.
+const MAX_EXPANSION: u64 = 1032;
+
+/// Declared sizes up to this many bytes are read whatever the file's length (a dataset
+/// without stored chunks reads as its fill value).
+const ALWAYS_ALLOWED_BYTES: u64 = 64 << 20;
+
 struct Reader<'a> {
     file: &'a Hdf5File,
     path: &'a Path,
     options: &'a ReadOptions,
+    /// The file's length in bytes.
+    file_len: u64,
 }
 
 impl Reader<'_> {
@@ -647,6 +658,7 @@ impl Reader<'_> {
     }
 
     fn strings(&self, ds: &Dataset, element: &str) -> Result<Vec<String>> {
+        self.len(ds, element)?;
         ds.read_strings()
             .map_err(|e| self.err(element, format!("is not a string array: {e}")))
     }
@@ -760,10 +772,28 @@ impl Reader<'_> {
         }
     }
 
+    /// The dataset's element count, refused when the bytes it declares could not come out
+    /// of a file this long (checked before anything is allocated for them).
     fn len(&self, ds: &Dataset, element: &str) -> Result<usize> {
         let n = ds
             .num_elements()
             .map_err(|e| self.err(element, e.to_string()))?;
+        let size = ds.raw_element_size().unwrap_or(1).max(1) as u64;
+        let declared = n.saturating_mul(size);
+        let limit = self
+            .file_len
+            .saturating_mul(MAX_EXPANSION)
+            .max(ALWAYS_ALLOWED_BYTES);
+        if declared > limit {
+            return Err(self.err(
+                element,
+                format!(
+                    "declares {n} elements ({declared} bytes), more than a file of {} bytes \
+                     can hold even compressed: the file is damaged",
+                    self.file_len
+                ),
+            ));
+        }
         usize::try_from(n)
             .map_err(|_| self.err(element, format!("{n} elements do not fit in memory")))
     }
