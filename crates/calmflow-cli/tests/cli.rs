@@ -475,6 +475,18 @@ fn standardized_runs_sample_in_the_data_coordinates() {
     let mut damaged = config.clone();
     damaged["extra"]["standardization"]["scale"] = serde_json::json!("wide");
     std::fs::write(&path, serde_json::to_string(&damaged).unwrap()).unwrap();
+    // The manifest notices the edit; without it, the record itself is checked.
+    let o = calmflow(
+        &["sample", "--checkpoint", "r/checkpoints", "--out", "z.npy"],
+        d,
+    );
+    assert!(
+        stderr(&o).contains("config.json has ")
+            && stderr(&o).contains("bytes where the checkpoint's manifest records"),
+        "{}",
+        stderr(&o)
+    );
+    std::fs::remove_file(d.join("r/checkpoints/step-00000006/manifest.json")).unwrap();
     // With --source the run's data section is not needed: only the map is.
     write(d, "src.csv", "0.5,0.5\n-1,2\n");
     let o = calmflow(
@@ -535,6 +547,16 @@ fn training_errors_are_one_line() {
         d.join(run).join("checkpoints").join(name.trim())
     };
     std::fs::copy(latest("w").join("model.mpk"), latest("r").join("model.mpk")).unwrap();
+    // The manifest refuses a file of another checkpoint by name; without the manifest (a
+    // checkpoint from before manifests), the parameters' shapes are checked.
+    check(
+        calmflow(
+            &["sample", "--checkpoint", "r/checkpoints", "--out", "s.npy"],
+            d,
+        ),
+        "model.mpk has",
+    );
+    std::fs::remove_file(latest("r").join("manifest.json")).unwrap();
     check(
         calmflow(
             &["sample", "--checkpoint", "r/checkpoints", "--out", "s.npy"],

@@ -1,10 +1,15 @@
 //! Training checkpoints, crash-safe.
 //!
 //! A checkpoint root holds one directory per saved step (`step-00001000/` with
-//! `model.mpk`, `optimizer.mpk`, `state.json`, `config.json`) and a file `latest` naming
-//! the newest. A step directory is complete before it is renamed into place, and `latest`
-//! is replaced atomically afterwards, so a crash at any moment leaves the previous
-//! checkpoint readable. Older step directories beyond `keep` are removed.
+//! `model.mpk`, `optimizer.mpk`, `state.json`, `config.json` and `manifest.json`) and a
+//! file `latest` naming the newest. A step directory is complete before it is renamed into
+//! place, and `latest` is replaced atomically afterwards, so a crash at any moment leaves
+//! the previous checkpoint readable. Older step directories beyond `keep` are removed.
+//!
+//! `manifest.json` records each file's length and SHA-256 (the digest `sha256sum`
+//! prints). [`Checkpoint::open`] checks them, so a file cut by an interrupted copy,
+//! damaged on disk, or taken from another checkpoint is refused by name before anything
+//! is loaded. Checkpoints written before manifests existed open unchecked.
 
 use std::path::{Path, PathBuf};
 
@@ -23,7 +28,8 @@ pub const CHECKPOINT_FORMAT: u32 = 2;
 fn format_history(format: u32) -> &'static str {
     match format {
         1 => {
-            "format 1 (calmflow before 2026-12-07) stored the head as four optional heads              and an earlier flow head, which this build's models cannot hold"
+            "format 1 (calmflow before 2026-12-07) stored the head as four optional heads \
+             and an earlier flow head, which this build's models cannot hold"
         }
         _ => "this build does not know that format (written by a newer calmflow?)",
     }
@@ -100,12 +106,16 @@ impl Checkpoint {
                 ),
             ));
         }
-        let config = read_json(&dir.join("config.json"))?;
         for file in ["model.mpk", "optimizer.mpk"] {
             if !dir.join(file).is_file() {
                 return Err(error(&dir, format!("{file} is missing")));
             }
         }
+        let manifest = dir.join(MANIFEST);
+        if manifest.is_file() {
+            read_json::<Manifest>(&manifest)?.check(&dir)?;
+        }
+        let config = read_json(&dir.join("config.json"))?;
         Ok(Self { dir, state, config })
     }
 
@@ -134,6 +144,22 @@ impl Checkpoint {
             .ok_or_else(|| error(&self.dir, format!("config.json has no `{field}` section")))?;
         serde_json::from_value(value)
             .map_err(|e| error(&self.dir, format!("config.json `{field}`: {e}")))
+    }
+
+    /// Replaces `config.json` with `config` (to record what was learnt after training,
+    /// such as the chosen sampling temperature) and the manifest with one that lists it,
+    /// each atomically.
+    pub fn rewrite_config(&mut self, config: serde_json::Value) -> Result<()> {
+        let text = pretty(&config);
+        write_atomically(&self.dir.join("config.json"), |w| {
+            w.write_all(text.as_bytes())
+        })?;
+        let manifest = pretty(&Manifest::of(&self.dir)?);
+        write_atomically(&self.dir.join(MANIFEST), |w| {
+            w.write_all(manifest.as_bytes())
+        })?;
+        self.config = config;
+        Ok(())
     }
 
     /// Checks that the checkpoint holds a model of family `kind`.
@@ -173,6 +199,8 @@ pub(crate) fn write_checkpoint(
         write_weights(&staging)?;
         std::fs::write(staging.join("state.json"), pretty(state)).map_err(|e| io(&staging, e))?;
         std::fs::write(staging.join("config.json"), pretty(config)).map_err(|e| io(&staging, e))?;
+        let manifest = Manifest::of(&staging)?;
+        std::fs::write(staging.join(MANIFEST), pretty(&manifest)).map_err(|e| io(&staging, e))?;
         let target = root.join(&name);
         if target.exists() {
             std::fs::remove_dir_all(&target).map_err(|e| io(&target, e))?;
@@ -188,6 +216,94 @@ pub(crate) fn write_checkpoint(
     let target = result?;
     prune(root, keep);
     Ok(target)
+}
+
+/// The manifest's file name in a step directory.
+const MANIFEST: &str = "manifest.json";
+
+/// One file of a checkpoint as it was written.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+struct FileRecord {
+    /// Length in bytes.
+    bytes: u64,
+    /// SHA-256, lower-case hex.
+    sha256: String,
+}
+
+/// The files of a step directory, by name, as they were written.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Manifest {
+    files: std::collections::BTreeMap<String, FileRecord>,
+}
+
+fn sha256_of(path: &Path) -> Result<(u64, String)> {
+    use sha2::Digest as _;
+    let mut file = std::fs::File::open(path).map_err(|e| error(path, e.to_string()))?;
+    let mut hasher = sha2::Sha256::new();
+    let bytes = std::io::copy(&mut file, &mut hasher).map_err(|e| error(path, e.to_string()))?;
+    let digest = hasher.finalize();
+    let hex = digest.iter().map(|b| format!("{b:02x}")).collect();
+    Ok((bytes, hex))
+}
+
+impl Manifest {
+    /// The manifest of every file in `dir` (the manifest itself excluded).
+    fn of(dir: &Path) -> Result<Self> {
+        let mut files = std::collections::BTreeMap::new();
+        let entries = std::fs::read_dir(dir).map_err(|e| error(dir, e.to_string()))?;
+        for entry in entries {
+            let path = entry.map_err(|e| error(dir, e.to_string()))?.path();
+            let Some(name) = path.file_name().and_then(|n| n.to_str()) else {
+                continue;
+            };
+            if name == MANIFEST || !path.is_file() {
+                continue;
+            }
+            let (bytes, sha256) = sha256_of(&path)?;
+            files.insert(name.to_string(), FileRecord { bytes, sha256 });
+        }
+        Ok(Self { files })
+    }
+
+    /// Checks every file the manifest lists against `dir`.
+    fn check(&self, dir: &Path) -> Result<()> {
+        for (name, want) in &self.files {
+            let path = dir.join(name);
+            if !path.is_file() {
+                return Err(error(
+                    dir,
+                    format!("{name} is missing (the checkpoint's manifest lists it)"),
+                ));
+            }
+            let (bytes, sha256) = sha256_of(&path)?;
+            if bytes != want.bytes {
+                return Err(error(
+                    dir,
+                    format!(
+                        "{name} has {bytes} bytes where the checkpoint's manifest records {}: \
+                         it was cut (an interrupted copy?) or replaced after the checkpoint \
+                         was written; use another checkpoint or restore the file \
+                         (or delete manifest.json to open it unchecked)",
+                        want.bytes
+                    ),
+                ));
+            }
+            if sha256 != want.sha256 {
+                return Err(error(
+                    dir,
+                    format!(
+                        "{name} does not match the SHA-256 the checkpoint's manifest records \
+                         ({sha256} against {}): it was damaged or replaced after the \
+                         checkpoint was written; use another checkpoint or restore the file \
+                         (or delete manifest.json to open it unchecked)",
+                        want.sha256
+                    ),
+                ));
+            }
+        }
+        Ok(())
+    }
 }
 
 /// Removes all but the newest `keep` (≥ 1) step directories; failures are ignored (an
@@ -218,3 +334,103 @@ fn pretty<T: Serialize>(value: &T) -> String {
 }
 
 use std::io::Write as _;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn state(step: usize) -> TrainState {
+        TrainState {
+            format: CHECKPOINT_FORMAT,
+            kind: "calmflow".into(),
+            step,
+            seed: 1,
+            elapsed_seconds: 0.5,
+        }
+    }
+
+    /// A checkpoint with stand-in weight files.
+    fn written(root: &Path) -> PathBuf {
+        write_checkpoint(
+            root,
+            &state(3),
+            &serde_json::json!({"kind": "calmflow"}),
+            2,
+            |d| {
+                std::fs::write(d.join("model.mpk"), b"weights of the model").unwrap();
+                std::fs::write(d.join("optimizer.mpk"), vec![7u8; 1000]).unwrap();
+                Ok(())
+            },
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn the_manifest_records_every_file_with_its_length_and_sha256() {
+        let root = tempfile::tempdir().unwrap();
+        let dir = written(root.path());
+        let manifest: Manifest = read_json(&dir.join(MANIFEST)).unwrap();
+        let names: Vec<&str> = manifest.files.keys().map(String::as_str).collect();
+        assert_eq!(
+            names,
+            ["config.json", "model.mpk", "optimizer.mpk", "state.json"]
+        );
+        // SHA-256 of "weights of the model", as `sha256sum` prints it.
+        assert_eq!(
+            manifest.files["model.mpk"],
+            FileRecord {
+                bytes: 20,
+                sha256: "ffef5ec7c636aae5274e3fa2b2f288981d9e10971df9198fe1d005d7397aec4e".into()
+            }
+        );
+        assert_eq!(manifest.files["optimizer.mpk"].bytes, 1000);
+        assert_eq!(Checkpoint::open(root.path()).unwrap().state, state(3));
+    }
+
+    #[test]
+    fn a_cut_damaged_or_missing_file_is_refused_by_name() {
+        let root = tempfile::tempdir().unwrap();
+        let dir = written(root.path());
+        let open_error = || Checkpoint::open(root.path()).unwrap_err().to_string();
+        let optimizer = std::fs::read(dir.join("optimizer.mpk")).unwrap();
+        std::fs::write(dir.join("optimizer.mpk"), &optimizer[..600]).unwrap();
+        let e = open_error();
+        assert!(
+            e.contains("optimizer.mpk has 600 bytes where the checkpoint's manifest records 1000"),
+            "{e}"
+        );
+        let mut damaged = optimizer.clone();
+        damaged[10] ^= 1;
+        std::fs::write(dir.join("optimizer.mpk"), &damaged).unwrap();
+        let e = open_error();
+        assert!(
+            e.contains(
+                "optimizer.mpk does not match the SHA-256 the checkpoint's manifest records"
+            ),
+            "{e}"
+        );
+        std::fs::write(dir.join("optimizer.mpk"), &optimizer).unwrap();
+        Checkpoint::open(root.path()).unwrap();
+        // state.json is listed too: a file from another checkpoint does not belong.
+        std::fs::write(dir.join("state.json"), pretty(&state(4))).unwrap();
+        let e = open_error();
+        assert!(e.contains("state.json does not match the SHA-256"), "{e}");
+        std::fs::write(dir.join("state.json"), pretty(&state(3))).unwrap();
+        // A rewritten configuration is listed anew.
+        let mut checkpoint = Checkpoint::open(root.path()).unwrap();
+        checkpoint
+            .rewrite_config(serde_json::json!({"kind": "calmflow", "extra": {"temperature": 0.7}}))
+            .unwrap();
+        let reopened = Checkpoint::open(root.path()).unwrap();
+        assert_eq!(reopened.config["extra"]["temperature"], 0.7);
+        std::fs::write(dir.join(MANIFEST), "{\"files\": 3}").unwrap();
+        let e = open_error();
+        assert!(
+            e.contains("manifest.json") && e.contains("unreadable"),
+            "{e}"
+        );
+        // Checkpoints from before manifests open unchecked.
+        std::fs::remove_file(dir.join(MANIFEST)).unwrap();
+        assert_eq!(Checkpoint::open(root.path()).unwrap().state, state(3));
+    }
+}

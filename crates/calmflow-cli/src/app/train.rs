@@ -114,14 +114,11 @@ pub(crate) fn sweep_temperature<B: burn::tensor::backend::Backend>(
             sweep.best
         );
     }
-    let checkpoint = Checkpoint::open(checkpoints)?;
+    let mut checkpoint = Checkpoint::open(checkpoints)?;
     let mut config_json = checkpoint.config.clone();
     config_json["extra"]["temperature"] = serde_json::json!(sweep.best);
     config_json["extra"]["temperature_sweep"] = serde_json::json!(sweep);
-    let text = serde_json::to_string_pretty(&config_json).unwrap_or_default();
-    calmflow::data::write_atomically(&checkpoint.dir().join("config.json"), |w| {
-        std::io::Write::write_all(w, text.as_bytes())
-    })?;
+    checkpoint.rewrite_config(config_json)?;
     Ok(sweep)
 }
 
