@@ -201,9 +201,13 @@ fn worker(target: Target, from: u64, budget: Duration) -> ExitCode {
         {
             return ExitCode::FAILURE;
         }
+        // Counts so far, so that a worker that aborts later still reports them.
+        if (i - from) % 1000 == 999 && writeln!(out, "tally {read} {refused}").is_err() {
+            return ExitCode::FAILURE;
+        }
         i += 1;
     }
-    match writeln!(out, "done {read} {refused}") {
+    match writeln!(out, "tally {read} {refused}").and_then(|()| writeln!(out, "done")) {
         Ok(()) => ExitCode::SUCCESS,
         Err(_) => ExitCode::FAILURE,
     }
@@ -283,6 +287,8 @@ fn supervise(target: Target, args: &Args) -> std::io::Result<Tally> {
         });
         let mut current = None;
         let mut finished = false;
+        // The worker's latest counts (cumulative within this worker).
+        let (mut read, mut refused) = (0u64, 0u64);
         loop {
             match lines.recv_timeout(hang) {
                 Ok(line) => {
@@ -297,15 +303,17 @@ fn supervise(target: Target, args: &Args) -> std::io::Result<Tally> {
                             let i = i.parse::<u64>().unwrap_or(0);
                             save(target, i, "panic", message.unwrap_or(""), &mut seen)?;
                         }
-                        (Some("done"), Some(read), Some(refused)) => {
-                            tally.read += read.parse::<u64>().unwrap_or(0);
-                            tally.refused += refused.parse::<u64>().unwrap_or(0);
-                            finished = true;
+                        (Some("tally"), Some(r), Some(f)) => {
+                            read = r.parse::<u64>().unwrap_or(read);
+                            refused = f.parse::<u64>().unwrap_or(refused);
                         }
+                        (Some("done"), _, _) => finished = true,
                         _ => {}
                     }
                 }
                 Err(mpsc::RecvTimeoutError::Timeout) => {
+                    tally.read += read;
+                    tally.refused += refused;
                     child.kill()?;
                     child.wait()?;
                     if let Some(i) = current {
@@ -322,6 +330,8 @@ fn supervise(target: Target, args: &Args) -> std::io::Result<Tally> {
                     break;
                 }
                 Err(mpsc::RecvTimeoutError::Disconnected) => {
+                    tally.read += read;
+                    tally.refused += refused;
                     let status = child.wait()?;
                     if finished {
                         return Ok(tally);

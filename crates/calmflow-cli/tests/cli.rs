@@ -1164,3 +1164,56 @@ fn a_non_finite_expression_value_is_reported_at_the_files_row() {
         "{err}"
     );
 }
+
+/// A run killed at any moment (SIGKILL, in a step or in the middle of writing a
+/// checkpoint) leaves its newest checkpoint whole: it opens with every file checked
+/// against its manifest, and `--resume` continues from it.
+#[test]
+fn a_run_killed_while_writing_checkpoints_resumes_from_a_whole_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    // A checkpoint after every step: most of the run's time is spent writing them.
+    let endless = TINY
+        .replace("steps = 6", "steps = 1000000")
+        .replace("checkpoint_every = 3", "checkpoint_every = 1")
+        .replace("validate_every = 3", "validate_every = 0");
+    write(d, "run.toml", &endless);
+    let mut resumed = 0;
+    for (k, delay_ms) in [250u64, 400, 550, 700, 850, 1000].into_iter().enumerate() {
+        let out = format!("r{k}");
+        let mut child = Command::new(env!("CARGO_BIN_EXE_calmflow"))
+            .args(["train", "--config", "run.toml", "--out", &out, "--quiet"])
+            .current_dir(d)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(delay_ms));
+        child.kill().unwrap();
+        child.wait().unwrap();
+        let root = d.join(&out).join("checkpoints");
+        if !root.join("latest").exists() {
+            // Killed before its first checkpoint: nothing to resume.
+            continue;
+        }
+        let checkpoint = calmflow::train::Checkpoint::open(&root)
+            .unwrap_or_else(|e| panic!("{out}, killed after {delay_ms} ms: {e}"));
+        let step = checkpoint.state.step;
+        let until = (step + 2).to_string();
+        let o = calmflow(
+            &[
+                "train", "--config", "run.toml", "--out", &out, "--resume", "--steps", &until,
+                "--quiet",
+            ],
+            d,
+        );
+        assert!(o.status.success(), "{out}: {}", stderr(&o));
+        let after = calmflow::train::Checkpoint::open(&root).unwrap();
+        assert_eq!(after.state.step, step + 2, "{out}");
+        resumed += 1;
+    }
+    assert!(
+        resumed >= 4,
+        "only {resumed} of 6 runs had reached a checkpoint"
+    );
+}
