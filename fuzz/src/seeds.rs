@@ -80,6 +80,80 @@ fn npz(members: &[(&str, Vec<u8>, bool)]) -> Vec<u8> {
     cursor.into_inner()
 }
 
+/// A 6-cell × 4-gene `.h5ad` laid out as anndata writes it, with `X` in gzip-compressed
+/// chunks (deflate and shuffle, as `h5py`'s `compression="gzip", shuffle=True`) and a
+/// categorical `obs` column.
+fn gzip_h5ad() -> Vec<u8> {
+    use hdf5_writer::{
+        AttributeBuilder, DatasetBuilder, FILTER_DEFLATE, FILTER_SHUFFLE, FilterDescription,
+        Hdf5Builder, WriteOptions,
+    };
+    let fail = |e: hdf5_writer::Error| -> ! { panic!("the fuzzer's gzip seed: {e}") };
+    let text = |name: &str, value: &str| {
+        AttributeBuilder::vlen_strings(name, &[value]).unwrap_or_else(|e| fail(e))
+    };
+    let encoded = |ds: DatasetBuilder, kind: &str| {
+        ds.attribute(text("encoding-type", kind))
+            .attribute(text("encoding-version", "0.2.0"))
+    };
+    let filter = |id, client_data| FilterDescription {
+        id,
+        name: None,
+        client_data,
+    };
+    let x: Vec<f32> = (0..24).map(|v| v as f32 * 0.25).collect();
+    let cells = ["c0", "c1", "c2", "c3", "c4", "c5"];
+    let genes = ["g0", "g1", "g2", "g3"];
+    let mut b = Hdf5Builder::new().dataset(encoded(
+        DatasetBuilder::typed_data("X", [6, 4], &x)
+            .unwrap_or_else(|e| fail(e))
+            .chunked([3, 4])
+            .filter(filter(FILTER_SHUFFLE, vec![]))
+            .filter(filter(FILTER_DEFLATE, vec![4])),
+        "array",
+    ));
+    for (frame, index, columns) in [
+        ("obs", &cells[..], &["kind"][..]),
+        ("var", &genes[..], &[][..]),
+    ] {
+        b = b
+            .group_attribute(frame, text("encoding-type", "dataframe"))
+            .group_attribute(frame, text("encoding-version", "0.2.0"))
+            .group_attribute(frame, text("_index", "_index"));
+        if !columns.is_empty() {
+            b = b.group_attribute(
+                frame,
+                AttributeBuilder::vlen_strings("column-order", columns).unwrap_or_else(|e| fail(e)),
+            );
+        }
+        b = b.dataset(encoded(
+            DatasetBuilder::vlen_string_data(
+                format!("{frame}/_index"),
+                [index.len() as u64],
+                index,
+            )
+            .unwrap_or_else(|e| fail(e)),
+            "string-array",
+        ));
+    }
+    b = b
+        .group_attribute("obs/kind", text("encoding-type", "categorical"))
+        .group_attribute("obs/kind", text("encoding-version", "0.2.0"))
+        .dataset(encoded(
+            DatasetBuilder::typed_data("obs/kind/codes", [6], &[0i8, 1, 1, 0, 1, 0])
+                .unwrap_or_else(|e| fail(e)),
+            "array",
+        ))
+        .dataset(encoded(
+            DatasetBuilder::vlen_string_data("obs/kind/categories", [2], &["B", "T"])
+                .unwrap_or_else(|e| fail(e)),
+            "string-array",
+        ));
+    b.into_plan()
+        .and_then(|plan| plan.encode(WriteOptions::default()))
+        .unwrap_or_else(|e| fail(e))
+}
+
 /// A file written by `write` into a scratch folder, read back.
 fn written(write: impl FnOnce(&Path) -> Result<(), String>) -> Vec<u8> {
     let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("no scratch folder: {e}"));
@@ -142,6 +216,7 @@ pub(crate) fn seeds(target: Target, tiny: &CalmFlowConfig) -> Vec<(String, Vec<u
         ]
         .iter()
         .map(|f| fixture(&format!("crates/calmflow-data/tests/fixtures/anndata/{f}")))
+        .chain([named("gzip.h5ad", gzip_h5ad())])
         .collect(),
         Target::Safetensors => {
             let model = tiny
