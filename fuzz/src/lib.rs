@@ -5,7 +5,7 @@
 //! No coverage-guided fuzzer builds on this project's stable toolchain (cargo-fuzz needs
 //! nightly, afl.rs a compiler plugin toolchain), so inputs come from seeded, stacked
 //! mutations of valid files written by the project's own writers or committed fixtures
-//! ([`Target::seeds`], [`mutate`]): bit flips, random bytes, zeroed blocks, truncation,
+//! ([`seeds`], [`mutate`]): bit flips, random bytes, zeroed blocks, truncation,
 //! insertions, duplicated chunks, and little-endian integers overwritten with boundary
 //! values (the sizes and offsets in headers). Input `i` of a target is a pure function of
 //! `(target, i)` ([`input`]), so a crash is reproduced from its index alone.
