@@ -1210,6 +1210,12 @@ fn a_run_killed_while_writing_checkpoints_resumes_from_a_whole_one() {
         assert!(o.status.success(), "{out}: {}", stderr(&o));
         let after = calmflow::train::Checkpoint::open(&root).unwrap();
         assert_eq!(after.state.step, step + 2, "{out}");
+        // The killed run's staging directory, if it left one, is gone.
+        let partial = std::fs::read_dir(&root)
+            .unwrap()
+            .filter_map(|e| e.ok())
+            .any(|e| e.file_name().to_string_lossy().contains(".partial-"));
+        assert!(!partial, "{out}: a staging directory is left");
         resumed += 1;
     }
     assert!(

@@ -4,7 +4,8 @@
 //! `model.mpk`, `optimizer.mpk`, `state.json`, `config.json` and `manifest.json`) and a
 //! file `latest` naming the newest. A step directory is complete before it is renamed into
 //! place, and `latest` is replaced atomically afterwards, so a crash at any moment leaves
-//! the previous checkpoint readable. Older step directories beyond `keep` are removed.
+//! the previous checkpoint readable. Older step directories beyond `keep` are removed, and
+//! so are staging directories that a killed run left behind.
 //!
 //! `manifest.json` records each file's length and SHA-256 (the digest `sha256sum`
 //! prints). [`Checkpoint::open`] checks them, so a file cut by an interrupted copy,
@@ -306,14 +307,25 @@ impl Manifest {
     }
 }
 
-/// Removes all but the newest `keep` (≥ 1) step directories; failures are ignored (an
-/// extra old checkpoint is harmless).
+/// Removes all but the newest `keep` (≥ 1) step directories, and the staging directories
+/// that other processes left behind (a run killed while writing a checkpoint; one root
+/// has one writer at a time); failures are ignored (an extra old checkpoint is harmless).
 fn prune(root: &Path, keep: usize) {
     let Ok(entries) = std::fs::read_dir(root) else {
         return;
     };
+    let ours = format!(".partial-{}", std::process::id());
+    let entries: Vec<PathBuf> = entries.filter_map(|e| e.ok().map(|e| e.path())).collect();
+    for stale in entries.iter().filter(|p| {
+        p.is_dir()
+            && p.file_name().and_then(|n| n.to_str()).is_some_and(|n| {
+                n.starts_with(".step-") && n.contains(".partial-") && !n.ends_with(&ours)
+            })
+    }) {
+        let _ = std::fs::remove_dir_all(stale);
+    }
     let mut steps: Vec<PathBuf> = entries
-        .filter_map(|e| e.ok().map(|e| e.path()))
+        .into_iter()
         .filter(|p| {
             p.is_dir()
                 && p.file_name()
@@ -385,6 +397,22 @@ mod tests {
         );
         assert_eq!(manifest.files["optimizer.mpk"].bytes, 1000);
         assert_eq!(Checkpoint::open(root.path()).unwrap().state, state(3));
+    }
+
+    #[test]
+    fn staging_directories_left_by_killed_runs_are_removed_at_the_next_checkpoint() {
+        let root = tempfile::tempdir().unwrap();
+        let stale = root.path().join(".step-00000002.partial-4294967295");
+        std::fs::create_dir_all(&stale).unwrap();
+        std::fs::write(stale.join("model.mpk"), b"half").unwrap();
+        written(root.path());
+        let left: Vec<String> = std::fs::read_dir(root.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect::<std::collections::BTreeSet<_>>()
+            .into_iter()
+            .collect();
+        assert_eq!(left, ["latest", "step-00000003"]);
     }
 
     #[test]
