@@ -37,9 +37,11 @@
 
 use std::path::{Path, PathBuf};
 
+mod frame;
 mod lzf;
 mod reader;
 mod types;
+mod values;
 mod write;
 
 pub use lzf::{FILTER_LZF, LzfError, lzf_decompress};
