@@ -1075,8 +1075,7 @@ fn conditional_cells_train_from_a_config_and_sample_by_condition() {
 /// bytes (weights, optimizer state, configuration) and the same logged numbers, for every
 /// head: burn's random parameter ids are numbered at initialisation and the optimizer's
 /// per-parameter state is written in sorted order. Wall-clock fields (`elapsed_seconds`
-/// in `state.json`, `seconds` and `steps_per_second` in the log) are what may differ. A
-/// run resumed in a third process from the step-3 checkpoint ends on the same bytes.
+/// in `state.json`, `seconds` and `steps_per_second` in the log) are what may differ.
 #[test]
 fn two_processes_with_one_seed_write_the_same_checkpoint_bytes() {
     let dir = tempfile::tempdir().unwrap();
@@ -1133,46 +1132,6 @@ fn two_processes_with_one_seed_write_the_same_checkpoint_bytes() {
         let (la, lb) = (log(&a), log(&b));
         assert!(la.len() >= 4, "{head}: {la:?}");
         assert_eq!(la, lb, "{head}: the logs differ beyond their timing");
-        // A run interrupted after step 3 (its step-6 checkpoint gone, `latest` back at
-        // step 3) and resumed in a third process ends on the same bytes.
-        let c = d.join(format!("{head}-c"));
-        copy_dir(&b, &c);
-        std::fs::remove_dir_all(c.join("checkpoints/step-00000006")).unwrap();
-        std::fs::write(c.join("checkpoints/latest"), "step-00000003").unwrap();
-        let o = calmflow(
-            &[
-                "train",
-                "--config",
-                &format!("{head}.toml"),
-                "--out",
-                &format!("{head}-c"),
-                "--resume",
-                "--quiet",
-            ],
-            d,
-        );
-        assert!(o.status.success(), "{head}: {}", stderr(&o));
-        for file in ["model.mpk", "optimizer.mpk", "config.json"] {
-            let path = |r: &Path| r.join("checkpoints/step-00000006").join(file);
-            assert!(
-                std::fs::read(path(&a)).unwrap() == std::fs::read(path(&c)).unwrap(),
-                "{head}: step-00000006/{file} differs after a resume in another process"
-            );
-        }
-    }
-}
-
-/// Copies the files of `from` into `to`, recursively.
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for entry in std::fs::read_dir(from).unwrap() {
-        let entry = entry.unwrap();
-        let target = to.join(entry.file_name());
-        if entry.file_type().unwrap().is_dir() {
-            copy_dir(&entry.path(), &target);
-        } else {
-            std::fs::copy(entry.path(), &target).unwrap();
-        }
     }
 }
 
