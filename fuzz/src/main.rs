@@ -234,6 +234,7 @@ fn signature(kind: &str, detail: &str) -> String {
 /// a failure with the same [`signature`] was saved in this run.
 fn save(
     target: Target,
+    seeds: &[(String, Vec<u8>)],
     i: u64,
     kind: &str,
     detail: &str,
@@ -242,7 +243,7 @@ fn save(
     if !seen.insert(signature(kind, detail)) {
         return Ok(());
     }
-    let bytes = input(target, &seeds(target), i);
+    let bytes = input(target, seeds, i);
     let dir = regressions_dir(target);
     std::fs::create_dir_all(&dir)?;
     let path = dir.join(format!("{kind}-{i}.bin"));
@@ -260,6 +261,7 @@ fn supervise(target: Target, args: &Args) -> std::io::Result<Tally> {
     let exe = std::env::current_exe()?;
     let deadline = Instant::now() + Duration::from_secs(args.seconds);
     let hang = Duration::from_secs(args.hang_seconds);
+    let seeds = seeds(target);
     let mut tally = Tally::default();
     let mut seen = std::collections::BTreeSet::new();
     let mut from = 0u64;
@@ -301,7 +303,7 @@ fn supervise(target: Target, args: &Args) -> std::io::Result<Tally> {
                         (Some("panic"), Some(i), message) => {
                             tally.panics += 1;
                             let i = i.parse::<u64>().unwrap_or(0);
-                            save(target, i, "panic", message.unwrap_or(""), &mut seen)?;
+                            save(target, &seeds, i, "panic", message.unwrap_or(""), &mut seen)?;
                         }
                         (Some("tally"), Some(r), Some(f)) => {
                             read = r.parse::<u64>().unwrap_or(read);
@@ -320,6 +322,7 @@ fn supervise(target: Target, args: &Args) -> std::io::Result<Tally> {
                         tally.hangs += 1;
                         save(
                             target,
+                            &seeds,
                             i,
                             "hang",
                             &format!("still running after {hang:?}"),
@@ -350,7 +353,14 @@ fn supervise(target: Target, args: &Args) -> std::io::Result<Tally> {
                         .find(|l| l.contains("calmflow_") && !l.contains("calmflow_fuzz"))
                         .unwrap_or("");
                     let tail = format!("{first} {frame}");
-                    save(target, i, "abort", &format!("{status}: {tail}"), &mut seen)?;
+                    save(
+                        target,
+                        &seeds,
+                        i,
+                        "abort",
+                        &format!("{status}: {tail}"),
+                        &mut seen,
+                    )?;
                     from = i + 1;
                     break;
                 }

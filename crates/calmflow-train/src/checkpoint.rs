@@ -148,17 +148,24 @@ impl Checkpoint {
     }
 
     /// Replaces `config.json` with `config` (to record what was learnt after training,
-    /// such as the chosen sampling temperature) and the manifest with one that lists it,
-    /// each atomically.
+    /// such as the chosen sampling temperature), atomically, and its entry in the
+    /// manifest after it (the other files, checked when the checkpoint was opened, are
+    /// not read again). A checkpoint from before manifests stays without one.
     pub fn rewrite_config(&mut self, config: serde_json::Value) -> Result<()> {
         let text = pretty(&config);
         write_atomically(&self.dir.join("config.json"), |w| {
             w.write_all(text.as_bytes())
         })?;
-        let manifest = pretty(&Manifest::of(&self.dir)?);
-        write_atomically(&self.dir.join(MANIFEST), |w| {
-            w.write_all(manifest.as_bytes())
-        })?;
+        let path = self.dir.join(MANIFEST);
+        if path.is_file() {
+            let mut manifest: Manifest = read_json(&path)?;
+            let (bytes, sha256) = sha256_of(&mut text.as_bytes(), &self.dir.join("config.json"))?;
+            manifest
+                .files
+                .insert("config.json".into(), FileRecord { bytes, sha256 });
+            let manifest = pretty(&manifest);
+            write_atomically(&path, |w| w.write_all(manifest.as_bytes()))?;
+        }
         self.config = config;
         Ok(())
     }
@@ -238,14 +245,20 @@ struct Manifest {
     files: std::collections::BTreeMap<String, FileRecord>,
 }
 
-fn sha256_of(path: &Path) -> Result<(u64, String)> {
+/// Length and SHA-256 (lower-case hex) of what `reader` holds; `path` names it in errors.
+fn sha256_of(reader: &mut impl std::io::Read, path: &Path) -> Result<(u64, String)> {
     use sha2::Digest as _;
-    let mut file = std::fs::File::open(path).map_err(|e| error(path, e.to_string()))?;
     let mut hasher = sha2::Sha256::new();
-    let bytes = std::io::copy(&mut file, &mut hasher).map_err(|e| error(path, e.to_string()))?;
+    let bytes = std::io::copy(reader, &mut hasher).map_err(|e| error(path, e.to_string()))?;
     let digest = hasher.finalize();
     let hex = digest.iter().map(|b| format!("{b:02x}")).collect();
     Ok((bytes, hex))
+}
+
+/// [`sha256_of`] the file at `path`.
+fn file_sha256(path: &Path) -> Result<(u64, String)> {
+    let mut file = std::fs::File::open(path).map_err(|e| error(path, e.to_string()))?;
+    sha256_of(&mut file, path)
 }
 
 impl Manifest {
@@ -261,7 +274,7 @@ impl Manifest {
             if name == MANIFEST || !path.is_file() {
                 continue;
             }
-            let (bytes, sha256) = sha256_of(&path)?;
+            let (bytes, sha256) = file_sha256(&path)?;
             files.insert(name.to_string(), FileRecord { bytes, sha256 });
         }
         Ok(Self { files })
@@ -277,7 +290,7 @@ impl Manifest {
                     format!("{name} is missing (the checkpoint's manifest lists it)"),
                 ));
             }
-            let (bytes, sha256) = sha256_of(&path)?;
+            let (bytes, sha256) = file_sha256(&path)?;
             if bytes != want.bytes {
                 return Err(error(
                     dir,

@@ -393,7 +393,8 @@ fn rolled_out_context<B: Backend>(
     if rolled == 0 || n < 3 {
         return Ok(slots);
     }
-    let sources = slots.clone().narrow(0, 0, rolled).narrow(1, 0, p);
+    let first = slots.clone().narrow(0, 0, rolled);
+    let sources = first.clone().narrow(1, 0, p);
     let prompt = prompt.map(|q| calmflow_model::Prompt {
         embeddings: q.embeddings.clone().narrow(0, 0, rolled),
         padding: q.padding.clone().map(|m| m.narrow(0, 0, rolled)),
@@ -403,10 +404,7 @@ fn rolled_out_context<B: Backend>(
         .reshape([rolled, s, d])
         .detach();
     let own = Tensor::cat(
-        vec![
-            states.narrow(1, 0, s - p),
-            slots.clone().narrow(0, 0, rolled).narrow(1, s - p, p),
-        ],
+        vec![states.narrow(1, 0, s - p), first.narrow(1, s - p, p)],
         1,
     );
     Ok(if rolled == b {
