@@ -5,7 +5,7 @@ use hdf5_reader::group::Group;
 use hdf5_reader::{Dataset, Datatype};
 
 use super::reader::Reader;
-use super::types::{Column, DataFrame};
+use super::types::{Column, DataFrame, frame_in_file};
 use crate::error::{DataError, Result};
 
 /// A float as Python's `str()` writes it for the values categories hold: `1.0`, `0.5`,
@@ -66,7 +66,7 @@ impl Reader<'_> {
             Some(wanted) => {
                 if let Some(missing) = wanted.iter().find(|w| !order.contains(w)) {
                     return Err(DataError::UnknownColumn {
-                        frame: format!("{}: {name}", self.path.display()),
+                        frame: frame_in_file(self.path, name),
                         column: missing.clone(),
                         present: order.join(", "),
                     });

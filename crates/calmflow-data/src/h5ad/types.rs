@@ -195,6 +195,15 @@ pub struct DataFrame {
     pub file: std::path::PathBuf,
 }
 
+/// A dataframe's name for messages: `FILE: obs`, or `obs` when no file is known.
+pub(super) fn frame_in_file(file: &std::path::Path, name: &str) -> String {
+    if file.as_os_str().is_empty() {
+        name.to_string()
+    } else {
+        format!("{}: {name}", file.display())
+    }
+}
+
 impl DataFrame {
     /// The column called `name` (an error if it is absent or [`Column::Unreadable`]).
     pub fn column(&self, name: &str) -> Result<&Column> {
@@ -203,11 +212,7 @@ impl DataFrame {
                 element, message, ..
             }) => Err(h5_error(Some(&self.file), element, message.clone())),
             found => found.ok_or_else(|| DataError::UnknownColumn {
-                frame: if self.file.as_os_str().is_empty() {
-                    self.name.clone()
-                } else {
-                    format!("{}: {}", self.file.display(), self.name)
-                },
+                frame: frame_in_file(&self.file, &self.name),
                 column: name.to_string(),
                 present: self
                     .columns
