@@ -1073,9 +1073,14 @@ fn conditional_cells_train_from_a_config_and_sample_by_condition() {
 
 /// The same configuration and seed, trained in two processes, give the same checkpoint
 /// bytes (weights, optimizer state, configuration) and the same logged numbers, for every
-/// head: burn's random parameter ids are numbered at initialisation and the optimizer's
-/// per-parameter state is written in sorted order. Wall-clock fields (`elapsed_seconds`
-/// in `state.json`, `seconds` and `steps_per_second` in the log) are what may differ.
+/// head: burn's random parameter ids are numbered at initialisation, the optimizer's
+/// per-parameter state is written in sorted order, and no result depends on where the
+/// allocator puts a buffer (the second run, where `setarch` exists, runs with address
+/// randomisation off; burn-ndarray's SIMD reciprocal, exact or not by the buffer's
+/// alignment, is not built). Wall-clock fields (`elapsed_seconds` in `state.json`,
+/// `seconds` and `steps_per_second` in the log) are what may differ. A run interrupted
+/// after its step-3 checkpoint and resumed in a third process ends on the same bytes and
+/// the same log, its step-4 line averaging steps 1–4 as the uninterrupted run's does.
 #[test]
 fn two_processes_with_one_seed_write_the_same_checkpoint_bytes() {
     let dir = tempfile::tempdir().unwrap();
@@ -1092,46 +1097,103 @@ fn two_processes_with_one_seed_write_the_same_checkpoint_bytes() {
             })
             .collect()
     };
+    let fixed_addresses = Command::new("setarch")
+        .args(["-R", "true"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    // Log lines at steps 4, 5 (validation) and 6; checkpoints at 3 and 6.
+    let config = TINY
+        .replace("log_every = 2", "log_every = 4")
+        .replace("validate_every = 3", "validate_every = 5");
     for head in ["flow", "mixture", "variational", "cvae"] {
-        let config = TINY.replace("heads = 2\n", &format!("heads = 2\nhead = \"{head}\"\n"));
+        let config = config.replace("heads = 2\n", &format!("heads = 2\nhead = \"{head}\"\n"));
         write(d, &format!("{head}.toml"), &config);
         for run in ["a", "b"] {
             let out = format!("{head}-{run}");
-            let o = calmflow(
-                &[
-                    "train",
-                    "--config",
-                    &format!("{head}.toml"),
-                    "--out",
-                    &out,
-                    "--quiet",
-                ],
-                d,
-            );
+            let args = [
+                "train",
+                "--config",
+                &format!("{head}.toml"),
+                "--out",
+                &out,
+                "--quiet",
+            ];
+            let o = if run == "b" && fixed_addresses {
+                Command::new("setarch")
+                    .arg("-R")
+                    .arg(env!("CARGO_BIN_EXE_calmflow"))
+                    .args(args)
+                    .current_dir(d)
+                    .output()
+                    .unwrap()
+            } else {
+                calmflow(&args, d)
+            };
             assert!(o.status.success(), "{head}: {}", stderr(&o));
         }
         let (a, b) = (d.join(format!("{head}-a")), d.join(format!("{head}-b")));
-        for step in ["step-00000003", "step-00000006"] {
+        let state = |r: &Path, step: &str| {
+            let text = std::fs::read_to_string(r.join("checkpoints").join(step).join("state.json"))
+                .unwrap();
+            without_timing(&text.replace('\n', " "))
+        };
+        let same_files = |r: &Path, step: &str, why: &str| {
             for file in ["model.mpk", "optimizer.mpk", "config.json"] {
                 let path = |r: &Path| r.join("checkpoints").join(step).join(file);
                 assert!(
-                    std::fs::read(path(&a)).unwrap() == std::fs::read(path(&b)).unwrap(),
-                    "{head}: {step}/{file} differs between two processes"
+                    std::fs::read(path(&a)).unwrap() == std::fs::read(path(r)).unwrap(),
+                    "{head}: {step}/{file} differs {why}"
                 );
             }
-            let state = |r: &Path| {
-                let text =
-                    std::fs::read_to_string(r.join("checkpoints").join(step).join("state.json"))
-                        .unwrap();
-                without_timing(&text.replace('\n', " "))
-            };
-            assert_eq!(state(&a), state(&b), "{head}: {step}/state.json");
+            assert_eq!(
+                state(&a, step),
+                state(r, step),
+                "{head}: {step}/state.json {why}"
+            );
+        };
+        for step in ["step-00000003", "step-00000006"] {
+            same_files(&b, step, "between two processes");
         }
         let log =
             |r: &Path| without_timing(&std::fs::read_to_string(r.join("train_log.jsonl")).unwrap());
-        let (la, lb) = (log(&a), log(&b));
-        assert!(la.len() >= 4, "{head}: {la:?}");
-        assert_eq!(la, lb, "{head}: the logs differ beyond their timing");
+        let la = log(&a);
+        assert_eq!(la.len(), 3, "{head}: {la:?}");
+        assert_eq!(la, log(&b), "{head}: the logs differ beyond their timing");
+        // Interrupted after step 3 (its step-6 checkpoint gone, `latest` back at step 3,
+        // the log still holding the lines of steps 4–6) and resumed in a third process.
+        let c = d.join(format!("{head}-c"));
+        copy_dir(&b, &c);
+        std::fs::remove_dir_all(c.join("checkpoints/step-00000006")).unwrap();
+        std::fs::write(c.join("checkpoints/latest"), "step-00000003").unwrap();
+        let o = calmflow(
+            &[
+                "train",
+                "--config",
+                &format!("{head}.toml"),
+                "--out",
+                &format!("{head}-c"),
+                "--resume",
+                "--quiet",
+            ],
+            d,
+        );
+        assert!(o.status.success(), "{head}: {}", stderr(&o));
+        same_files(&c, "step-00000006", "after a resume in another process");
+        assert_eq!(la, log(&c), "{head}: the resumed run's log differs");
+    }
+}
+
+/// Copies the files of `from` into `to`, recursively.
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), &target).unwrap();
+        }
     }
 }
 

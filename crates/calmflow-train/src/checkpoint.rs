@@ -15,6 +15,8 @@
 use std::path::{Path, PathBuf};
 
 use calmflow_data::write_atomically;
+
+use crate::log::LogWindow;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Result, TrainError};
@@ -50,6 +52,10 @@ pub struct TrainState {
     pub seed: u64,
     /// Training seconds so far.
     pub elapsed_seconds: f64,
+    /// The losses summed since the last log line (empty in checkpoints written before
+    /// it was kept).
+    #[serde(default)]
+    pub log_window: LogWindow,
 }
 
 /// A readable checkpoint directory.
@@ -371,6 +377,7 @@ mod tests {
             step,
             seed: 1,
             elapsed_seconds: 0.5,
+            log_window: LogWindow::default(),
         }
     }
 

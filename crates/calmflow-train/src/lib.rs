@@ -20,6 +20,7 @@ mod coupling;
 mod data;
 mod error;
 mod generate;
+mod log;
 mod loss;
 mod objective;
 mod ode;
@@ -40,6 +41,7 @@ pub use generate::{
     Generated, GenerationOptions, TEMPERATURE_GRID, TemperatureScore, TemperatureSweep,
     choose_temperature, generate,
 };
+pub use log::{LogRecord, LogWindow};
 pub use loss::{LossTerms, VolterraFlowLoss};
 pub use objective::{
     CalmFlowSettings, DrawnBatch, FlowObjective, MIXTURE_INIT_PAIRS, MixtureInit,
@@ -49,4 +51,4 @@ pub use ode::{AdaptiveSettings, OdeSolution, OdeSolver, SolveStats, integrate};
 pub use parallel::panic_message;
 pub use path::{ConditionalPath, Interpolant, NoiseSchedule};
 pub use schedule::{LrDecay, LrSchedule};
-pub use trainer::{LogRecord, Silent, TrainConfig, TrainObserver, TrainSummary, Trainer};
+pub use trainer::{Silent, TrainConfig, TrainObserver, TrainSummary, Trainer};

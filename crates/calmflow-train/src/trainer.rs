@@ -26,6 +26,7 @@ use crate::condition::ConditionBatch;
 use crate::coupling::Coupling;
 use crate::data::FlowData;
 use crate::error::{Result, TrainError, invalid, shape_error};
+use crate::log::{LogRecord, LogWindow, open_log};
 use crate::objective::{DrawnBatch, FlowObjective, MIXTURE_INIT_PAIRS};
 use crate::parallel::{
     FailureLog, PeerGroup, Replica, Shared, StepInputs, StepStats, Work, replica_seed, replica_step,
@@ -169,29 +170,6 @@ impl TrainConfig {
     }
 }
 
-/// One line of the training log.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct LogRecord {
-    /// Steps completed.
-    pub step: usize,
-    /// Mean training loss since the previous record.
-    pub loss: f64,
-    /// Mean reconstruction (or velocity) term since the previous record.
-    pub rec: f64,
-    /// Mean KL term since the previous record (absent without one).
-    pub kl: Option<f64>,
-    /// Learning rate of the last step.
-    pub lr: f64,
-    /// Global gradient norm of the last step, before clipping.
-    pub grad_norm: f64,
-    /// Validation loss, on validation steps.
-    pub val_loss: Option<f64>,
-    /// Training seconds so far.
-    pub seconds: f64,
-    /// Steps per second since the previous record.
-    pub steps_per_second: f64,
-}
-
 /// Receives the trainer's progress (the command-line program draws a progress bar).
 pub trait TrainObserver {
     /// After every step.
@@ -270,6 +248,7 @@ where
     model_config: serde_json::Value,
     extra: serde_json::Value,
     log_path: Option<PathBuf>,
+    log_window: LogWindow,
     history: Vec<LogRecord>,
 }
 
@@ -307,6 +286,7 @@ where
             model_config,
             extra: serde_json::Value::Null,
             log_path: None,
+            log_window: LogWindow::default(),
             history: Vec::new(),
         };
         trainer.initialize_model()?;
@@ -399,6 +379,7 @@ where
         self.model = Some(model);
         self.step = checkpoint.state.step;
         self.elapsed = checkpoint.state.elapsed_seconds;
+        self.log_window = checkpoint.state.log_window;
         Ok(self)
     }
 
@@ -579,6 +560,7 @@ where
             step: self.step,
             seed: self.config.seed,
             elapsed_seconds: elapsed,
+            log_window: self.log_window,
         };
         let config = serde_json::json!({
             "kind": M::KIND,
@@ -595,24 +577,6 @@ where
             )?;
             Ok(())
         })
-    }
-
-    fn open_log(&self) -> Result<Option<std::fs::File>> {
-        let Some(path) = &self.log_path else {
-            return Ok(None);
-        };
-        let io = |e| TrainError::Io {
-            path: path.display().to_string(),
-            source: e,
-        };
-        let mut options = std::fs::OpenOptions::new();
-        options.create(true);
-        if self.step == 0 {
-            options.write(true).truncate(true);
-        } else {
-            options.append(true);
-        }
-        options.open(path).map(Some).map_err(io)
     }
 
     /// Trains from the current step to `train.steps`.
@@ -740,12 +704,15 @@ where
         mut group: Option<&mut PeerGroup<'_>>,
     ) -> Result<TrainSummary> {
         let last_step = last_step.min(self.config.steps);
-        let mut log = self.open_log()?;
+        let mut log = match &self.log_path {
+            Some(path) => Some(open_log(path, self.step)?),
+            None => None,
+        };
         let schedule = self.config.schedule();
         let started = Instant::now();
         let start_step = self.step;
-        let mut window = (0.0, 0.0, 0.0, 0usize, false);
         let mut window_start = Instant::now();
+        let mut window_first_step = self.step;
         let mut last_checkpoint = None;
         let mut last_record_loss = f64::NAN;
         let mut val_loss = f64::NAN;
@@ -759,11 +726,7 @@ where
                 grad_norm,
             } = self.train_step(step, lr, group.as_deref_mut())?;
             self.step = step;
-            window.0 += loss;
-            window.1 += rec;
-            window.2 += kl.unwrap_or(0.0);
-            window.3 += 1;
-            window.4 |= kl.is_some();
+            self.log_window.add(loss, rec, kl);
             observer.on_step(step, self.config.steps, loss);
             let last = step == last_step;
             let validate = last
@@ -773,18 +736,19 @@ where
                 if validate {
                     val_loss = self.validation_loss()?;
                 }
-                let n = window.3 as f64;
+                let (mean_loss, mean_rec, mean_kl) = self.log_window.means();
                 let now = Instant::now();
                 let record = LogRecord {
                     step,
-                    loss: window.0 / n,
-                    rec: window.1 / n,
-                    kl: window.4.then_some(window.2 / n),
+                    loss: mean_loss,
+                    rec: mean_rec,
+                    kl: mean_kl,
                     lr,
                     grad_norm,
                     val_loss: validate.then_some(val_loss),
                     seconds: self.elapsed + started.elapsed().as_secs_f64(),
-                    steps_per_second: n / now.duration_since(window_start).as_secs_f64().max(1e-9),
+                    steps_per_second: (step - window_first_step) as f64
+                        / now.duration_since(window_start).as_secs_f64().max(1e-9),
                 };
                 last_record_loss = record.loss;
                 if let Some(file) = log.as_mut() {
@@ -800,8 +764,9 @@ where
                 }
                 observer.on_log(&record);
                 self.history.push(record);
-                window = (0.0, 0.0, 0.0, 0, false);
+                self.log_window = LogWindow::default();
                 window_start = now;
+                window_first_step = step;
             }
             let checkpoint_due = self.checkpoint_root.is_some()
                 && (last

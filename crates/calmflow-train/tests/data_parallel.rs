@@ -268,6 +268,33 @@ fn two_replicas_take_the_one_device_steps_calmflow() {
     );
 }
 
+/// Two replicas run twice give the same bits: the replicas' concurrent backward passes,
+/// which allocate in an order that depends on the threads' timing, compute nothing whose
+/// result depends on where a buffer lies (burn-ndarray is built without its approximate,
+/// alignment-dependent SIMD reciprocal; docs/scaling.md). The summation order of the
+/// averaged gradients is fixed (replica order), so the runs are equal, not close.
+#[test]
+fn replicas_repeat_their_run_bit_for_bit() {
+    let _guard = RNG_LOCK.lock().unwrap_or_else(|e| e.into_inner());
+    let train = train_config(12, 8);
+    let runs: Vec<_> = (0..3)
+        .map(|_| {
+            run(
+                calmflow_model(2),
+                calmflow_settings(),
+                train.clone(),
+                gaussian_data(2),
+                1,
+            )
+        })
+        .collect();
+    for other in &runs[1..] {
+        assert_eq!(runs[0].0, other.0, "losses");
+        assert_eq!(runs[0].1, other.1, "gradient norms");
+        assert!(runs[0].2 == other.2, "weights");
+    }
+}
+
 /// The same for I-CFM with exact-OT pairs (the coupling sees the whole batch once) and
 /// three replicas.
 #[test]
