@@ -1,6 +1,7 @@
 //! Mutation fuzzing of every parser that reads a user's file: `.npy`, `.npz`, CSV,
 //! `.h5ad`, GPT-NeoX safetensors and `config.json`, Hugging Face `tokenizer.json`, the run
-//! configuration's TOML and model checkpoints.
+//! configuration's TOML and model checkpoints (weights, optimizer state, `state.json`,
+//! `config.json`, `manifest.json`).
 //!
 //! No coverage-guided fuzzer builds on this project's stable toolchain (cargo-fuzz needs
 //! nightly, afl.rs a compiler plugin toolchain), so inputs come from seeded, stacked
@@ -22,6 +23,7 @@ use calmflow::backend::Cpu;
 use calmflow::model::{CalmFlowConfig, CalmFlowModel};
 use rand::{Rng as _, RngCore, SeedableRng};
 
+mod resume;
 mod seeds;
 
 /// A parser of user files.
@@ -45,11 +47,20 @@ pub enum Target {
     Config,
     /// `CalmFlowModel::load_weights` (a checkpoint's `model.mpk`).
     Checkpoint,
+    /// `Checkpoint::open` on a checkpoint whose `state.json` is the input.
+    CheckpointState,
+    /// `Checkpoint::open` and the model, flow settings and run record that `calmflow
+    /// sample` reads from `config.json`, the input.
+    CheckpointConfig,
+    /// `Checkpoint::open` checking the other files against `manifest.json`, the input.
+    CheckpointManifest,
+    /// `--resume` from a checkpoint whose `optimizer.mpk` is the input, and a step with it.
+    Optimizer,
 }
 
 impl Target {
     /// Every target, in the order `cargo xtask fuzz` runs them.
-    pub const ALL: [Target; 9] = [
+    pub const ALL: [Target; 13] = [
         Target::Npy,
         Target::Npz,
         Target::Csv,
@@ -59,6 +70,10 @@ impl Target {
         Target::Tokenizer,
         Target::Config,
         Target::Checkpoint,
+        Target::CheckpointState,
+        Target::CheckpointConfig,
+        Target::CheckpointManifest,
+        Target::Optimizer,
     ];
 
     /// The target's name (its folder under `fuzz/regressions/`).
@@ -73,6 +88,10 @@ impl Target {
             Target::Tokenizer => "tokenizer",
             Target::Config => "config",
             Target::Checkpoint => "checkpoint",
+            Target::CheckpointState => "checkpoint-state",
+            Target::CheckpointConfig => "checkpoint-config",
+            Target::CheckpointManifest => "checkpoint-manifest",
+            Target::Optimizer => "optimizer",
         }
     }
 
@@ -85,7 +104,13 @@ impl Target {
     fn is_text(self) -> bool {
         matches!(
             self,
-            Target::Csv | Target::NeoxConfig | Target::Tokenizer | Target::Config
+            Target::Csv
+                | Target::NeoxConfig
+                | Target::Tokenizer
+                | Target::Config
+                | Target::CheckpointState
+                | Target::CheckpointConfig
+                | Target::CheckpointManifest
         )
     }
 }
@@ -102,7 +127,8 @@ pub enum Outcome {
 }
 
 /// The state a target's inputs run against: a scratch folder for parsers that read
-/// paths, and the tiny model that weights load into.
+/// paths (with a tiny run's checkpoint for each checkpoint target), and the tiny model
+/// that weights load into.
 pub struct Harness {
     scratch: tempfile::TempDir,
     model: CalmFlowModel<Cpu>,
@@ -124,10 +150,9 @@ impl Harness {
         let model = tiny_config()
             .init::<Cpu>(&Default::default())
             .map_err(|e| std::io::Error::other(e.to_string()))?;
-        Ok(Self {
-            scratch: tempfile::tempdir()?,
-            model,
-        })
+        let scratch = tempfile::tempdir()?;
+        resume::prepare(scratch.path()).map_err(std::io::Error::other)?;
+        Ok(Self { scratch, model })
     }
 
     fn file(&self, name: &str, bytes: &[u8]) -> PathBuf {
@@ -200,6 +225,12 @@ impl Harness {
                 .load_weights(&self.file("model.mpk", bytes), &device)
                 .map(drop)
                 .map_err(|e| e.to_string()),
+            Target::CheckpointState
+            | Target::CheckpointConfig
+            | Target::CheckpointManifest
+            | Target::Optimizer => {
+                resume::parse(self.scratch.path(), &tiny_config(), target, bytes)
+            }
         }
     }
 }

@@ -62,7 +62,8 @@ struct Args {
     #[arg(long, default_value_t = 60)]
     seconds: u64,
     /// Targets to run (default: all): npy, npz, csv, h5ad, safetensors, neox-config,
-    /// tokenizer, config, checkpoint.
+    /// tokenizer, config, checkpoint, checkpoint-state, checkpoint-config,
+    /// checkpoint-manifest, optimizer.
     #[arg(long = "target", value_name = "NAME")]
     targets: Vec<String>,
     /// Seconds one input may take before it counts as a hang.

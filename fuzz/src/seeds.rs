@@ -252,5 +252,13 @@ pub(crate) fn seeds(target: Target, tiny: &CalmFlowConfig) -> Vec<(String, Vec<u
                 written(|p| model.save_weights(p).map_err(|e| e.to_string())),
             )]
         }
+        Target::CheckpointState
+        | Target::CheckpointConfig
+        | Target::CheckpointManifest
+        | Target::Optimizer => {
+            let file = crate::resume::file_of(target).unwrap_or("checkpoint file");
+            let bytes = crate::resume::seed(target).unwrap_or_else(|e| panic!("{e}"));
+            vec![named(file, bytes)]
+        }
     }
 }

@@ -43,6 +43,7 @@ mod model;
 pub mod neox;
 mod neox_visit;
 mod norm;
+mod record_check;
 mod record_file;
 mod rotary;
 
@@ -58,6 +59,7 @@ pub use head::{
 pub use model::{CalmFlowConfig, CalmFlowModel, Prompt};
 pub use norm::layer_norm_plain;
 pub use record_file::{
-    SortedParamRecord, load_module, load_record, materialize, save_module, save_record,
+    SortedParamRecord, load_module, load_optimizer_record, load_record, materialize, save_module,
+    save_record,
 };
 pub use rotary::RotaryEmbedding;

@@ -57,17 +57,44 @@ pub(crate) fn write_bytes_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
         })
 }
 
-/// Reads a record written by [`save_record`] onto `device`.
+/// Reads a record written by [`save_record`] onto `device`. Every tensor's bytes are
+/// checked against its shape first (burn builds CPU tensors without that check).
 pub fn load_record<B: Backend, R: Record<B>>(path: &Path, device: &B::Device) -> Result<R> {
+    load_checked(path, device, crate::record_check::check_record_tensors)
+}
+
+/// Reads an optimizer's state (a record keyed by parameter id, written by [`save_record`]
+/// from a [`SortedParamRecord`] or burn's own map) for `module`: besides the checks of
+/// [`load_record`], every state must belong to one of the module's parameters and have
+/// its shape, so a state of another model is refused here rather than failing (or
+/// panicking inside burn) at the next optimizer step.
+pub fn load_optimizer_record<B: Backend, M: Module<B>, R: Record<B>>(
+    module: &M,
+    path: &Path,
+    device: &B::Device,
+) -> Result<R> {
+    let shapes = ParameterShapes::of(module).by_id();
+    load_checked(path, device, |bytes| {
+        crate::record_check::check_param_record(bytes, &shapes)
+    })
+}
+
+fn load_checked<B: Backend, R: Record<B>>(
+    path: &Path,
+    device: &B::Device,
+    check: impl FnOnce(&[u8]) -> std::result::Result<(), String>,
+) -> Result<R> {
     if !path.is_file() {
         return Err(record_error(path, "no such file"));
     }
+    let bytes = std::fs::read(path).map_err(|e| record_error(path, e.to_string()))?;
+    check(&bytes).map_err(|cause| record_error(path, unreadable(&cause)))?;
     let base = staging_base(path, "load")?;
     let staged = base.with_extension("mpk");
-    std::fs::copy(path, &staged).map_err(|e| record_error(path, e.to_string()))?;
-    // A damaged file can decode into tensor data whose bytes do not fill its shape, and
-    // burn's backends assert on that while building the tensors: caught here, it is the
-    // damaged file it is.
+    std::fs::write(&staged, &bytes).map_err(|e| record_error(path, e.to_string()))?;
+    // What the check above does not cover (a decodable file whose items burn cannot
+    // turn into its record type) may still make burn assert while building tensors:
+    // caught here, it is the damaged file it is.
     let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
         NamedMpkFileRecorder::<FullPrecisionSettings>::new().load(base, device)
     }));
@@ -213,12 +240,13 @@ pub fn materialize<B: Backend, M: Module<B>>(module: M) -> M {
     module.map(&mut Materialize { next: 0 })
 }
 
-/// Every float parameter's module path and shape, in visiting order.
-struct ParameterShapes(Vec<(String, Vec<usize>)>);
+/// Every float parameter's module path and shape, in visiting order, and its id.
+struct ParameterShapes(Vec<(String, Vec<usize>)>, Vec<ParamId>);
 
 struct ShapeVisitor {
     path: Vec<String>,
     shapes: Vec<(String, Vec<usize>)>,
+    ids: Vec<ParamId>,
 }
 
 impl ParameterShapes {
@@ -226,9 +254,19 @@ impl ParameterShapes {
         let mut v = ShapeVisitor {
             path: Vec::new(),
             shapes: Vec::new(),
+            ids: Vec::new(),
         };
         module.visit(&mut v);
-        Self(v.shapes)
+        Self(v.shapes, v.ids)
+    }
+
+    /// Each parameter's shape by its id as records write it.
+    fn by_id(&self) -> BTreeMap<String, Vec<usize>> {
+        self.1
+            .iter()
+            .zip(&self.0)
+            .map(|(id, (_, shape))| (id.serialize(), shape.clone()))
+            .collect()
     }
 }
 
@@ -242,6 +280,7 @@ impl<B: Backend> ModuleVisitor<B> for ShapeVisitor {
     fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<B, D>>) {
         self.shapes
             .push((self.path.join("."), param.val().dims().to_vec()));
+        self.ids.push(param.id);
     }
 }
 

@@ -374,7 +374,11 @@ where
         let model = self.take_model();
         let model = calmflow_model::load_module(model, &checkpoint.model_path(), &self.device)?;
         let record: calmflow_model::SortedParamRecord<_> =
-            calmflow_model::load_record::<B, _>(&checkpoint.optimizer_path(), &self.device)?;
+            calmflow_model::load_optimizer_record::<B, _, _>(
+                &model,
+                &checkpoint.optimizer_path(),
+                &self.device,
+            )?;
         self.optim = self.optim.load_record(record.0);
         self.model = Some(model);
         self.step = checkpoint.state.step;
