@@ -198,6 +198,9 @@ pub struct TrainSummary {
     pub seconds: f64,
     /// Steps per second in this process.
     pub steps_per_second: f64,
+    /// Of `seconds`, those spent drawing the steps' batches on the host (data points,
+    /// coupling, path noise) while the device had no step to run: the step waits for them.
+    pub data_seconds: f64,
     /// The last checkpoint written, if any.
     pub checkpoint: Option<PathBuf>,
 }
@@ -250,6 +253,8 @@ where
     log_path: Option<PathBuf>,
     log_window: LogWindow,
     history: Vec<LogRecord>,
+    /// Seconds spent drawing batches since the current `run_until` began.
+    data_seconds: f64,
 }
 
 impl<B, M> Trainer<B, M>
@@ -288,6 +293,7 @@ where
             log_path: None,
             log_window: LogWindow::default(),
             history: Vec::new(),
+            data_seconds: 0.0,
         };
         trainer.initialize_model()?;
         Ok(trainer)
@@ -638,6 +644,7 @@ where
         lr: f64,
         group: Option<&mut PeerGroup<'_>>,
     ) -> Result<StepStats> {
+        let drawing = Instant::now();
         let seed = step_seed(self.config.seed, step as u64, 0);
         let mut rng = seeded_rng(seed);
         B::seed(&self.device, replica_seed(self.config.seed, step, 0));
@@ -646,6 +653,7 @@ where
             .model()
             .draw(&x0, &x1, conditions.as_deref(), &self.settings, &mut rng)?
             .at_progress((step - 1) as f64 / self.config.steps as f64);
+        self.data_seconds += drawing.elapsed().as_secs_f64();
         let Some(group) = group else {
             return self.own_step(&batch, step, lr, None);
         };
@@ -714,6 +722,7 @@ where
         };
         let schedule = self.config.schedule();
         let started = Instant::now();
+        self.data_seconds = 0.0;
         let start_step = self.step;
         let mut window_start = Instant::now();
         let mut window_first_step = self.step;
@@ -795,6 +804,7 @@ where
             final_val_loss: val_loss,
             seconds,
             steps_per_second: done as f64 / seconds.max(1e-9),
+            data_seconds: self.data_seconds,
             checkpoint: last_checkpoint,
         })
     }

@@ -200,6 +200,13 @@ fn calmflow_learns_a_gaussian_map() {
     )
     .unwrap();
     let summary = trainer.run(&mut Silent).unwrap();
+    // Drawing 400 batches on the host takes some, not all, of the training time.
+    assert!(
+        summary.data_seconds > 0.0 && summary.data_seconds < summary.seconds,
+        "{} of {} s drawing batches",
+        summary.data_seconds,
+        summary.seconds
+    );
     let first = trainer.history()[0].loss;
     assert!(
         summary.final_loss < 0.5 * first,

@@ -423,9 +423,15 @@ fn train(args: TrainArgs, kind: ModelKind) -> Result<(), String> {
     };
     let s = &outcome.summary;
     println!(
-        "trained {} parameters for {} steps in {:.1} s ({:.2} steps/s): final loss {:.4}, \
-         validation loss {:.4}",
-        outcome.parameters, s.steps, s.seconds, s.steps_per_second, s.final_loss, s.final_val_loss
+        "trained {} parameters for {} steps in {:.1} s ({:.2} steps/s; {:.0} % of it drawing \
+         batches on the host): final loss {:.4}, validation loss {:.4}",
+        outcome.parameters,
+        s.steps,
+        s.seconds,
+        s.steps_per_second,
+        100.0 * s.data_seconds / s.seconds.max(1e-9),
+        s.final_loss,
+        s.final_val_loss
     );
     if let Some(sweep) = &outcome.temperature {
         println!(
