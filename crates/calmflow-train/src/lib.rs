@@ -26,6 +26,7 @@ mod objective;
 mod ode;
 mod parallel;
 mod path;
+mod prefetch;
 mod schedule;
 mod seed;
 mod trainer;

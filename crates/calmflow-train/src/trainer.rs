@@ -7,6 +7,7 @@
 
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 use std::time::Instant;
 
@@ -31,6 +32,7 @@ use crate::objective::{DrawnBatch, FlowObjective, MIXTURE_INIT_PAIRS};
 use crate::parallel::{
     FailureLog, PeerGroup, Replica, Shared, StepInputs, StepStats, Work, replica_seed, replica_step,
 };
+use crate::prefetch::{PairPrefetch, PairSettings, Pairs, draw_pairs};
 use crate::schedule::{LrDecay, LrSchedule};
 use crate::seed::step_seed;
 
@@ -198,8 +200,9 @@ pub struct TrainSummary {
     pub seconds: f64,
     /// Steps per second in this process.
     pub steps_per_second: f64,
-    /// Of `seconds`, those spent drawing the steps' batches on the host (data points,
-    /// coupling, path noise) while the device had no step to run: the step waits for them.
+    /// Of `seconds`, those the steps spent waiting for their batches on the host: for the
+    /// pairs drawn ahead on another thread (data points, coupling) when they were not
+    /// ready yet, and drawing the path noise.
     pub data_seconds: f64,
     /// The last checkpoint written, if any.
     pub checkpoint: Option<PathBuf>,
@@ -225,13 +228,6 @@ where
         .init::<B, M>()
 }
 
-/// Source points, target points and (for conditional data) each example's condition.
-type Pairs = (
-    ndarray::Array2<f32>,
-    ndarray::Array2<f32>,
-    Option<Vec<usize>>,
-);
-
 /// Trains a [`FlowObjective`] model.
 pub struct Trainer<B, M>
 where
@@ -242,7 +238,7 @@ where
     optim: Adam<M, B>,
     config: TrainConfig,
     settings: M::Settings,
-    data: FlowData,
+    data: Arc<FlowData>,
     device: B::Device,
     replicas: Vec<B::Device>,
     step: usize,
@@ -282,7 +278,7 @@ where
             optim,
             config,
             settings,
-            data,
+            data: Arc::new(data),
             device,
             replicas: Vec::new(),
             step: 0,
@@ -462,27 +458,14 @@ where
 
     /// Draws and couples one step's pairs from `rng`.
     fn pairs(&self, rng: &mut Rng) -> Result<Pairs> {
-        let per = M::pairs_per_example(&self.settings);
-        let n = self.config.batch_size * per;
-        let x0 = self.data.source.draw(n, rng);
-        match &self.data.conditions {
-            None => {
-                let x1 = self.data.target.draw(n, rng);
-                let (x0, x1) = self.config.coupling.couple(&x0, &x1, rng)?;
-                Ok((x0, x1, None))
-            }
-            Some(cd) => {
-                let crate::data::PointSource::Points(target) = &self.data.target else {
-                    return Err(invalid("conditional data needs a target point set"));
-                };
-                let (x1, conditions) = cd.draw(target, self.config.batch_size, per, rng);
-                let rows: Vec<usize> = conditions
-                    .iter()
-                    .flat_map(|&c| std::iter::repeat_n(c, per))
-                    .collect();
-                let (x0, x1) = self.config.coupling.couple_grouped(&x0, &x1, &rows, rng)?;
-                Ok((x0, x1, Some(conditions)))
-            }
+        draw_pairs(&self.data, &self.pair_settings(), rng)
+    }
+
+    fn pair_settings(&self) -> PairSettings {
+        PairSettings {
+            batch_size: self.config.batch_size,
+            per_example: M::pairs_per_example(&self.settings),
+            coupling: self.config.coupling,
         }
     }
 
@@ -642,13 +625,12 @@ where
         &mut self,
         step: usize,
         lr: f64,
+        pairs: &mut PairPrefetch,
         group: Option<&mut PeerGroup<'_>>,
     ) -> Result<StepStats> {
         let drawing = Instant::now();
-        let seed = step_seed(self.config.seed, step as u64, 0);
-        let mut rng = seeded_rng(seed);
+        let ((x0, x1, conditions), mut rng) = pairs.next(step)?;
         B::seed(&self.device, replica_seed(self.config.seed, step, 0));
-        let (x0, x1, conditions) = self.pairs(&mut rng)?;
         let batch = self
             .model()
             .draw(&x0, &x1, conditions.as_deref(), &self.settings, &mut rng)?
@@ -723,6 +705,13 @@ where
         let schedule = self.config.schedule();
         let started = Instant::now();
         self.data_seconds = 0.0;
+        let mut pairs = PairPrefetch::start(
+            Arc::clone(&self.data),
+            self.pair_settings(),
+            self.config.seed,
+            self.step + 1,
+            last_step,
+        )?;
         let start_step = self.step;
         let mut window_start = Instant::now();
         let mut window_first_step = self.step;
@@ -737,7 +726,7 @@ where
                 rec,
                 kl,
                 grad_norm,
-            } = self.train_step(step, lr, group.as_deref_mut())?;
+            } = self.train_step(step, lr, &mut pairs, group.as_deref_mut())?;
             self.step = step;
             self.log_window.add(loss, rec, kl);
             observer.on_step(step, self.config.steps, loss);
