@@ -28,8 +28,27 @@ enum Node {
 /// Sequences up to this length are kept element by element (shapes are shorter).
 const KEPT_ELEMENTS: usize = 16;
 
+/// The most values a record may hold: a model's record holds about a dozen per parameter
+/// tensor, and a file of small values (two bytes each) would otherwise decode into a tree
+/// some thirty times its size.
+const MAX_VALUES: usize = 1 << 20;
+
+thread_local! {
+    /// Values decoded so far in this thread's current check.
+    static VALUES: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+}
+
 impl<'de> Deserialize<'de> for Node {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let count = VALUES.with(|v| {
+            v.set(v.get() + 1);
+            v.get()
+        });
+        if count > MAX_VALUES {
+            return Err(serde::de::Error::custom(format!(
+                "more than {MAX_VALUES} values, far more than a model's record holds"
+            )));
+        }
         deserializer.deserialize_any(NodeVisitor)
     }
 }
@@ -206,11 +225,27 @@ fn walk(node: &Node, path: &mut Vec<String>, seen: &mut OnTensor<'_>) -> Result<
     Ok(())
 }
 
+/// The message for a file that cannot be what calmflow wrote, with what was found.
+pub(crate) fn damaged(cause: &str) -> String {
+    format!(
+        "the file is damaged (truncated or corrupted, e.g. by an interrupted copy) or was not \
+         written by calmflow ({cause}); restore it or use another checkpoint"
+    )
+}
+
+/// Decodes a record file, refusing it as damaged when it is not MessagePack or one of its
+/// tensors does not fill its shape exactly.
+fn decode_checked(bytes: &[u8]) -> Result<Node, String> {
+    VALUES.with(|v| v.set(0));
+    let root: Node = rmp_serde::from_slice(bytes).map_err(|e| damaged(&format!("decoder: {e}")))?;
+    walk(&root, &mut Vec::new(), &mut |_, _| Ok(())).map_err(|cause| damaged(&cause))?;
+    Ok(root)
+}
+
 /// Checks that every tensor in a named-MessagePack record fills its shape exactly; the
-/// reason when one does not, or when the bytes are not MessagePack at all.
+/// message for the user when one does not, or when the bytes are not MessagePack at all.
 pub(crate) fn check_record_tensors(bytes: &[u8]) -> Result<(), String> {
-    let root: Node = rmp_serde::from_slice(bytes).map_err(|e| e.to_string())?;
-    walk(&root, &mut Vec::new(), &mut |_, _| Ok(()))
+    decode_checked(bytes).map(drop)
 }
 
 /// [`check_record_tensors`] for a record keyed by parameter id (an optimizer's state,
@@ -221,17 +256,19 @@ pub(crate) fn check_param_record(
     bytes: &[u8],
     shapes: &std::collections::BTreeMap<String, Vec<usize>>,
 ) -> Result<(), String> {
-    let root: Node = rmp_serde::from_slice(bytes).map_err(|e| e.to_string())?;
-    walk(&root, &mut Vec::new(), &mut |_, _| Ok(()))?;
+    const OTHER_MODEL: &str = "the optimizer state belongs to a model of another configuration";
+    let root = decode_checked(bytes)?;
     let Some(Node::Map(entries)) = root.get("item") else {
-        return Err("the file holds no record (no `item` map)".into());
+        return Err(damaged("it holds no record: no `item` map"));
     };
     for (key, value) in entries {
         let Node::Text(id) = key else {
-            return Err("a state is keyed by something other than a parameter id".into());
+            return Err(damaged(
+                "a state is keyed by something other than a parameter id",
+            ));
         };
         let want = shapes.get(id).ok_or_else(|| {
-            format!("it holds a state for parameter `{id}`, which the model does not have: the optimizer state belongs to a model of another configuration")
+            format!("{OTHER_MODEL}: it holds a state for parameter `{id}`, which the model does not have")
         })?;
         walk(value, &mut vec![id.clone()], &mut |path, got| {
             // burn's per-rank variants (`Rank2`) build tensors of that rank.
@@ -244,7 +281,7 @@ pub(crate) fn check_param_record(
                 Ok(())
             } else {
                 Err(format!(
-                    "state `{}` has shape {got:?}, its parameter {want:?}: the optimizer state belongs to a model of another configuration",
+                    "{OTHER_MODEL}: state `{}` has shape {got:?}, its parameter {want:?}",
                     path.join(".")
                 ))
             }
@@ -297,15 +334,23 @@ mod tests {
         );
         assert_eq!(
             check_record_tensors(&record(&[0; 16], vec![2, 3], "F32")),
-            Err("tensor `weight` holds 16 bytes, its shape [2, 3] needs 24".into())
+            Err(damaged(
+                "tensor `weight` holds 16 bytes, its shape [2, 3] needs 24"
+            ))
         );
         let huge = check_record_tensors(&record(&[0; 4], vec![1 << 40, 1 << 40], "F32"));
         assert_eq!(
             huge,
-            Err("tensor `weight` holds 4 bytes, its shape [1099511627776, 1099511627776] needs more than 2^64".into())
+            Err(damaged(
+                "tensor `weight` holds 4 bytes, its shape [1099511627776, 1099511627776] needs more than 2^64"
+            ))
         );
         assert!(check_record_tensors(&record(&[0; 4], vec![1], "Q8")).is_err());
         assert!(check_record_tensors(b"\xc1not msgpack").is_err());
+        // A file of two million small values is refused before its tree is built.
+        let many = rmp_serde::to_vec(&vec![0u8; 2 << 20]).unwrap();
+        let refused = check_record_tensors(&many).unwrap_err();
+        assert!(refused.contains("more than 1048576 values"), "{refused}");
     }
 
     /// An optimizer-state file as burn lays it out: `item: {id: {V1: {RankN: {…}}}}`.
@@ -335,11 +380,10 @@ mod tests {
             Ok(())
         );
         let wrong = check_param_record(&state("7", "Rank2", vec![3, 2]), &shapes).unwrap_err();
-        assert!(
-            wrong.starts_with(
-                "state `7.V1.Rank2.momentum.moment_1` has shape [3, 2], its parameter [2, 3]"
-            ),
-            "{wrong}"
+        assert_eq!(
+            wrong,
+            "the optimizer state belongs to a model of another configuration: state \
+             `7.V1.Rank2.momentum.moment_1` has shape [3, 2], its parameter [2, 3]"
         );
         assert!(check_param_record(&state("7", "Rank1", vec![2, 3]), &shapes).is_err());
         let stranger = check_param_record(&state("8", "Rank2", vec![2, 3]), &shapes).unwrap_err();

@@ -88,7 +88,7 @@ fn load_checked<B: Backend, R: Record<B>>(
         return Err(record_error(path, "no such file"));
     }
     let bytes = std::fs::read(path).map_err(|e| record_error(path, e.to_string()))?;
-    check(&bytes).map_err(|cause| record_error(path, unreadable(&cause)))?;
+    check(&bytes).map_err(|message| record_error(path, message))?;
     let base = staging_base(path, "load")?;
     let staged = base.with_extension("mpk");
     std::fs::write(&staged, &bytes).map_err(|e| record_error(path, e.to_string()))?;
@@ -136,11 +136,7 @@ fn unreadable(burn_message: &str) -> String {
     } else {
         cause
     };
-    format!(
-        "the weight file is damaged (truncated or corrupted, e.g. by an interrupted copy) or \
-         is not a weight file written by calmflow; restore it or use another checkpoint \
-         (decoder: {cause})"
-    )
+    crate::record_check::damaged(&format!("decoder: {cause}"))
 }
 
 /// Saves a module's weights with [`save_record`].
@@ -331,12 +327,12 @@ mod tests {
                     in a previous version, use the `record-backward-compat` feature flag\\n\")";
         let m = unreadable(burn);
         assert!(
-            m.ends_with("(decoder: InvalidDataRead(Kind(UnexpectedEof)))"),
+            m.contains("(decoder: InvalidDataRead(Kind(UnexpectedEof)))"),
             "{m}"
         );
         assert!(!m.contains("backward-compat"), "{m}");
         let m = unreadable("line one\nline two");
-        assert!(m.ends_with("(decoder: line one)"), "{m}");
-        assert!(unreadable("").ends_with("(decoder: unknown decoding error)"));
+        assert!(m.contains("(decoder: line one)"), "{m}");
+        assert!(unreadable("").contains("(decoder: unknown decoding error)"));
     }
 }

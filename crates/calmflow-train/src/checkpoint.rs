@@ -15,11 +15,10 @@
 use std::path::{Path, PathBuf};
 
 use calmflow_data::write_atomically;
-
-use crate::log::LogWindow;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Result, TrainError};
+use crate::log::LogWindow;
 
 /// The layout version written into `state.json`. Format 2 (2026-12-07): the model's head
 /// is stored as one variant of an enum (`OutputHead`), the `flow` head as a learned
@@ -110,6 +109,16 @@ impl Checkpoint {
                      wrote it",
                     state.format,
                     format_history(state.format)
+                ),
+            ));
+        }
+        if !state.log_window.is_consistent_with(state.step) {
+            return Err(error(
+                &dir.join("state.json"),
+                format!(
+                    "is damaged: its log window ({} steps, losses summing to {}) cannot \
+                     belong to a checkpoint at step {}",
+                    state.log_window.steps, state.log_window.loss, state.step
                 ),
             ));
         }

@@ -1,6 +1,7 @@
 //! The training log: one JSON line per logged step, each averaging the steps since the
-//! line before, and what a checkpoint keeps of it so that a resumed run writes the lines
-//! of the uninterrupted run.
+//! line before, and what a checkpoint keeps of it so that a run resumed from a checkpoint
+//! writes the lines of the uninterrupted run (for checkpoints that keep it, written since
+//! 2026-12-07).
 
 use std::io::Write as _;
 use std::path::Path;
@@ -37,7 +38,7 @@ pub struct LogRecord {
 /// the next line averages steps on both sides of an interruption, as the uninterrupted
 /// run's does.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
+#[serde(default)]
 pub struct LogWindow {
     /// Steps summed.
     pub steps: usize,
@@ -52,12 +53,21 @@ pub struct LogWindow {
 impl LogWindow {
     /// Adds one step's terms.
     pub fn add(&mut self, loss: f64, rec: f64, kl: Option<f64>) {
-        self.steps += 1;
+        self.steps = self.steps.saturating_add(1);
         self.loss += loss;
         self.rec += rec;
         if let Some(kl) = kl {
             self.kl = Some(self.kl.unwrap_or(0.0) + kl);
         }
+    }
+
+    /// Whether a checkpoint at `step` can hold this window: no more steps than the run
+    /// has taken, finite sums, none without steps.
+    pub fn is_consistent_with(&self, step: usize) -> bool {
+        let sums = [self.loss, self.rec, self.kl.unwrap_or(0.0)];
+        self.steps <= step
+            && sums.iter().all(|s| s.is_finite())
+            && (self.steps > 0 || sums.iter().all(|&s| s == 0.0))
     }
 
     /// The means `(loss, rec, kl)` over the window (`NaN` when it is empty).
@@ -81,8 +91,10 @@ pub(crate) fn open_log(path: &Path, step: usize) -> Result<std::fs::File> {
     if step == 0 {
         return options.write(true).truncate(true).open(path).map_err(io);
     }
-    match std::fs::read_to_string(path) {
-        Ok(text) => {
+    match std::fs::read(path) {
+        Ok(bytes) => {
+            // A line that is not UTF-8 is no log line: dropped like any unreadable one.
+            let text = String::from_utf8_lossy(&bytes);
             let kept: Vec<&str> = text
                 .lines()
                 .filter(|line| line_step(line).is_some_and(|s| s <= step))
@@ -118,6 +130,16 @@ mod tests {
         assert_eq!(w.means(), (2.0, 1.0, Some(1.0)));
         let text = serde_json::to_string(&w).unwrap();
         assert_eq!(serde_json::from_str::<LogWindow>(&text).unwrap(), w);
+        assert!(w.is_consistent_with(2) && !w.is_consistent_with(1));
+        let mut damaged = w;
+        damaged.loss = f64::INFINITY;
+        assert!(!damaged.is_consistent_with(5));
+        let empty_with_sums = LogWindow {
+            loss: 1.0,
+            ..LogWindow::default()
+        };
+        assert!(!empty_with_sums.is_consistent_with(5));
+        assert!(LogWindow::default().is_consistent_with(0));
     }
 
     #[test]
@@ -125,8 +147,17 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("log.jsonl");
         let line = |s: usize| format!("{{\"step\":{s},\"loss\":1.0}}");
-        let text = format!("{}\n{}\n{}\n{{\"step\":7,\"lo", line(2), line(4), line(6));
-        std::fs::write(&path, text).unwrap();
+        let text = format!(
+            "{}\n{}\n\u{fffd}\n{}\n{{\"step\":7,\"lo",
+            line(2),
+            line(4),
+            line(6)
+        );
+        let mut bytes = text.into_bytes();
+        // Not UTF-8 (a byte of a torn multi-byte character): dropped with its line.
+        let at = bytes.iter().position(|&b| b == 0xef).unwrap();
+        bytes[at] = 0xff;
+        std::fs::write(&path, bytes).unwrap();
         let mut file = open_log(&path, 4).unwrap();
         writeln!(file, "{}", line(5)).unwrap();
         drop(file);

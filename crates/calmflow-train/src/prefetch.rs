@@ -21,8 +21,9 @@ use crate::seed::step_seed;
 /// Source points, target points and (for conditional data) each example's condition.
 pub(crate) type Pairs = (Array2<f32>, Array2<f32>, Option<Vec<usize>>);
 
-/// Steps drawn ahead of the one training: enough to hide a draw's time behind a step's,
-/// few enough that the batches waiting are small next to the model.
+/// Drawn steps waiting for the step in training (a third is drawn meanwhile): enough to
+/// hide a draw's time behind a step's, few enough that the batches waiting are small next
+/// to the model.
 const STEPS_AHEAD: usize = 2;
 
 /// What the pairs of a step are drawn with.
@@ -188,14 +189,14 @@ mod tests {
 
     #[test]
     fn a_step_out_of_order_is_an_error_and_dropping_stops_the_thread() {
-        let mut prefetch = PairPrefetch::start(data(), settings(), 1, 1, 1000).unwrap();
+        let mut prefetch = PairPrefetch::start(data(), settings(), 1, 1, usize::MAX).unwrap();
         let skipped = prefetch.next(2).unwrap_err().to_string();
         assert!(
             skipped.contains("drew step 1 where step 2 was due"),
             "{skipped}"
         );
-        // Dropping joins the thread, which stops at its next send (it would otherwise
-        // draw 1000 steps): this returns.
+        // Dropping joins the thread, which stops at its next send: a thread that went on
+        // drawing its usize::MAX steps would never return here.
         drop(prefetch);
     }
 }

@@ -346,8 +346,8 @@ where
         self
     }
 
-    /// Appends a JSON line per logged step to `path` (truncated when training starts from
-    /// step 0).
+    /// Appends a JSON line per logged step to `path`: emptied when training starts from
+    /// step 0; on a resumed run, first cut back to the lines of steps up to the checkpoint's.
     pub fn with_log_file(mut self, path: impl Into<PathBuf>) -> Self {
         self.log_path = Some(path.into());
         self
