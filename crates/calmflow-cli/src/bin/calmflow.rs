@@ -423,8 +423,8 @@ fn train(args: TrainArgs, kind: ModelKind) -> Result<(), String> {
     };
     let s = &outcome.summary;
     println!(
-        "trained {} parameters for {} steps in {:.1} s ({:.2} steps/s; {:.0} % of it drawing \
-         batches on the host): final loss {:.4}, validation loss {:.4}",
+        "trained {} parameters for {} steps in {:.1} s ({:.2} steps/s; {:.0} % of it waiting for batches \
+         from the host): final loss {:.4}, validation loss {:.4}",
         outcome.parameters,
         s.steps,
         s.seconds,
