@@ -9,7 +9,8 @@ use std::path::{Path, PathBuf};
 
 use burn::module::{Module, ModuleMapper, ModuleVisitor, Param, ParamId};
 use burn::record::{
-    FullPrecisionSettings, NamedMpkFileRecorder, PrecisionSettings, Record, Recorder,
+    FullPrecisionSettings, NamedMpkBytesRecorder, NamedMpkFileRecorder, PrecisionSettings, Record,
+    Recorder,
 };
 use burn::tensor::{Bool, Int, Tensor, backend::Backend};
 
@@ -89,16 +90,13 @@ fn load_checked<B: Backend, R: Record<B>>(
     }
     let bytes = std::fs::read(path).map_err(|e| record_error(path, e.to_string()))?;
     check(&bytes).map_err(|message| record_error(path, message))?;
-    let base = staging_base(path, "load")?;
-    let staged = base.with_extension("mpk");
-    std::fs::write(&staged, &bytes).map_err(|e| record_error(path, e.to_string()))?;
     // What the check above does not cover (a decodable file whose items burn cannot
     // turn into its record type) may still make burn assert while building tensors:
-    // caught here, it is the damaged file it is.
+    // caught here, it is the damaged file it is. The bytes already read are decoded as
+    // they are (the same format as the file recorder's), not read from disk again.
     let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        NamedMpkFileRecorder::<FullPrecisionSettings>::new().load(base, device)
+        NamedMpkBytesRecorder::<FullPrecisionSettings>::new().load(bytes, device)
     }));
-    let _ = std::fs::remove_file(&staged);
     match result {
         Ok(result) => result.map_err(|e| record_error(path, unreadable(&e.to_string()))),
         Err(payload) => Err(record_error(
