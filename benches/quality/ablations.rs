@@ -1,7 +1,7 @@
 //! CaLMFlow's ablations: settings swept over seeds on one task, their tables and curves.
 
 use calmflow::metrics::MetricsReport;
-use calmflow_cli::plot::{self, SweepMetric, SweepPoint};
+use calmflow::plot::{self, SweepMetric, SweepPoint};
 use serde::{Deserialize, Serialize};
 
 use crate::runs::{Budget, CalmKnobs, describe, run_calmflow, score_calmflow, train_calmflow};

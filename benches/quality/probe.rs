@@ -9,8 +9,8 @@ use clap::Args;
 use clap::builder::{PossibleValuesParser, TypedValueParser};
 
 use crate::runs::{
-    Budget, CalmKnobs, calmflow_row, describe, generation_options, run_cfm, score_calmflow,
-    train_calmflow,
+    Budget, CalmKnobs, calmflow_row, calmflow_run_config, describe, generation_options, run_cfm,
+    score_calmflow, train_calmflow,
 };
 use crate::tasks::{Task, seed_sets};
 
@@ -137,7 +137,8 @@ pub struct ProbeArgs {
     #[arg(long, requires = "probe")]
     cfm: bool,
     /// Write the generated points, the roll-outs `(n, N, D)`, the sources and the target
-    /// as `.npy` files to this (existing) folder, per seed.
+    /// as `.npy` files to this (existing) folder, per seed, and the run configuration
+    /// (`run-seedS.toml`).
     #[arg(long, value_name = "DIR", requires = "probe")]
     dump: Option<PathBuf>,
 }
@@ -183,7 +184,8 @@ fn fail(m: String) -> ! {
 /// repaired head) on the task whose name contains `TASK`, printed after each seed's
 /// two-sample floor, nothing else saved; `--dump DIR` writes the generated points, the
 /// roll-outs `(n, N, D)`, the sources and the target as `.npy` files there (per seed), for
-/// looking at where samples go wrong.
+/// looking at where samples go wrong, and the row's run configuration (`run-seedS.toml`,
+/// what `calmflow train --config` reads to train the same model).
 pub fn probe(
     needle: &str,
     args: &ProbeArgs,
@@ -272,6 +274,14 @@ pub fn probe(
             let path = dir.join(format!("paths-seed{seed}.npy"));
             calmflow::data::npy::write_npy_nd(&path, paths.into_dyn().view())
                 .unwrap_or_else(|e| fail(format!("writing {}: {e}", path.display())));
+            // The row as a run configuration: `calmflow train --config` trains the same model
+            // on data files given in its `[data]` section.
+            let toml_path = dir.join(format!("run-seed{seed}.toml"));
+            let toml = calmflow_run_config(&budget, knobs, seed).to_toml();
+            calmflow::data::write_atomically(&toml_path, |w| {
+                std::io::Write::write_all(w, toml.as_bytes())
+            })
+            .unwrap_or_else(|e| fail(format!("writing {}: {e}", toml_path.display())));
             dumps.push(("target", target.clone()));
             dumps.push(("source", x0.clone()));
             for (name, x) in &dumps {

@@ -4,14 +4,15 @@
 use std::time::Instant;
 
 use burn::backend::{Autodiff, NdArray};
-use burn::module::{AutodiffModule, Module};
-use burn::tensor::backend::Backend;
+use burn::module::AutodiffModule;
 use calmflow::metrics::{MetricsReport, evaluate};
 use calmflow::model::{CalmFlowConfig, HeadKind, Predict};
+use calmflow::run::config::{CfmSection, ModelSection, RunConfig};
+use calmflow::run::jobs::{fit_calmflow, fit_cfm};
 use calmflow::train::{
     CalmFlowSettings, CfmVariant, ConditionTable, ConditionalPath, Coupling, FlowData,
     GenerationOptions, MixtureInit, NoiseSchedule, OdeSolver, PointSource, Silent, TrainConfig,
-    Trainer, VelocityMlpConfig, cfm_sample, generate,
+    cfm_sample, generate,
 };
 use ndarray::Array2;
 use serde::Serialize;
@@ -210,70 +211,54 @@ fn train_config(budget: &Budget, coupling: Coupling, seed: u64) -> TrainConfig {
     }
 }
 
+/// Validation share of a data set's rows, and validation points drawn from a sampler.
+const VALIDATION_FRACTION: f64 = 0.1;
+const N_VALIDATION: usize = 256;
+
 fn flow_data(task: &Task, seed: u64) -> FlowData {
     FlowData::new(
         PointSource::Sampler((task.source)()),
         task.target_source(),
-        0.1,
-        256,
+        VALIDATION_FRACTION,
+        N_VALIDATION,
         seed,
     )
     .expect("valid data")
 }
 
-/// Trains CaLMFlow on `task`; returns the model, training seconds and parameter count.
-pub fn train_calmflow(
-    task: &Task,
-    budget: &Budget,
-    knobs: CalmKnobs,
-    seed: u64,
-) -> (calmflow::model::CalmFlowModel<NdArray<f32>>, f64, usize) {
-    let device = Default::default();
-    B::seed(&device, seed);
-    let config = CalmFlowConfig::new(task.dim)
-        .with_n_space(knobs.n_space)
-        .with_hidden(budget.hidden)
-        .with_layers(budget.layers)
-        .with_heads(4)
-        .with_dropout(0.0)
-        .with_variational(knobs.variational)
-        .with_head(knobs.head)
-        .with_predict(knobs.predict)
-        .with_decoder_width(knobs.decoder_width)
-        .with_mixture_components(knobs.components)
-        .with_bridge_sigma(if knobs.predict.steps_to_endpoint() {
+/// The run configuration of a CaLMFlow row: the TOML that `calmflow train --config`
+/// reads to train the same model in the same way (`docs/config.md`). Its `[data]` section
+/// is the program's default; the suite hands the task's data to the run layer itself.
+pub fn calmflow_run_config(budget: &Budget, knobs: CalmKnobs, seed: u64) -> RunConfig {
+    let mut config = RunConfig::default();
+    config.data.validation_fraction = VALIDATION_FRACTION;
+    config.data.n_validation = N_VALIDATION;
+    config.model = ModelSection {
+        n_space: Some(knobs.n_space),
+        hidden: Some(budget.hidden),
+        layers: Some(budget.layers),
+        heads: Some(4),
+        dropout: Some(0.0),
+        variational: Some(knobs.variational),
+        head: Some(knobs.head),
+        predict: Some(knobs.predict),
+        decoder_width: Some(knobs.decoder_width),
+        mixture_components: Some(knobs.components),
+        bridge_sigma: Some(if knobs.predict.steps_to_endpoint() {
             knobs.sigma
         } else {
             0.0
-        })
-        .with_context_noise(knobs.context_noise)
-        .with_flow_draws(knobs.flow_draws)
-        .with_vocab_size(usize::from(knobs.anchored.is_some()))
-        .with_markov_slots(if knobs.anchored == Some(true) {
+        }),
+        context_noise: Some(knobs.context_noise),
+        flow_draws: Some(knobs.flow_draws),
+        markov_slots: Some(if knobs.anchored == Some(true) {
             knobs.n_traj
         } else {
             0
-        });
-    let model = config.init::<B>(&device).expect("valid config");
-    let data = match knobs.anchored {
-        None => flow_data(task, seed),
-        Some(_) => {
-            // Conditional data needs a target point set: a large fixed sample.
-            let target = task.target_points(20_000, seed ^ 0xA5C4);
-            let n = target.nrows();
-            FlowData::conditional(
-                PointSource::Sampler((task.source)()),
-                target,
-                vec![0; n],
-                anchor_table(),
-                0.1,
-                seed,
-            )
-            .expect("valid data")
-        }
+        }),
+        ..ModelSection::default()
     };
-    let parameters = model.num_params();
-    let settings = CalmFlowSettings {
+    config.flow = CalmFlowSettings {
         n_times: knobs.n_times,
         n_traj: knobs.n_traj,
         beta: knobs.beta,
@@ -291,23 +276,75 @@ pub fn train_calmflow(
         mixture_init: knobs.mixture_init,
         rollout_fraction: knobs.rollout_fraction,
     };
+    config.train = TrainConfig {
+        learning_rate: knobs.learning_rate,
+        ..train_config(budget, knobs.coupling, seed)
+    };
+    // The suite scores every temperature it reports itself.
+    config.temperature.sweep = false;
+    config
+}
+
+/// The run configuration of a CFM row (`calmflow cfm train --config`): `variant` with
+/// torchcfm's σ = 0.01, the budget's width, `steps` training steps.
+pub fn cfm_run_config(budget: &Budget, variant: CfmVariant, seed: u64, steps: usize) -> RunConfig {
+    let mut config = RunConfig::default();
+    config.data.validation_fraction = VALIDATION_FRACTION;
+    config.data.n_validation = N_VALIDATION;
+    config.cfm = CfmSection {
+        variant,
+        sigma: 0.01,
+        width: budget.cfm_width,
+        ..CfmSection::default()
+    };
+    config.train = TrainConfig {
+        steps,
+        warmup_steps: steps / 20,
+        log_every: steps,
+        // `fit_cfm` takes the coupling from the variant.
+        ..train_config(budget, Coupling::Independent, seed)
+    };
+    config
+}
+
+/// The data of a CaLMFlow row: the task's source and target, or, for an anchored run,
+/// conditional data with the one-token anchor prompt (whose vocabulary it returns).
+fn calmflow_data(task: &Task, knobs: CalmKnobs, seed: u64) -> (FlowData, Option<usize>) {
+    match knobs.anchored {
+        None => (flow_data(task, seed), None),
+        Some(_) => {
+            // Conditional data needs a target point set: a large fixed sample.
+            let target = task.target_points(20_000, seed ^ 0xA5C4);
+            let n = target.nrows();
+            let data = FlowData::conditional(
+                PointSource::Sampler((task.source)()),
+                target,
+                vec![0; n],
+                anchor_table(),
+                VALIDATION_FRACTION,
+                seed,
+            )
+            .expect("valid data");
+            (data, Some(1))
+        }
+    }
+}
+
+/// Trains CaLMFlow on `task`; returns the model, training seconds and parameter count.
+pub fn train_calmflow(
+    task: &Task,
+    budget: &Budget,
+    knobs: CalmKnobs,
+    seed: u64,
+) -> (calmflow::model::CalmFlowModel<NdArray<f32>>, f64, usize) {
+    let config = calmflow_run_config(budget, knobs, seed);
+    let (data, prompt_vocab) = calmflow_data(task, knobs, seed);
     let started = Instant::now();
-    let json = serde_json::to_value(&config).unwrap_or_default();
-    let mut trainer = Trainer::new(
-        model,
-        json,
-        settings,
-        TrainConfig {
-            learning_rate: knobs.learning_rate,
-            ..train_config(budget, knobs.coupling, seed)
-        },
-        data,
-        device,
-    )
-    .expect("valid trainer");
-    trainer.run(&mut Silent).expect("training");
+    let (model, outcome) =
+        fit_calmflow::<B>(&config, data, prompt_vocab, Default::default(), &mut Silent)
+            .unwrap_or_else(|e| panic!("quality: CaLMFlow on {}: {e}", task.name));
     let seconds = started.elapsed().as_secs_f64();
-    (trainer.into_model().valid(), seconds, parameters)
+    (model.valid(), seconds, outcome.parameters)
 }
 
 /// CaLMFlow's roll-out settings for `knobs`: its grid, trajectories and temperature.
@@ -396,62 +433,47 @@ pub fn run_cfm(
     seed: u64,
     x0: &Array2<f32>,
     target: &Array2<f32>,
-    steps: Option<usize>,
+    steps_override: Option<usize>,
 ) -> (RunResult, Array2<f32>) {
     let device = Default::default();
-    B::seed(&device, seed);
-    let net = VelocityMlpConfig::new(task.dim).with_width(budget.cfm_width);
-    let model = net.init::<B>(&device).expect("valid config");
-    let parameters = model.num_params();
-    let (settings, coupling) = variant.setup(0.01);
+    let steps = steps_override.unwrap_or(budget.steps);
+    let config = cfm_run_config(budget, variant, seed, steps);
     let started = Instant::now();
-    let json = serde_json::to_value(&net).unwrap_or_default();
-    let mut trainer = Trainer::new(
-        model,
-        json,
-        settings,
-        TrainConfig {
-            steps: steps.unwrap_or(budget.steps),
-            warmup_steps: steps.unwrap_or(budget.steps) / 20,
-            log_every: steps.unwrap_or(budget.steps),
-            ..train_config(budget, coupling, seed)
-        },
-        flow_data(task, seed),
-        device,
-    )
-    .expect("valid trainer");
-    let diverged = trainer.run(&mut Silent).err();
+    let trained = fit_cfm::<B>(&config, flow_data(task, seed), device, &mut Silent);
     let train_seconds = started.elapsed().as_secs_f64();
     let method = match variant {
         CfmVariant::ICfm => "I-CFM",
         CfmVariant::OtCfm => "OT-CFM",
         CfmVariant::SbCfm => "SB-CFM",
     };
-    let method = match steps {
+    let method = match steps_override {
         None => method.to_string(),
         Some(_) => format!("{method} (equal time)"),
     };
-    if let Some(e) = diverged {
-        // A run whose loss stopped being finite has no samples to score: its row says so
-        // (`task_table` counts it) instead of ending the suite.
-        eprintln!(
-            "quality: {method} on {} seed {seed} failed: {e}; left out of its row",
-            task.name
-        );
-        return (
-            RunResult {
-                method,
-                seed,
-                report: failed_report(task.dim, target.nrows()),
-                train_seconds,
-                steps: steps.unwrap_or(budget.steps),
-                parameters,
-                nfe: 0,
-            },
-            Array2::zeros((0, task.dim)),
-        );
-    }
-    let model = trainer.into_model().valid();
+    let (model, outcome) = match trained {
+        Ok(trained) => trained,
+        Err(e) => {
+            // A run whose loss stopped being finite has no samples to score: its row says
+            // so (`task_table` counts it) instead of ending the suite.
+            eprintln!(
+                "quality: {method} on {} seed {seed} failed: {e}; left out of its row",
+                task.name
+            );
+            return (
+                RunResult {
+                    method,
+                    seed,
+                    report: failed_report(task.dim, target.nrows()),
+                    train_seconds,
+                    steps,
+                    parameters: 0,
+                    nfe: 0,
+                },
+                Array2::zeros((0, task.dim)),
+            );
+        }
+    };
+    let model = model.valid();
     let out =
         cfm_sample(&model, x0, None, &OdeSolver::default(), false, &device).expect("sampling");
     let report = evaluate(
@@ -466,8 +488,8 @@ pub fn run_cfm(
             seed,
             report,
             train_seconds,
-            steps: steps.unwrap_or(budget.steps),
-            parameters,
+            steps,
+            parameters: outcome.parameters,
             nfe: out.stats.nfe,
         },
         out.samples,
@@ -496,5 +518,112 @@ fn failed_report(dim: usize, n_target: usize) -> MetricsReport {
         r2_means: None,
         dispersion: None,
         knn: None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use calmflow::backend::DeviceSpec;
+    use calmflow::run::jobs::{ModelKind, TrainJob};
+    use calmflow::train::{LogRecord, TrainObserver};
+
+    use crate::tasks::eight_gaussians_to_moons;
+
+    /// The loss of every logged step.
+    #[derive(Default)]
+    struct Losses(Vec<f64>);
+    impl TrainObserver for Losses {
+        fn on_log(&mut self, record: &LogRecord) {
+            self.0.push(record.loss);
+        }
+    }
+
+    /// `config` written as TOML, read back and trained by `calmflow train` (`kind`
+    /// CaLMFlow) or `calmflow cfm train` (`Cfm`) on the CPU, as the program does; the
+    /// losses of its log.
+    fn program_losses(config: &RunConfig, kind: ModelKind) -> Vec<f64> {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("run.toml");
+        std::fs::write(&path, config.to_toml()).unwrap();
+        let job = TrainJob {
+            config: RunConfig::read(&path).unwrap(),
+            base: dir.path().to_path_buf(),
+            out: dir.path().join("out"),
+            resume: false,
+            quiet: true,
+            kind,
+            init_from: None,
+        };
+        DeviceSpec::Cpu.run(job).unwrap().unwrap();
+        let log = std::fs::read_to_string(dir.path().join("out/train_log.jsonl")).unwrap();
+        log.lines()
+            .map(|line| serde_json::from_str::<LogRecord>(line).unwrap().loss)
+            .collect()
+    }
+
+    /// The configuration of a tiny suite row on the moons task, logging every step, with
+    /// `[data]` naming the task's source and target so that the program draws the same
+    /// points.
+    fn with_task_data(mut config: RunConfig, task: &Task) -> RunConfig {
+        config.train.log_every = 1;
+        config.data.source = (task.source)().name();
+        config.data.target = match task.target_source() {
+            PointSource::Sampler(s) => s.name(),
+            PointSource::Points(_) => unreachable!("the moons task draws its target"),
+        };
+        config.data.dim = task.dim;
+        config
+    }
+
+    fn tiny_budget() -> Budget {
+        Budget {
+            steps: 5,
+            batch: 16,
+            hidden: 16,
+            layers: 1,
+            n_times: 3,
+            cfm_width: 16,
+            n_eval: 0,
+            n_eval_ablation: 0,
+            seeds: vec![11],
+        }
+    }
+
+    #[test]
+    fn a_suite_row_and_calmflow_train_with_its_configuration_log_the_same_losses() {
+        calmflow::backend::register_cpu_kernels();
+        let task = eight_gaussians_to_moons();
+        let budget = tiny_budget();
+        let seed = 11;
+        // The paper's head over a 3-point trajectory, and the program's default head.
+        for knobs in [
+            CalmKnobs::paper(&budget),
+            CalmKnobs::paper(&budget).repaired(),
+        ] {
+            let config = with_task_data(calmflow_run_config(&budget, knobs, seed), &task);
+            let mut suite = Losses::default();
+            let (data, prompt_vocab) = calmflow_data(&task, knobs, seed);
+            fit_calmflow::<B>(&config, data, prompt_vocab, Default::default(), &mut suite).unwrap();
+            let program = program_losses(&config, ModelKind::CalmFlow);
+            assert_eq!(suite.0.len(), budget.steps, "{}", describe(&knobs));
+            assert!(suite.0.iter().all(|l| l.is_finite()));
+            assert_eq!(suite.0, program, "{}", describe(&knobs));
+        }
+        let config = with_task_data(
+            cfm_run_config(&budget, CfmVariant::OtCfm, seed, budget.steps),
+            &task,
+        );
+        let mut suite = Losses::default();
+        fit_cfm::<B>(
+            &config,
+            flow_data(&task, seed),
+            Default::default(),
+            &mut suite,
+        )
+        .unwrap();
+        let program = program_losses(&config, ModelKind::Cfm);
+        assert_eq!(suite.0.len(), budget.steps);
+        assert_eq!(suite.0, program, "OT-CFM");
     }
 }

@@ -5,8 +5,8 @@ use std::path::PathBuf;
 
 use calmflow::metrics::MetricsReport;
 use calmflow::model::{HeadKind, Predict};
+use calmflow::plot::{self, Series};
 use calmflow::train::CfmVariant;
-use calmflow_cli::plot::{self, Series};
 use ndarray::Array2;
 use serde::Serialize;
 
@@ -109,8 +109,9 @@ pub fn task_table(t: &TaskResult) -> String {
             "| {m} | {w2} | {mmd} | {energy} | {frechet} | {trace} | {precision} | {recall} | {:.1} | {:.0} | {} | {} |\n",
             mean_std(&secs).0,
             mean_std(&steps).0,
-            runs[0].parameters,
-            runs[0].nfe
+            // A diverged seed reports no parameters or evaluations.
+            runs.iter().map(|r| r.parameters).max().unwrap_or(0),
+            runs.iter().map(|r| r.nfe).max().unwrap_or(0)
         ));
     }
     let floor: Vec<RunResult> = t

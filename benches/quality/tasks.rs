@@ -6,8 +6,8 @@ use calmflow::data::{
     MultiScaleStudent, Sampler, StandardNormal, seeded_rng,
 };
 use calmflow::metrics::{EvalOptions, MetricsReport, evaluate};
+use calmflow::plot;
 use calmflow::train::PointSource;
-use calmflow_cli::plot;
 use ndarray::Array2;
 
 use crate::runs::Budget;
@@ -217,14 +217,19 @@ pub fn seed_sets(
 /// The tasks of the suite's tables, in their order: the 2-D tasks, 8 Gaussians at
 /// D = 10 (and 50, 100 in the full suite), the laws a few diagonal Gaussians do not model
 /// exactly, the digits and cells, and 2 → 4 Gaussians at D = 100 (and 1000).
+/// The demo's task, the first of the suite: 8 Gaussians → two moons.
+pub fn eight_gaussians_to_moons() -> Task {
+    task(
+        "8-Gaussians → moons",
+        2,
+        || Box::new(EightGaussians::default()),
+        || Box::new(Moons::default()),
+    )
+}
+
 pub fn suite_tasks(quick: bool) -> Vec<Task> {
     let mut tasks = vec![
-        task(
-            "8-Gaussians → moons",
-            2,
-            || Box::new(EightGaussians::default()),
-            || Box::new(Moons::default()),
-        ),
+        eight_gaussians_to_moons(),
         task(
             "N(0, I) → moons",
             2,

@@ -216,7 +216,7 @@ impl Harness {
             Target::Tokenizer => calmflow::tokenize::HfTokenizer::from_json(&text(), "fuzz")
                 .map(drop)
                 .map_err(|e| e.to_string()),
-            Target::Config => calmflow_cli::config::RunConfig::parse(&text(), "fuzz.toml")
+            Target::Config => calmflow::run::config::RunConfig::parse(&text(), "fuzz.toml")
                 .map(drop)
                 .map_err(|e| e.to_string()),
             Target::Checkpoint => self

@@ -12,10 +12,10 @@ use std::sync::OnceLock;
 use burn::tensor::backend::Backend as _;
 use calmflow::backend::CpuAutodiff;
 use calmflow::model::{CalmFlowConfig, CalmFlowModel};
+use calmflow::run::jobs::RunExtra;
 use calmflow::train::{
     CalmFlowSettings, Checkpoint, FlowData, PointSource, Silent, TrainConfig, Trainer,
 };
-use calmflow_cli::app::RunExtra;
 use ndarray::Array2;
 
 use crate::Target;
@@ -87,7 +87,7 @@ fn reference() -> Result<&'static [NamedFile], String> {
 /// Trains the tiny run for one step with checkpoints under `root`; its step directory.
 fn write_reference(root: &Path, config: &CalmFlowConfig) -> Result<PathBuf, String> {
     let extra = RunExtra {
-        data: calmflow_cli::config::DataSection::default(),
+        data: calmflow::run::config::DataSection::default(),
         base: PathBuf::from("."),
         temperature: Some(0.5),
         standardization: None,

@@ -238,7 +238,7 @@ pub(crate) fn seeds(target: Target, tiny: &CalmFlowConfig) -> Vec<(String, Vec<u
             named("run.toml", CONFIG_TOML.as_bytes().to_vec()),
             named(
                 "documented.toml",
-                calmflow_cli::config::RunConfig::documented_defaults()
+                calmflow::run::config::RunConfig::documented_defaults()
                     .documented_toml()
                     .into_bytes(),
             ),

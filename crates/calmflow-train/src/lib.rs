@@ -29,6 +29,7 @@ mod path;
 mod prefetch;
 mod schedule;
 mod seed;
+mod task;
 mod trainer;
 
 pub use cfm::{CfmSamples, CfmSettings, CfmVariant, VelocityMlp, VelocityMlpConfig, cfm_sample};
@@ -52,4 +53,5 @@ pub use ode::{AdaptiveSettings, OdeSolution, OdeSolver, SolveStats, integrate};
 pub use parallel::panic_message;
 pub use path::{ConditionalPath, Interpolant, NoiseSchedule};
 pub use schedule::{LrDecay, LrSchedule};
+pub use task::{BackendTask, ParallelBackendTask};
 pub use trainer::{Silent, TrainConfig, TrainObserver, TrainSummary, Trainer};

@@ -18,6 +18,7 @@ use std::fmt;
 use std::str::FromStr;
 
 use burn::tensor::backend::AutodiffBackend;
+pub use calmflow_train::{BackendTask, ParallelBackendTask};
 
 /// The CPU backend (burn-ndarray, f32).
 #[cfg(feature = "ndarray")]
@@ -314,24 +315,6 @@ impl FromStr for DeviceSpec {
             _ => Err(BackendError::UnknownDevice(s.to_string())),
         }
     }
-}
-
-/// Work that is generic over the backend, run by [`DeviceSpec::run`] once the device
-/// has chosen the concrete type.
-pub trait BackendTask {
-    /// What the task returns.
-    type Output;
-    /// Runs the task on `device` of backend `B`.
-    fn run<B: AutodiffBackend>(self, device: B::Device) -> Self::Output;
-}
-
-/// Work run data-parallel on several devices of one backend by
-/// [`DeviceSpec::run_parallel`].
-pub trait ParallelBackendTask {
-    /// What the task returns.
-    type Output;
-    /// Runs the task on `devices` (at least one) of backend `B`.
-    fn run<B: AutodiffBackend>(self, devices: Vec<B::Device>) -> Self::Output;
 }
 
 /// The backends compiled into this build, by cargo feature name.

@@ -184,7 +184,7 @@ pub(crate) struct HeldOutArgs {
     #[arg(long = "hold-out")]
     pub(crate) hold_out: Vec<String>,
     /// Prompt template; {column} fields are filled from the labels.
-    #[arg(long, default_value = calmflow_cli::heldout::DEFAULT_TEMPLATE)]
+    #[arg(long, default_value = calmflow::run::jobs::DEFAULT_TEMPLATE)]
     pub(crate) template: String,
     /// PCA components.
     #[arg(long, default_value_t = 16)]

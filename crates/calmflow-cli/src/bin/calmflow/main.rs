@@ -7,14 +7,14 @@ use std::process::ExitCode;
 
 use calmflow::backend::{DeviceSpec, MatmulCheck, compiled_backends};
 use calmflow::data::seeded_rng;
-use calmflow::metrics::{EvalOptions, MetricsReport, evaluate};
+use calmflow::metrics::{EvalOptions, MetricsReport};
+use calmflow::run::cells::write_cells;
+use calmflow::run::config::RunConfig;
+use calmflow::run::io::write_points;
+use calmflow::run::jobs::{
+    DemoJob, EvaluateJob, HeldOutJob, ModelKind, PlotJob, SampleJob, TrainJob,
+};
 use calmflow::train::{AdaptiveSettings, OdeSolver};
-use calmflow_cli::app::{DemoJob, ModelKind, SampleJob, TrainJob};
-use calmflow_cli::cells::write_cells;
-use calmflow_cli::config::RunConfig;
-use calmflow_cli::heldout::HeldOutJob;
-use calmflow_cli::io::{read_points, write_points};
-use calmflow_cli::plot::{self, Series};
 use clap::Parser;
 
 mod args;
@@ -381,61 +381,15 @@ fn run(command: Command) -> Result<(), String> {
             out,
             title,
         } => {
-            let target = target
-                .map(|p| read_points(&p).map_err(|e| e.to_string()))
-                .transpose()?;
-            if let Some(path) = trajectories {
-                let t = calmflow::data::npy::read_npy(&path)
-                    .map_err(|e| e.to_string())?
-                    .into_dimensionality::<ndarray::Ix3>()
-                    .map_err(|_| {
-                        format!(
-                            "{}: trajectories must be a 3-D array (n, steps, D)",
-                            path.display()
-                        )
-                    })?;
-                plot::trajectories(&out, &title, &t, target.as_ref(), 300)
-                    .map_err(|e| e.to_string())?;
-            } else {
-                let sets: Vec<(String, ndarray::Array2<f32>)> = samples
-                    .iter()
-                    .map(|p| {
-                        let name = p
-                            .file_stem()
-                            .map(|s| s.to_string_lossy().to_string())
-                            .unwrap_or_default();
-                        read_points(p).map(|x| (name, x)).map_err(|e| e.to_string())
-                    })
-                    .collect::<Result<_, _>>()?;
-                if sets.is_empty() && target.is_none() {
-                    return Err(
-                        "nothing to plot: give --samples, --target or --trajectories".into(),
-                    );
-                }
-                let palette = [
-                    plot::CALMFLOW,
-                    plot::BASELINE,
-                    plot::SOURCE,
-                    (148, 103, 189),
-                    (255, 127, 14),
-                ];
-                let mut series = Vec::new();
-                if let Some(t) = &target {
-                    series.push(Series {
-                        label: "target",
-                        points: t,
-                        color: plot::TARGET,
-                    });
-                }
-                for (i, (name, x)) in sets.iter().enumerate() {
-                    series.push(Series {
-                        label: name,
-                        points: x,
-                        color: palette[i % palette.len()],
-                    });
-                }
-                plot::scatter(&out, &title, &series).map_err(|e| e.to_string())?;
+            PlotJob {
+                target,
+                samples,
+                trajectories,
+                out: out.clone(),
+                title,
             }
+            .run()
+            .map_err(|e| e.to_string())?;
             println!("wrote {}", out.display());
             Ok(())
         }
@@ -497,18 +451,21 @@ fn run(command: Command) -> Result<(), String> {
             sinkhorn_reg,
             gamma,
         } => {
-            let x = read_points(&samples).map_err(|e| e.to_string())?;
-            let y = read_points(&target).map_err(|e| e.to_string())?;
-            let options = EvalOptions {
-                exact_ot: !no_exact,
-                exact_w1: !no_exact,
-                sinkhorn: !no_sinkhorn,
-                sinkhorn_reg,
-                gamma,
-                knn_k: calmflow::metrics::KNN_K,
-            };
-            let report = evaluate(x.view(), y.view(), &options)
-                .map_err(|e| format!("{}: {e}", samples.display()))?;
+            let report = EvaluateJob {
+                samples,
+                target,
+                options: EvalOptions {
+                    exact_ot: !no_exact,
+                    exact_w1: !no_exact,
+                    sinkhorn: !no_sinkhorn,
+                    sinkhorn_reg,
+                    gamma,
+                    knn_k: calmflow::metrics::KNN_K,
+                },
+                json,
+            }
+            .run()
+            .map_err(|e| e.to_string())?;
             println!(
                 "{} samples vs {} target points, dimension {}",
                 report.n_samples, report.n_target, report.dim
@@ -517,16 +474,7 @@ fn run(command: Command) -> Result<(), String> {
             for (name, value) in report.rows() {
                 println!("| {name} | {value:.6} |");
             }
-            if let Some(path) = json {
-                write_json(&path, &report.to_json())?;
-            }
             Ok(())
         }
     }
-}
-
-fn write_json(path: &Path, text: &str) -> Result<(), String> {
-    use std::io::Write;
-    calmflow::data::write_atomically(path, |w| w.write_all(text.as_bytes()))
-        .map_err(|e| e.to_string())
 }

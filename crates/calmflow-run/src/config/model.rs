@@ -1,8 +1,8 @@
 //! `[model]`, `[cfm]` and `[temperature]`: the overrides of the model's defaults, the CFM
 //! baseline's network, and the sampling-temperature sweep.
 
-use calmflow::model::{CalmFlowConfig, HeadKind, Predict, RECOMMENDED_HEAD};
-use calmflow::train::{CfmVariant, TEMPERATURE_GRID, TemperatureScore, VelocityMlpConfig};
+use calmflow_model::{CalmFlowConfig, HeadKind, Predict, RECOMMENDED_HEAD};
+use calmflow_train::{CfmVariant, TEMPERATURE_GRID, TemperatureScore, VelocityMlpConfig};
 use serde::{Deserialize, Serialize};
 
 use super::ConfigError;

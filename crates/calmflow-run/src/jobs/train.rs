@@ -6,11 +6,13 @@ use std::path::{Path, PathBuf};
 
 use burn::module::AutodiffModule;
 use burn::tensor::backend::AutodiffBackend;
-use calmflow::model::neox::{NeoxConfig, NeoxDir};
-use calmflow::model::{CalmFlowConfig, HeadKind};
-use calmflow::train::{
-    CalmFlowSettings, Checkpoint, FlowData, FlowObjective, GenerationOptions, Standardization,
-    TemperatureSweep, TrainConfig, TrainError, TrainSummary, Trainer, choose_temperature,
+use calmflow_model::CalmFlowModel;
+use calmflow_model::neox::{NeoxConfig, NeoxDir};
+use calmflow_model::{CalmFlowConfig, HeadKind};
+use calmflow_train::{
+    CalmFlowSettings, CfmSettings, Checkpoint, FlowData, FlowObjective, GenerationOptions,
+    Standardization, TemperatureSweep, TrainConfig, TrainError, TrainObserver, TrainSummary,
+    Trainer, VelocityMlp, VelocityMlpConfig, choose_temperature,
 };
 use ndarray::Array2;
 use serde::Serialize;
@@ -21,7 +23,7 @@ use crate::cells::{CellSpec, CellStudy, default_template};
 use crate::config::{RunConfig, TemperatureSection};
 use crate::error::{AppError, AppResult};
 use crate::progress::ProgressBar;
-use calmflow::backend::{BackendTask, ParallelBackendTask};
+use calmflow_train::{BackendTask, ParallelBackendTask};
 
 /// A training job's data, ready to train on.
 pub(crate) struct Prepared {
@@ -68,7 +70,7 @@ pub struct TrainOutcome {
 /// under `checkpoints`, where `calmflow sample` finds it.
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn sweep_temperature<B: burn::tensor::backend::Backend>(
-    model: &calmflow::model::CalmFlowModel<B>,
+    model: &calmflow_model::CalmFlowModel<B>,
     validation: &(Array2<f32>, Array2<f32>),
     settings: &CalmFlowSettings,
     section: &TemperatureSection,
@@ -150,13 +152,13 @@ where
     };
     let run = FitRun {
         train: job.config.train.clone(),
-        out: job.out.clone(),
+        out: Some(job.out.clone()),
         extra: serde_json::to_value(&extra).unwrap_or_default(),
         resume: job.resume,
         quiet: job.quiet,
         label: label.to_string(),
     };
-    fit(model, model_config, settings, data, devices, &run)
+    fit(model, model_config, settings, data, devices, &run, None)
 }
 
 /// With a pretrained directory, finds its files and gives `config` the backbone shape of
@@ -177,11 +179,11 @@ pub(crate) fn pretrained_shape(
 
 /// Loads the pretrained backbone of `dir` into `model` (shaped by [`pretrained_shape`]).
 pub(crate) fn load_pretrained<B: burn::tensor::backend::Backend>(
-    model: calmflow::model::CalmFlowModel<B>,
+    model: calmflow_model::CalmFlowModel<B>,
     dir: &NeoxDir,
     device: &B::Device,
     quiet: bool,
-) -> AppResult<calmflow::model::CalmFlowModel<B>> {
+) -> AppResult<calmflow_model::CalmFlowModel<B>> {
     let (model, report) = model
         .load_neox(&dir.weights, device)
         .map_err(TrainError::from)?;
@@ -204,7 +206,7 @@ pub(crate) fn mixture_note(head: HeadKind, flow: &CalmFlowSettings, dim: usize) 
         return String::new();
     }
     let mut note = String::new();
-    if flow.mixture_init == calmflow::train::MixtureInit::Kmeans {
+    if flow.mixture_init == calmflow_train::MixtureInit::Kmeans {
         note.push_str(", components placed by k-means");
     }
     let start = flow.anneal_temperature_at(0.0, dim);
@@ -236,20 +238,21 @@ pub(crate) fn create_out_dir(dir: &Path) -> AppResult<()> {
     })
 }
 
-/// How [`fit`] trains: the training settings, where checkpoints and the log go, and what
-/// the checkpoints record besides the model.
+/// How [`fit`] trains: the training settings, where checkpoints and the log go (nowhere
+/// for an in-memory run), and what the checkpoints record besides the model.
 #[derive(Debug, Clone)]
 pub(crate) struct FitRun {
     pub train: TrainConfig,
-    pub out: PathBuf,
+    pub out: Option<PathBuf>,
     pub extra: serde_json::Value,
     pub resume: bool,
     pub quiet: bool,
     pub label: String,
 }
 
-/// Trains `model` (on `devices[0]`) with checkpoints under `out/checkpoints`, a
-/// JSON-lines log and a progress bar; data-parallel with a replica on each further device.
+/// Trains `model` (on `devices[0]`), data-parallel with a replica on each further device;
+/// with `run.out`, with checkpoints under `out/checkpoints` and a JSON-lines log. Progress
+/// goes to `observer`, or to a progress bar when there is none.
 pub(crate) fn fit<B, M>(
     model: M,
     model_config: serde_json::Value,
@@ -257,6 +260,7 @@ pub(crate) fn fit<B, M>(
     data: FlowData,
     devices: &[B::Device],
     run: &FitRun,
+    observer: Option<&mut dyn TrainObserver>,
 ) -> AppResult<(M, TrainOutcome)>
 where
     B: AutodiffBackend,
@@ -264,8 +268,9 @@ where
     M::InnerModule: FlowObjective<B::InnerBackend, Settings = M::Settings>,
 {
     let parameters = model.num_params();
-    create_out_dir(&run.out)?;
-    let checkpoints = run.out.join("checkpoints");
+    if let Some(out) = &run.out {
+        create_out_dir(out)?;
+    }
     let (device, replicas) = devices
         .split_first()
         .ok_or_else(|| AppError::Other("no device to train on".into()))?;
@@ -276,9 +281,12 @@ where
         run.train.clone(),
         data,
         device.clone(),
-    )?
-    .with_checkpoints(&checkpoints, run.extra.clone())
-    .with_log_file(run.out.join("train_log.jsonl"));
+    )?;
+    if let Some(out) = &run.out {
+        trainer = trainer
+            .with_checkpoints(out.join("checkpoints"), run.extra.clone())
+            .with_log_file(out.join("train_log.jsonl"));
+    }
     if !replicas.is_empty() {
         trainer = trainer.with_replicas(replicas.to_vec())?;
         if !run.quiet {
@@ -296,7 +304,10 @@ where
         }
     }
     if run.resume {
-        let checkpoint = Checkpoint::open(&checkpoints)?;
+        let out = run.out.as_ref().ok_or_else(|| {
+            AppError::Other("a run that writes no checkpoints cannot resume".into())
+        })?;
+        let checkpoint = Checkpoint::open(&out.join("checkpoints"))?;
         trainer = trainer.resume_from(&checkpoint)?;
         if !run.quiet {
             eprintln!(
@@ -306,8 +317,10 @@ where
             );
         }
     }
-    let mut bar = ProgressBar::new(&run.label, run.quiet);
-    let summary = trainer.run(&mut bar)?;
+    let summary = match observer {
+        Some(observer) => trainer.run(observer)?,
+        None => trainer.run(&mut ProgressBar::new(&run.label, run.quiet))?,
+    };
     Ok((
         trainer.into_model(),
         TrainOutcome {
@@ -318,11 +331,128 @@ where
     ))
 }
 
+/// The CaLMFlow model a run of `config` trains on data of dimension `dim`, initialised on
+/// `device` from the backend seeded with `[train] seed`, with its configuration: the
+/// `[model]` section ([`RunConfig::calmflow_model`]), a prompt vocabulary of
+/// `prompt_vocab` tokens (conditional data; embeddings frozen unless `[data]
+/// train_embeddings`), and the backbone of the pretrained directory `init_from`.
+pub fn init_calmflow<B: AutodiffBackend>(
+    config: &RunConfig,
+    dim: usize,
+    prompt_vocab: Option<usize>,
+    init_from: Option<&Path>,
+    device: &B::Device,
+    quiet: bool,
+) -> AppResult<(CalmFlowModel<B>, CalmFlowConfig)> {
+    B::seed(device, config.train.seed);
+    let mut model_config = config.calmflow_model(dim)?;
+    if let Some(vocab) = prompt_vocab {
+        model_config = model_config
+            .with_vocab_size(vocab)
+            .with_freeze_embeddings(!config.data.train_embeddings);
+    }
+    let pretrained = pretrained_shape(init_from, &mut model_config)?;
+    let mut model = model_config.init::<B>(device).map_err(TrainError::from)?;
+    if let Some(dir) = pretrained {
+        model = load_pretrained(model, &dir, device, quiet)?;
+    }
+    Ok((model, model_config))
+}
+
+/// Trains CaLMFlow on `data` as `calmflow train` does ([`init_calmflow`], `[flow]`,
+/// `[train]`, one trainer), but in memory: no output directory, no temperature sweep,
+/// progress to `observer`. The quality suite's rows are these runs, so a row and
+/// `calmflow train` with the same configuration and data take one code path.
+pub fn fit_calmflow<B: AutodiffBackend>(
+    config: &RunConfig,
+    data: FlowData,
+    prompt_vocab: Option<usize>,
+    device: B::Device,
+    observer: &mut dyn TrainObserver,
+) -> AppResult<(CalmFlowModel<B>, TrainOutcome)> {
+    let (model, model_config) =
+        init_calmflow::<B>(config, data.dim(), prompt_vocab, None, &device, true)?;
+    let json = serde_json::to_value(&model_config).unwrap_or_default();
+    fit(
+        model,
+        json,
+        config.flow,
+        data,
+        &[device],
+        &FitRun::in_memory(config.train.clone()),
+        Some(observer),
+    )
+}
+
+/// The CFM baseline of `[cfm]` on data of dimension `dim`, initialised on `device` from
+/// the backend seeded with `[train] seed` (`cond_dim`: the width of conditional data's
+/// condition codes), with its configuration.
+pub fn init_cfm<B: AutodiffBackend>(
+    config: &RunConfig,
+    dim: usize,
+    cond_dim: Option<usize>,
+    device: &B::Device,
+) -> AppResult<(VelocityMlp<B>, VelocityMlpConfig)> {
+    B::seed(device, config.train.seed);
+    let mut net = config.cfm.network(dim);
+    if let Some(cond_dim) = cond_dim {
+        net = net.with_cond_dim(cond_dim);
+    }
+    let model = net.init::<B>(device)?;
+    Ok((model, net))
+}
+
+/// The training settings of a CFM run: `[train]` with the coupling of `[cfm] variant`.
+pub(crate) fn cfm_train_config(config: &RunConfig) -> (CfmSettings, TrainConfig) {
+    let (settings, coupling) = config.cfm.variant.setup(config.cfm.sigma);
+    let train = TrainConfig {
+        coupling,
+        ..config.train.clone()
+    };
+    (settings, train)
+}
+
+/// Trains the CFM baseline of `[cfm]` on `data` as `calmflow cfm train` does, in memory
+/// (see [`fit_calmflow`]).
+pub fn fit_cfm<B: AutodiffBackend>(
+    config: &RunConfig,
+    data: FlowData,
+    device: B::Device,
+    observer: &mut dyn TrainObserver,
+) -> AppResult<(VelocityMlp<B>, TrainOutcome)> {
+    let (model, net) = init_cfm::<B>(config, data.dim(), None, &device)?;
+    let json = serde_json::to_value(&net).unwrap_or_default();
+    let (settings, train) = cfm_train_config(config);
+    fit(
+        model,
+        json,
+        settings,
+        data,
+        &[device],
+        &FitRun::in_memory(train),
+        Some(observer),
+    )
+}
+
+impl FitRun {
+    /// A run that writes nothing and prints nothing.
+    fn in_memory(train: TrainConfig) -> Self {
+        FitRun {
+            train,
+            out: None,
+            extra: serde_json::Value::Null,
+            resume: false,
+            quiet: true,
+            label: String::new(),
+        }
+    }
+}
+
 impl TrainJob {
     pub(super) fn prepare(&self) -> AppResult<Prepared> {
         create_out_dir(&self.out)?;
         let text = self.config.to_toml();
-        calmflow::data::write_atomically(&self.out.join("config.toml"), |w| {
+        calmflow_data::write_atomically(&self.out.join("config.toml"), |w| {
             std::io::Write::write_all(w, text.as_bytes())
         })?;
         let section = &self.config.data;
@@ -393,22 +523,18 @@ impl ParallelBackendTask for TrainJob {
             .cloned()
             .ok_or_else(|| AppError::Other("no device to train on".into()))?;
         let data = self.prepare()?;
-        B::seed(&device, self.config.train.seed);
         let dim = data.data.dim();
-        let cond_dim = data.cells.as_ref().map(|c| c.table.feature_dim());
         match self.kind {
             ModelKind::CalmFlow => {
-                let mut config = self.config.calmflow_model(dim)?;
-                if let Some(cells) = &data.cells {
-                    config = config
-                        .with_vocab_size(cells.tokenizer.vocab_size())
-                        .with_freeze_embeddings(!self.config.data.train_embeddings);
-                }
-                let pretrained = pretrained_shape(self.init_from.as_deref(), &mut config)?;
-                let mut model = config.init::<B>(&device).map_err(TrainError::from)?;
-                if let Some(dir) = pretrained {
-                    model = load_pretrained(model, &dir, &device, self.quiet)?;
-                }
+                let prompt_vocab = data.cells.as_ref().map(|c| c.tokenizer.vocab_size());
+                let (model, config) = init_calmflow::<B>(
+                    &self.config,
+                    dim,
+                    prompt_vocab,
+                    self.init_from.as_deref(),
+                    &device,
+                    self.quiet,
+                )?;
                 let json = serde_json::to_value(&config).unwrap_or_default();
                 let settings = self.config.flow;
                 let validation = data.data.validation.clone();
@@ -444,15 +570,12 @@ impl ParallelBackendTask for TrainJob {
                             .into(),
                     ));
                 }
-                let mut config = self.config.cfm.network(dim);
-                if let Some(cond_dim) = cond_dim {
-                    config = config.with_cond_dim(cond_dim);
-                }
-                let model = config.init::<B>(&device)?;
-                let json = serde_json::to_value(&config).unwrap_or_default();
-                let (settings, coupling) = self.config.cfm.variant.setup(self.config.cfm.sigma);
+                let cond_dim = data.cells.as_ref().map(|c| c.table.feature_dim());
+                let (model, net) = init_cfm::<B>(&self.config, dim, cond_dim, &device)?;
+                let json = serde_json::to_value(&net).unwrap_or_default();
+                let (settings, train) = cfm_train_config(&self.config);
                 let mut job = self.clone();
-                job.config.train.coupling = coupling;
+                job.config.train = train;
                 Ok(train_any(model, json, settings, &job, data, &devices, "cfm")?.1)
             }
         }

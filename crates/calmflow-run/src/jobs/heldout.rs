@@ -17,10 +17,10 @@ use std::path::PathBuf;
 
 use burn::module::{AutodiffModule, Module};
 use burn::tensor::backend::AutodiffBackend;
-use calmflow::data::{Sampler, StandardNormal, seeded_rng};
-use calmflow::metrics::{energy_distance, mmd2_unbiased_median, r2_means};
-use calmflow::model::{CalmFlowConfig, HeadKind, Predict};
-use calmflow::train::{
+use calmflow_data::{Sampler, StandardNormal, seeded_rng};
+use calmflow_metrics::{energy_distance, mmd2_unbiased_median, r2_means};
+use calmflow_model::{CalmFlowConfig, HeadKind, Predict};
+use calmflow_train::{
     CalmFlowSettings, CfmVariant, ConditionalPath, Coupling, GenerationOptions, NoiseSchedule,
     OdeSolver, TrainConfig, TrainError, VelocityMlpConfig, cfm_sample, generate,
 };
@@ -28,12 +28,12 @@ use ndarray::{Array2, ArrayView2, Axis};
 use rand::seq::SliceRandom;
 use serde::Serialize;
 
-use crate::app::{
-    FitRun, TrainOutcome, bridge_note, create_out_dir, fit, load_pretrained, pretrained_shape,
-};
 use crate::cells::{CellSpec, CellStudy};
 use crate::error::{AppError, AppResult};
-use calmflow::backend::BackendTask;
+use crate::jobs::{
+    FitRun, TrainOutcome, bridge_note, create_out_dir, fit, load_pretrained, pretrained_shape,
+};
+use calmflow_train::BackendTask;
 
 /// The (cell_type, phase) pairs held out by default: each has ≥ 20 cells in
 /// pbmc68k_reduced, and its cell type and phase both occur in other pairs.
@@ -51,7 +51,7 @@ pub const DEFAULT_TEMPLATE: &str = "Generate a {cell_type} cell in phase {phase}
 #[derive(Debug, Clone, Serialize)]
 pub struct HeldOutJob {
     /// The cells: file, condition columns, held-out combinations (labels joined by '/'
-    /// are split against the file's labels, [`calmflow::data::Conditions::split_joined`]:
+    /// are split against the file's labels, [`calmflow_data::Conditions::split_joined`]:
     /// "CD19+ B/G2/M" works), prompt template, PCA, layer and tokenizer.
     #[serde(flatten)]
     pub cells: CellSpec,
@@ -348,7 +348,7 @@ impl BackendTask for HeldOutJob {
         ));
         let run = |label: &str, steps: usize, coupling: Coupling| FitRun {
             train: train(steps, coupling),
-            out: job.out.join(label),
+            out: Some(job.out.join(label)),
             extra: extra.clone(),
             resume: false,
             quiet: job.quiet,
@@ -362,6 +362,7 @@ impl BackendTask for HeldOutJob {
             make_data()?,
             std::slice::from_ref(&device),
             &run("calmflow", job.steps, Coupling::ExactOt),
+            None,
         )?;
         let model = model.valid();
 
@@ -385,6 +386,7 @@ impl BackendTask for HeldOutJob {
             make_data()?,
             std::slice::from_ref(&device),
             &run("cfm", job.cfm_steps, cfm_coupling),
+            None,
         )?;
         let cfm = cfm.valid();
 
@@ -486,12 +488,12 @@ impl BackendTask for HeldOutJob {
             files: files.clone(),
         };
         let md = job.out.join("heldout.md");
-        calmflow::data::write_atomically(&md, |w| {
+        calmflow_data::write_atomically(&md, |w| {
             std::io::Write::write_all(w, table_md.as_bytes())
         })?;
         let json = serde_json::to_string_pretty(&outcome).unwrap_or_default();
         let path = job.out.join("heldout.json");
-        calmflow::data::write_atomically(&path, |w| std::io::Write::write_all(w, json.as_bytes()))?;
+        calmflow_data::write_atomically(&path, |w| std::io::Write::write_all(w, json.as_bytes()))?;
         let mut outcome = outcome;
         outcome.files.push(md);
         outcome.files.push(path);

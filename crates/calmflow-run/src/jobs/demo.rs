@@ -6,24 +6,25 @@ use std::path::{Path, PathBuf};
 
 use burn::module::{AutodiffModule, Module};
 use burn::tensor::backend::AutodiffBackend;
-use calmflow::data::seeded_rng;
-use calmflow::metrics::{EvalOptions, MetricsReport, evaluate};
-use calmflow::model::{HeadKind, Predict};
-use calmflow::train::{
+use calmflow_data::seeded_rng;
+use calmflow_metrics::{EvalOptions, MetricsReport, evaluate};
+use calmflow_model::{HeadKind, Predict};
+use calmflow_train::{
     CfmSettings, ConditionalPath, Coupling, GenerationOptions, NoiseSchedule, OdeSolver,
-    TEMPERATURE_GRID, TrainConfig, TrainError, cfm_sample, generate,
+    TEMPERATURE_GRID, TrainConfig, cfm_sample, generate,
 };
 use ndarray::Array2;
 use serde::Serialize;
 
 use super::ModelKind;
 use super::train::{
-    TrainJob, TrainOutcome, bridge_note, mixture_note, sweep_temperature, train_any,
+    TrainJob, TrainOutcome, bridge_note, cfm_train_config, init_calmflow, init_cfm, mixture_note,
+    sweep_temperature, train_any,
 };
 use crate::config::{RunConfig, TemperatureSection};
 use crate::error::AppResult;
-use crate::plot::{self, Series};
-use calmflow::backend::BackendTask;
+use calmflow_plot::{self as plot, Series};
+use calmflow_train::BackendTask;
 
 /// `calmflow demo`: CaLMFlow and I-CFM on 8-Gaussians → moons, side by side.
 #[derive(Debug, Clone)]
@@ -83,9 +84,9 @@ impl Default for DemoJob {
             coupling: Coupling::ExactOt,
             // The program's default head (docs/heads.md): the mixture over endpoints on
             // bridge paths, on its own grid of time points.
-            head: calmflow::model::RECOMMENDED_HEAD,
-            predict: calmflow::model::RECOMMENDED_PREDICT,
-            path_sigma: calmflow::model::RECOMMENDED_BRIDGE_SIGMA,
+            head: calmflow_model::RECOMMENDED_HEAD,
+            predict: calmflow_model::RECOMMENDED_PREDICT,
+            path_sigma: calmflow_model::RECOMMENDED_BRIDGE_SIGMA,
             temperatures: TEMPERATURE_GRID.to_vec(),
             seed: 0,
             quiet: false,
@@ -195,9 +196,8 @@ impl BackendTask for DemoJob {
         // CaLMFlow.
         let data = calm_job.prepare()?;
         let (v0, v1) = data.data.validation.clone();
-        B::seed(&device, self.seed);
-        let config = calm_job.config.calmflow_model(2)?;
-        let model = config.init::<B>(&device).map_err(TrainError::from)?;
+        let (model, config) =
+            init_calmflow::<B>(&calm_job.config, 2, None, None, &device, self.quiet)?;
         say(format!(
             "demo: CaLMFlow ({} parameters, H = {}, {} layers, {} head over the {}{}, N = {} \
              time points{}) on 8gaussians → moons, {} steps",
@@ -261,16 +261,15 @@ impl BackendTask for DemoJob {
             init_from: None,
         };
         let data = cfm_job.prepare()?;
-        let net = cfm_job.config.cfm.network(2);
-        B::seed(&device, self.seed);
-        let cfm = net.init::<B>(&device)?;
+        let (cfm, net) = init_cfm::<B>(&cfm_job.config, 2, None, &device)?;
         say(format!(
             "demo: I-CFM ({} parameters, width {}), {} steps",
             cfm.num_params(),
             net.width,
             self.cfm_steps
         ));
-        let (cfm_settings, _) = cfm_job.config.cfm.variant.setup(cfm_job.config.cfm.sigma);
+        let (cfm_settings, cfm_train) = cfm_train_config(&cfm_job.config);
+        debug_assert_eq!(cfm_train.coupling, cfm_job.config.train.coupling);
         let json = serde_json::to_value(&net).unwrap_or_default();
         let (cfm, cfm_training) = train_any::<B, _>(
             cfm,
@@ -285,10 +284,10 @@ impl BackendTask for DemoJob {
 
         // Evaluation on fresh points (a seed no training or validation draw used).
         let mut rng = seeded_rng(self.seed ^ 0xE7A1_0000_0000_0001);
-        use calmflow::data::Sampler as _;
-        let x0 = calmflow::data::EightGaussians::default().sample(self.n_eval, &mut rng);
-        let target = calmflow::data::Moons::default().sample(self.n_eval, &mut rng);
-        let target2 = calmflow::data::Moons::default().sample(self.n_eval, &mut rng);
+        use calmflow_data::Sampler as _;
+        let x0 = calmflow_data::EightGaussians::default().sample(self.n_eval, &mut rng);
+        let target = calmflow_data::Moons::default().sample(self.n_eval, &mut rng);
+        let target2 = calmflow_data::Moons::default().sample(self.n_eval, &mut rng);
         let generated = generate(
             &model,
             &x0,
@@ -361,7 +360,7 @@ impl BackendTask for DemoJob {
         };
         let json = serde_json::to_string_pretty(&outcome).unwrap_or_default();
         let path = self.out.join("results.json");
-        calmflow::data::write_atomically(&path, |w| std::io::Write::write_all(w, json.as_bytes()))?;
+        calmflow_data::write_atomically(&path, |w| std::io::Write::write_all(w, json.as_bytes()))?;
         let mut outcome = outcome;
         outcome.files.push(path);
         Ok(outcome)

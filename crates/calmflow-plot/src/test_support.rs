@@ -10,7 +10,7 @@ use super::{BASELINE, CALMFLOW, SOURCE, Series};
 /// Two moons (2000 points) and three methods: a fresh draw, a copy shrunk towards the
 /// mean, and a noisier draw with a few far outliers.
 pub(super) fn moons_and_methods() -> (Array2<f32>, Vec<Array2<f32>>) {
-    use calmflow::data::{Moons, Sampler, StandardNormal, seeded_rng};
+    use calmflow_data::{Moons, Sampler, StandardNormal, seeded_rng};
     let moons = Moons::default();
     let target = moons.sample(2000, &mut seeded_rng(1));
     let good = moons.sample(2000, &mut seeded_rng(2));

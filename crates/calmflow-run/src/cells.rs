@@ -12,15 +12,15 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use calmflow::data::h5ad::{
+use calmflow_data::h5ad::{
     AnnData, Column, DataFrame, Expression, ReadOptions, read_h5ad_with, write_h5ad,
 };
-use calmflow::data::{Conditions, DataError, Pca, StandardNormal, Standardizer};
-use calmflow::model::neox::NeoxDir;
-use calmflow::tokenize::{
+use calmflow_data::{Conditions, DataError, Pca, StandardNormal, Standardizer};
+use calmflow_model::neox::NeoxDir;
+use calmflow_tokenize::{
     HfTokenizer, PromptTemplate, PromptTokenizer, TokenizerSpec, WordTokenizer, left_pad,
 };
-use calmflow::train::{ConditionTable, FlowData, PointSource, Standardization, TrainError};
+use calmflow_train::{ConditionTable, FlowData, PointSource, Standardization, TrainError};
 use ndarray::{Array2, Axis};
 use serde::{Deserialize, Serialize};
 
@@ -93,7 +93,7 @@ pub struct CellStudy {
     pub genes: Vec<String>,
 }
 
-fn tokenize_error(e: calmflow::tokenize::TokenizeError) -> AppError {
+fn tokenize_error(e: calmflow_tokenize::TokenizeError) -> AppError {
     AppError::Other(e.to_string())
 }
 

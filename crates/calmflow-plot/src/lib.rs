@@ -1,8 +1,20 @@
-//! Scatter plots of samples against a target, side-by-side panels of several methods
-//! against one target, trajectories over time, parameter sweeps (a metric's mean ± std over
-//! seeds), grouped bars of dispersion ratios and grids of grey-scale images (digits), as PNG or SVG (by the file extension),
-//! written atomically. Scatter plots and trajectories draw points of more than two
+//! # calmflow-plot
+//!
+//! The plots of calmflow's program and quality suite, as PNG or SVG (by the file
+//! extension), written atomically: scatter plots of samples against a target, side-by-side
+//! panels of several methods against one target, trajectories over time, parameter sweeps
+//! (a metric's mean ± std over seeds), grouped bars of dispersion ratios and grids of
+//! grey-scale images (digits). Scatter plots and trajectories draw points of more than two
 //! dimensions by their first two coordinates; panels take 2-D points only.
+//!
+//! | file | what |
+//! | --- | --- |
+//! | `scatter.rs` | [`scatter`], [`panels`] |
+//! | `trajectories.rs` | [`trajectories`] |
+//! | `sweep.rs` | [`sweep`] and its points ([`SweepPoint`], [`mean_std`]) |
+//! | `bars.rs` | [`dispersion_bars`] |
+//! | `categories.rs` | the category axes that sweeps and bars share |
+//! | `images.rs` | [`image_grid`] |
 
 use std::path::{Path, PathBuf};
 use std::sync::Once;
@@ -65,7 +77,7 @@ fn register_font() {
         let _ = plotters::style::register_font(
             "sans-serif",
             FontStyle::Normal,
-            include_bytes!("../../assets/DejaVuSans.ttf"),
+            include_bytes!("../assets/DejaVuSans.ttf"),
         );
     });
 }
@@ -133,10 +145,8 @@ fn render(
                 draw_svg(&area).map_err(|m| error(path, m))?;
                 area.present().map_err(|e| error(path, e))?;
             }
-            calmflow::data::write_atomically(path, |w| {
-                std::io::Write::write_all(w, text.as_bytes())
-            })
-            .map_err(|e| error(path, e))
+            calmflow_data::write_atomically(path, |w| std::io::Write::write_all(w, text.as_bytes()))
+                .map_err(|e| error(path, e))
         }
     }
 }
@@ -246,7 +256,7 @@ mod tests {
     }
 
     /// Renders the examples into `$TMPDIR/plots/` for a person to look at:
-    /// `cargo test -p calmflow-cli --lib plot::tests::examples -- --ignored`.
+    /// `cargo test -p calmflow-plot --lib tests::examples -- --ignored`.
     #[test]
     #[ignore = "writes example plots for inspection"]
     fn examples() {

@@ -3,9 +3,9 @@
 
 use std::path::Path;
 
-use calmflow::data::csv::{CsvOptions, Delimiter, read_csv, write_csv};
-use calmflow::data::npy::{read_npy_matrix, write_npy};
-use calmflow::data::{DataError, ensure_finite};
+use calmflow_data::csv::{CsvOptions, Delimiter, read_csv, write_csv};
+use calmflow_data::npy::{read_npy_matrix, write_npy};
+use calmflow_data::{DataError, ensure_finite};
 use ndarray::{Array2, ArrayView2};
 
 fn extension(path: &Path) -> String {

@@ -227,8 +227,8 @@ pub fn panels(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::plot::test_support::{methods, moons_and_methods, non_empty};
-    use crate::plot::{BASELINE, CALMFLOW};
+    use crate::test_support::{methods, moons_and_methods, non_empty};
+    use crate::{BASELINE, CALMFLOW};
 
     #[test]
     fn png_and_svg_are_written_and_bad_names_refused() {

@@ -5,7 +5,7 @@ use std::io::{IsTerminal, Write};
 use std::path::Path;
 use std::time::Instant;
 
-use calmflow::train::{LogRecord, TrainObserver};
+use calmflow_train::{LogRecord, TrainObserver};
 
 /// Draws `[#####     ] step 1200/5000 loss 0.512 · 3.1 it/s · ETA 20m 10s`.
 pub struct ProgressBar {

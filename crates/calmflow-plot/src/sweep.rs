@@ -34,9 +34,9 @@ pub struct SweepPoint<'a> {
 /// the summary over seeds that [`sweep`] draws. `None` when no value is finite.
 ///
 /// ```
-/// let (m, s) = calmflow_cli::plot::mean_std(&[1.0, 3.0, f64::NAN]).unwrap();
+/// let (m, s) = calmflow_plot::mean_std(&[1.0, 3.0, f64::NAN]).unwrap();
 /// assert_eq!((m, s), (2.0, 2f64.sqrt()));
-/// assert!(calmflow_cli::plot::mean_std(&[f64::NAN]).is_none());
+/// assert!(calmflow_plot::mean_std(&[f64::NAN]).is_none());
 /// ```
 pub fn mean_std(values: &[f64]) -> Option<(f64, f64)> {
     let v: Vec<f64> = values.iter().copied().filter(|x| x.is_finite()).collect();

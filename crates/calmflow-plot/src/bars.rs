@@ -246,7 +246,7 @@ pub fn dispersion_bars(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::plot::test_support::{dispersion_groups, non_empty};
+    use crate::test_support::{dispersion_groups, non_empty};
 
     #[test]
     fn dispersion_bars_are_written_as_png_and_svg() {

@@ -5,9 +5,9 @@
 use std::path::PathBuf;
 
 use burn::tensor::backend::AutodiffBackend;
-use calmflow::data::seeded_rng;
-use calmflow::model::CalmFlowConfig;
-use calmflow::train::{
+use calmflow_data::seeded_rng;
+use calmflow_model::CalmFlowConfig;
+use calmflow_train::{
     CalmFlowSettings, Checkpoint, GenerationOptions, OdeSolver, Standardization, TrainError,
     VelocityMlpConfig, cfm_sample, generate,
 };
@@ -16,7 +16,7 @@ use ndarray::{Array2, Array3};
 use super::{ModelKind, RunExtra};
 use crate::cells::{CellsRecord, ResolvedCondition};
 use crate::error::{AppError, AppResult};
-use calmflow::backend::BackendTask;
+use calmflow_train::BackendTask;
 
 /// `calmflow sample` / `calmflow cfm sample`.
 #[derive(Debug, Clone)]
@@ -186,7 +186,7 @@ impl BackendTask for SampleJob {
                 let config: CalmFlowConfig = checkpoint.config_field("model")?;
                 let settings: CalmFlowSettings = checkpoint.config_field("settings")?;
                 let model = config.init::<I<B>>(&device).map_err(TrainError::from)?;
-                let model = calmflow::model::load_module(model, &checkpoint.model_path(), &device)
+                let model = calmflow_model::load_module(model, &checkpoint.model_path(), &device)
                     .map_err(TrainError::from)?;
                 let temperature = self
                     .temperature

@@ -1,13 +1,14 @@
-//! The program's error type: every way a command can stop, each one clear line.
+//! The jobs' one error type: every way a job of the program or the suite can stop, each one
+//! clear line.
 
-use calmflow::data::DataError;
-use calmflow::metrics::MetricsError;
-use calmflow::train::TrainError;
+use calmflow_data::DataError;
+use calmflow_metrics::MetricsError;
+use calmflow_train::TrainError;
 
 use crate::config::ConfigError;
-use crate::plot::PlotError;
+use calmflow_plot::PlotError;
 
-/// Everything that can stop a command, each variant one clear line.
+/// Everything that can stop a job, each variant one clear line.
 #[derive(Debug, thiserror::Error)]
 pub enum AppError {
     /// Configuration.
@@ -30,5 +31,5 @@ pub enum AppError {
     Other(String),
 }
 
-/// Shorthand for results of the program.
+/// Shorthand for results of the jobs.
 pub type AppResult<T> = Result<T, AppError>;

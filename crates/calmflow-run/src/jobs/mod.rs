@@ -1,34 +1,47 @@
-//! What the `calmflow` program does, as library functions generic over the backend (run
-//! through [`DeviceSpec::run`](calmflow::backend::DeviceSpec::run)): train CaLMFlow or a CFM
-//! baseline from a [`RunConfig`](crate::config::RunConfig), sample from a checkpoint, and the
-//! end-to-end demo.
+//! What the `calmflow` program and the quality suite run, as library functions generic
+//! over the backend (the program runs them through `calmflow::backend::DeviceSpec::run`,
+//! which picks the backend): train CaLMFlow or a CFM baseline from a
+//! [`RunConfig`](crate::config::RunConfig), sample from a checkpoint, score and plot point
+//! files, the end-to-end demo and the held-out single-cell study. One job per file:
 //!
 //! | file | what |
 //! | --- | --- |
-//! | `app/mod.rs` | what the jobs share: [`ModelKind`], the checkpoint's [`RunExtra`] |
-//! | `app/train.rs` | [`TrainJob`]: preparing the data, training (`fit`), the temperature sweep |
-//! | `app/sample.rs` | [`SampleJob`]: generating from a checkpoint, conditioned or not |
-//! | `app/demo.rs` | [`DemoJob`]: CaLMFlow and I-CFM on 8-Gaussians → moons |
+//! | `jobs/mod.rs` | what the jobs share: [`ModelKind`], the checkpoint's [`RunExtra`] |
+//! | `jobs/train.rs` | [`TrainJob`]: preparing the data, training ([`fit_calmflow`], [`fit_cfm`]), the temperature sweep |
+//! | `jobs/sample.rs` | [`SampleJob`]: generating from a checkpoint, conditioned or not |
+//! | `jobs/demo.rs` | [`DemoJob`]: CaLMFlow and I-CFM on 8-Gaussians → moons |
+//! | `jobs/evaluate.rs` | [`EvaluateJob`]: a sample file scored against a target file |
+//! | `jobs/plot.rs` | [`PlotJob`]: point or trajectory files drawn as PNG or SVG |
+//! | `jobs/heldout.rs` | [`HeldOutJob`]: the unseen-condition experiment on single cells (docs/method.md §8) |
 
 use std::path::PathBuf;
 
-use calmflow::train::Standardization;
+use calmflow_train::Standardization;
 use serde::{Deserialize, Serialize};
 
 use crate::cells::CellsRecord;
 use crate::config::DataSection;
 
 mod demo;
+mod evaluate;
+mod heldout;
+mod plot;
 mod sample;
 mod train;
 
 pub use crate::error::{AppError, AppResult};
 pub use demo::{DemoJob, DemoOutcome};
+pub use evaluate::EvaluateJob;
+pub use heldout::{
+    ConditionResult, DEFAULT_HELD_OUT, DEFAULT_TEMPLATE, HeldOutJob, HeldOutOutcome, Scores,
+    results_table,
+};
+pub use plot::PlotJob;
 pub use sample::{CONDITIONAL_TEMPERATURE, SampleJob, SampleOutcome, SampledCells};
 pub(crate) use train::{
     FitRun, bridge_note, create_out_dir, fit, load_pretrained, pretrained_shape,
 };
-pub use train::{TrainJob, TrainOutcome};
+pub use train::{TrainJob, TrainOutcome, fit_calmflow, fit_cfm, init_calmflow, init_cfm};
 
 /// What checkpoints record besides the model: how to draw source points again.
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -3,8 +3,8 @@
 
 use std::path::{Path, PathBuf};
 
-use calmflow::data::sampler_by_name;
-use calmflow::train::{FlowData, PointSource, Standardization, TrainError};
+use calmflow_data::sampler_by_name;
+use calmflow_train::{FlowData, PointSource, Standardization, TrainError};
 use serde::{Deserialize, Serialize};
 
 use crate::io::read_points;
@@ -116,7 +116,7 @@ impl DataSection {
     pub fn side(&self, what: &str, base: &Path) -> Result<PointSource, ConfigError> {
         if self.h5ad.is_some() && what == "source" {
             return Ok(PointSource::Sampler(Box::new(
-                calmflow::data::StandardNormal {
+                calmflow_data::StandardNormal {
                     dim: self.pca.unwrap_or(DEFAULT_PCA),
                 },
             )));

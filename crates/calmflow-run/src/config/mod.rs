@@ -4,11 +4,11 @@
 
 use std::path::{Path, PathBuf};
 
-use calmflow::model::{
+use calmflow_model::{
     CalmFlowConfig, HeadKind, Predict, RECOMMENDED_BRIDGE_SIGMA, RECOMMENDED_HEAD,
     RECOMMENDED_N_TIMES,
 };
-use calmflow::train::{
+use calmflow_train::{
     CalmFlowSettings, ConditionalPath, Coupling, NoiseSchedule, RECOMMENDED_ANNEAL_TEMPERATURE,
     RECOMMENDED_MIXTURE_INIT, TrainConfig,
 };
@@ -308,7 +308,7 @@ fn section_span(lines: &[String], section: &str) -> (usize, usize) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use calmflow::train::CfmVariant;
+    use calmflow_train::CfmVariant;
 
     #[test]
     fn the_documented_toml_shows_every_field_and_its_examples_are_fields() {
@@ -416,7 +416,7 @@ mod tests {
         // increment form and a file that sets the field keep the settings' defaults (or
         // what is set).
         assert_eq!(c.flow.anneal_temperature, RECOMMENDED_ANNEAL_TEMPERATURE);
-        use calmflow::train::MixtureInit;
+        use calmflow_train::MixtureInit;
         assert_eq!(c.flow.mixture_init, MixtureInit::Random);
         // A [flow.path] table may give some fields: the others keep the straight path's.
         let partial = RunConfig::parse("[flow.path]\nnoise = \"bridge\"\nsigma = 0.5\n", "r")
@@ -425,10 +425,10 @@ mod tests {
             .path;
         assert_eq!(
             partial,
-            calmflow::train::ConditionalPath {
-                noise: calmflow::train::NoiseSchedule::Bridge,
+            calmflow_train::ConditionalPath {
+                noise: calmflow_train::NoiseSchedule::Bridge,
                 sigma: 0.5,
-                ..calmflow::train::ConditionalPath::straight()
+                ..calmflow_train::ConditionalPath::straight()
             }
         );
         for (text, want) in [
