@@ -40,6 +40,15 @@ use crate::seed::step_seed;
 /// The process-wide lock of burn-collective's local server.
 static COLLECTIVE: Mutex<()> = Mutex::new(());
 
+/// Held by a replica from seeding the backend to the end of its forward pass. burn's
+/// backends draw random numbers (dropout, context noise, the heads' training noise) from
+/// one process-wide generator, which [`AutodiffBackend::seed`] resets: without the lock,
+/// one replica's seed lands in the middle of another's draws, and what each draws depends
+/// on how the threads interleave. With it, a replica's draws depend on its seed alone.
+/// The forward passes of the replicas take turns (on the CPU they run on the device's
+/// thread pool anyway); their backward passes and all-reduces still overlap.
+static BACKEND_DRAWS: Mutex<()> = Mutex::new(());
+
 /// How often the watchdog resets the collective while a failed run winds down.
 const WATCHDOG_PERIOD: Duration = Duration::from_millis(10);
 
@@ -89,6 +98,8 @@ pub(crate) struct StepInputs<'a, S> {
     pub step: usize,
     pub lr: f64,
     pub grad_clip: f64,
+    /// The backend seed of this replica's draws in this step ([`replica_seed`]).
+    pub seed: u64,
 }
 
 /// Forward, backward, (with `peer`) the gradient all-reduce, clipping and the optimizer
@@ -105,7 +116,14 @@ where
     M: FlowObjective<B> + AutodiffModule<B>,
     O: Optimizer<M, B>,
 {
-    let terms = match model.batch_loss(inputs.batch, inputs.table, inputs.settings, device) {
+    let forward = {
+        let _draws = BACKEND_DRAWS
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        B::seed(device, inputs.seed);
+        model.batch_loss(inputs.batch, inputs.table, inputs.settings, device)
+    };
+    let terms = match forward {
         Ok(t) => t,
         Err(e) => return (model, Err(e)),
     };
@@ -347,7 +365,6 @@ impl<'scope> PeerGroup<'scope> {
                 } = replica;
                 let outcome = std::panic::catch_unwind(AssertUnwindSafe(|| {
                     while let Ok(work) = work_rx.recv() {
-                        B::seed(&device, replica_seed(shared.seed, work.step, peer));
                         let inputs = StepInputs {
                             batch: &work.batch,
                             table: shared.table.as_ref(),
@@ -355,6 +372,7 @@ impl<'scope> PeerGroup<'scope> {
                             step: work.step,
                             lr: work.lr,
                             grad_clip: shared.grad_clip,
+                            seed: replica_seed(shared.seed, work.step, peer),
                         };
                         let (m, stats) = replica_step::<B, M, O>(
                             model,

@@ -295,6 +295,48 @@ fn replicas_repeat_their_run_bit_for_bit() {
     }
 }
 
+/// The same for a model that draws random numbers on the device in every forward pass:
+/// the flow head's training noise, dropout and context noise. burn's backend has one
+/// process-wide generator that each replica seeds for its step; the replicas draw in turn,
+/// each from its own seed, so three runs of two replicas give the same bits.
+#[test]
+fn replicas_that_draw_on_the_device_repeat_their_run_bit_for_bit() {
+    let _guard = RNG_LOCK.lock().unwrap_or_else(|e| e.into_inner());
+    let model = || {
+        let device = backend::device();
+        B::seed(&device, 13);
+        CalmFlowConfig::new(2)
+            .with_hidden(16)
+            .with_layers(1)
+            .with_heads(2)
+            .with_head(HeadKind::Flow)
+            .with_predict(calmflow_model::Predict::Endpoint)
+            .with_dropout(0.1)
+            .with_context_noise(0.5)
+            .init::<B>(&device)
+            .unwrap()
+    };
+    let train = train_config(10, 8);
+    let runs: Vec<_> = (0..3)
+        .map(|_| {
+            run(
+                model(),
+                CalmFlowSettings {
+                    n_times: 3,
+                    ..CalmFlowSettings::default()
+                },
+                train.clone(),
+                gaussian_data(2),
+                1,
+            )
+        })
+        .collect();
+    for other in &runs[1..] {
+        assert_eq!(runs[0].0, other.0, "losses");
+        assert!(runs[0].2 == other.2, "weights");
+    }
+}
+
 /// The same for I-CFM with exact-OT pairs (the coupling sees the whole batch once) and
 /// three replicas.
 #[test]
