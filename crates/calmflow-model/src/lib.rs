@@ -40,6 +40,7 @@ mod error;
 pub mod fused;
 pub mod head;
 mod model;
+mod model_config;
 pub mod neox;
 mod neox_visit;
 mod norm;
@@ -56,7 +57,8 @@ pub use head::{
     LatentHead, MixtureHead, OutputHead, Predict, RECOMMENDED_BRIDGE_SIGMA, RECOMMENDED_HEAD,
     RECOMMENDED_N_TIMES, RECOMMENDED_PREDICT, VARIANCE_FLOOR, VariationalDecoder,
 };
-pub use model::{CalmFlowConfig, CalmFlowModel, Prompt};
+pub use model::{CalmFlowModel, Prompt};
+pub use model_config::CalmFlowConfig;
 pub use norm::layer_norm_plain;
 pub use record_file::{
     SortedParamRecord, load_module, load_optimizer_record, load_record, materialize, save_module,

@@ -19,7 +19,8 @@ use burn::tensor::{TensorData, backend::Backend};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{ModelError, Result};
-use crate::model::{CalmFlowConfig, CalmFlowModel};
+use crate::model::CalmFlowModel;
+use crate::model_config::CalmFlowConfig;
 use crate::neox_visit::Slot;
 
 /// The fields of a GPT-NeoX `config.json` that define the backbone.

@@ -30,6 +30,7 @@ mod prefetch;
 mod schedule;
 mod seed;
 mod task;
+mod train_config;
 mod trainer;
 
 pub use cfm::{CfmSamples, CfmSettings, CfmVariant, VelocityMlp, VelocityMlpConfig, cfm_sample};
@@ -54,4 +55,5 @@ pub use parallel::panic_message;
 pub use path::{ConditionalPath, Interpolant, NoiseSchedule};
 pub use schedule::{LrDecay, LrSchedule};
 pub use task::{BackendTask, ParallelBackendTask};
-pub use trainer::{Silent, TrainConfig, TrainObserver, TrainSummary, Trainer};
+pub use train_config::TrainConfig;
+pub use trainer::{Silent, TrainObserver, TrainSummary, Trainer};

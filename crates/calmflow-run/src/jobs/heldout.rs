@@ -28,11 +28,11 @@ use ndarray::{Array2, ArrayView2, Axis};
 use rand::seq::SliceRandom;
 use serde::Serialize;
 
-use crate::cells::{CellSpec, CellStudy};
-use crate::error::{AppError, AppResult};
-use crate::jobs::{
+use super::train::{
     FitRun, TrainOutcome, bridge_note, create_out_dir, fit, load_pretrained, pretrained_shape,
 };
+use crate::cells::{CellSpec, CellStudy};
+use crate::error::{AppError, AppResult};
 use calmflow_train::BackendTask;
 
 /// The (cell_type, phase) pairs held out by default: each has ≥ 20 cells in

@@ -38,9 +38,6 @@ pub use heldout::{
 };
 pub use plot::PlotJob;
 pub use sample::{CONDITIONAL_TEMPERATURE, SampleJob, SampleOutcome, SampledCells};
-pub(crate) use train::{
-    FitRun, bridge_note, create_out_dir, fit, load_pretrained, pretrained_shape,
-};
 pub use train::{TrainJob, TrainOutcome, fit_calmflow, fit_cfm, init_calmflow, init_cfm};
 
 /// What checkpoints record besides the model: how to draw source points again.
