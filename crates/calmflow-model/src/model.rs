@@ -93,7 +93,7 @@ impl<B: Backend> CalmFlowModel<B> {
     }
 
     /// The standard deviation of the noise added to the context's states after the first
-    /// ([`CalmFlowConfig::context_noise`]).
+    /// ([`CalmFlowConfig::context_noise`](crate::CalmFlowConfig::context_noise)).
     pub fn context_noise(&self) -> f64 {
         self.context_noise
     }

@@ -49,7 +49,7 @@ pub struct TrainConfig {
     /// Devices of a data-parallel run by name (`["cuda:0", "cuda:1"]`, `["cpu", "cpu"]`):
     /// a model replica on each, every step's `batch_size` examples split evenly among
     /// them (`docs/scaling.md`). Empty: one device. The program resolves the names
-    /// ([`Trainer::with_replicas`] takes the devices).
+    /// ([`Trainer::with_replicas`](crate::Trainer::with_replicas) takes the devices).
     pub devices: Vec<String>,
 }
 
