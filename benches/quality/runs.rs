@@ -4,7 +4,7 @@
 use std::time::Instant;
 
 use burn::backend::{Autodiff, NdArray};
-use burn::module::AutodiffModule;
+use burn::module::{AutodiffModule, Module};
 use calmflow::metrics::{MetricsReport, evaluate};
 use calmflow::model::{CalmFlowConfig, HeadKind, Predict};
 use calmflow::run::config::{CfmSection, ModelSection, RunConfig};
@@ -466,7 +466,12 @@ pub fn run_cfm(
                     report: failed_report(task.dim, target.nrows()),
                     train_seconds,
                     steps,
-                    parameters: 0,
+                    // The row still names the network's size.
+                    parameters: config
+                        .cfm
+                        .network(task.dim)
+                        .init::<NdArray<f32>>(&device)
+                        .map_or(0, |m| m.num_params()),
                     nfe: 0,
                 },
                 Array2::zeros((0, task.dim)),

@@ -109,7 +109,7 @@ pub fn task_table(t: &TaskResult) -> String {
             "| {m} | {w2} | {mmd} | {energy} | {frechet} | {trace} | {precision} | {recall} | {:.1} | {:.0} | {} | {} |\n",
             mean_std(&secs).0,
             mean_std(&steps).0,
-            // A diverged seed reports no parameters or evaluations.
+            // A diverged seed reports no function evaluations.
             runs.iter().map(|r| r.parameters).max().unwrap_or(0),
             runs.iter().map(|r| r.nfe).max().unwrap_or(0)
         ));
