@@ -197,16 +197,17 @@ pub struct RunResult {
     pub nfe: usize,
 }
 
-fn train_config(budget: &Budget, coupling: Coupling, seed: u64) -> TrainConfig {
+/// `steps` steps of the budget's batch, logged once, with no validation or checkpoints.
+fn train_config(budget: &Budget, steps: usize, coupling: Coupling, seed: u64) -> TrainConfig {
     TrainConfig {
-        steps: budget.steps,
+        steps,
         batch_size: budget.batch,
-        warmup_steps: budget.steps / 20,
+        warmup_steps: steps / 20,
         coupling,
         seed,
         validate_every: 0,
         checkpoint_every: 0,
-        log_every: budget.steps,
+        log_every: steps,
         ..TrainConfig::default()
     }
 }
@@ -214,6 +215,14 @@ fn train_config(budget: &Budget, coupling: Coupling, seed: u64) -> TrainConfig {
 /// Validation share of a data set's rows, and validation points drawn from a sampler.
 const VALIDATION_FRACTION: f64 = 0.1;
 const N_VALIDATION: usize = 256;
+
+/// The program's defaults with the suite's validation split: what every row starts from.
+fn suite_run_config() -> RunConfig {
+    let mut config = RunConfig::default();
+    config.data.validation_fraction = VALIDATION_FRACTION;
+    config.data.n_validation = N_VALIDATION;
+    config
+}
 
 fn flow_data(task: &Task, seed: u64) -> FlowData {
     FlowData::new(
@@ -230,9 +239,7 @@ fn flow_data(task: &Task, seed: u64) -> FlowData {
 /// reads to train the same model in the same way (`docs/config.md`). Its `[data]` section
 /// is the program's default; the suite hands the task's data to the run layer itself.
 pub fn calmflow_run_config(budget: &Budget, knobs: CalmKnobs, seed: u64) -> RunConfig {
-    let mut config = RunConfig::default();
-    config.data.validation_fraction = VALIDATION_FRACTION;
-    config.data.n_validation = N_VALIDATION;
+    let mut config = suite_run_config();
     config.model = ModelSection {
         n_space: Some(knobs.n_space),
         hidden: Some(budget.hidden),
@@ -278,7 +285,7 @@ pub fn calmflow_run_config(budget: &Budget, knobs: CalmKnobs, seed: u64) -> RunC
     };
     config.train = TrainConfig {
         learning_rate: knobs.learning_rate,
-        ..train_config(budget, knobs.coupling, seed)
+        ..train_config(budget, budget.steps, knobs.coupling, seed)
     };
     // The suite scores every temperature it reports itself.
     config.temperature.sweep = false;
@@ -288,22 +295,17 @@ pub fn calmflow_run_config(budget: &Budget, knobs: CalmKnobs, seed: u64) -> RunC
 /// The run configuration of a CFM row (`calmflow cfm train --config`): `variant` with
 /// torchcfm's σ = 0.01, the budget's width, `steps` training steps.
 pub fn cfm_run_config(budget: &Budget, variant: CfmVariant, seed: u64, steps: usize) -> RunConfig {
-    let mut config = RunConfig::default();
-    config.data.validation_fraction = VALIDATION_FRACTION;
-    config.data.n_validation = N_VALIDATION;
+    let mut config = suite_run_config();
     config.cfm = CfmSection {
         variant,
         sigma: 0.01,
         width: budget.cfm_width,
         ..CfmSection::default()
     };
-    config.train = TrainConfig {
-        steps,
-        warmup_steps: steps / 20,
-        log_every: steps,
-        // `fit_cfm` takes the coupling from the variant.
-        ..train_config(budget, Coupling::Independent, seed)
-    };
+    // The coupling the variant trains with (`fit_cfm` sets it from the variant too), so
+    // that the configuration says what runs.
+    let (_, coupling) = variant.setup(config.cfm.sigma);
+    config.train = train_config(budget, steps, coupling, seed);
     config
 }
 

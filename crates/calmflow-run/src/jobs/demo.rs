@@ -251,7 +251,7 @@ impl BackendTask for DemoJob {
         )?;
 
         // I-CFM.
-        let cfm_job = TrainJob {
+        let mut cfm_job = TrainJob {
             config: self.run_config(ModelKind::Cfm),
             base: PathBuf::from("."),
             out: self.out.join("cfm"),
@@ -268,8 +268,9 @@ impl BackendTask for DemoJob {
             net.width,
             self.cfm_steps
         ));
+        // As `calmflow cfm train`: the coupling follows the variant.
         let (cfm_settings, cfm_train) = cfm_train_config(&cfm_job.config);
-        debug_assert_eq!(cfm_train.coupling, cfm_job.config.train.coupling);
+        cfm_job.config.train = cfm_train;
         let json = serde_json::to_value(&net).unwrap_or_default();
         let (cfm, cfm_training) = train_any::<B, _>(
             cfm,
