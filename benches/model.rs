@@ -163,6 +163,52 @@ fn training_step(c: &mut Criterion) {
     group.finish();
 }
 
+/// One step of `calmflow train` on the demo's configuration with the default head (the
+/// flow head over endpoints, N = 2, exact-OT pairs drawn a step ahead on their own
+/// thread), through the trainer: the model, its loss, AdamW, clipping and the data
+/// pipeline, as a user's run spends it (no validation or logging inside the timed steps).
+fn default_training_step(c: &mut Criterion) {
+    use calmflow::run::jobs::{DemoJob, ModelKind, init_calmflow};
+    use calmflow::train::{Silent, Trainer};
+    let device: burn::tensor::Device<Ad> = Default::default();
+    calmflow::backend::register_cpu_kernels();
+    let mut config = DemoJob::default().run_config(ModelKind::CalmFlow);
+    // Room for every timed step, no validation or checkpoint inside them.
+    config.train.steps = 1_000_000;
+    config.train.validate_every = 0;
+    config.train.log_every = 1_000_000;
+    let (data, _) = config
+        .data
+        .load(std::path::Path::new("."), config.train.seed)
+        .expect("the demo's data");
+    let (model, model_config) =
+        init_calmflow::<Ad>(&config, data.dim(), None, None, &device, true).expect("model");
+    let json = serde_json::to_value(&model_config).expect("configuration as JSON");
+    let head = format!("{:?}", model_config.head).to_lowercase();
+    let mut trainer = Trainer::new(model, json, config.flow, config.train.clone(), data, device)
+        .expect("trainer");
+    let mut group = c.benchmark_group("model");
+    group
+        .sample_size(10)
+        .warm_up_time(Duration::from_secs(2))
+        .measurement_time(Duration::from_secs(10));
+    let id = format!(
+        "{head}_h{}_l{}_n{}_b{}",
+        model_config.hidden, model_config.layers, config.flow.n_times, config.train.batch_size
+    );
+    group.bench_function(BenchmarkId::new("train_step_default", id), |bch| {
+        bch.iter_custom(|iters| {
+            let start = std::time::Instant::now();
+            let last = trainer.step() + iters as usize;
+            trainer
+                .run_until(last, &mut Silent)
+                .expect("training steps");
+            start.elapsed()
+        })
+    });
+    group.finish();
+}
+
 fn cfm_sampling(c: &mut Criterion) {
     let device = Default::default();
     let mut group = c.benchmark_group("cfm");
@@ -211,5 +257,11 @@ fn matmul(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, matmul, training_step, cfm_sampling);
+criterion_group!(
+    benches,
+    matmul,
+    training_step,
+    default_training_step,
+    cfm_sampling
+);
 criterion_main!(benches);

@@ -1,8 +1,8 @@
 //! The spatial encoder: one state in `R^D` → `K` tokens of width `H`.
 
+use crate::fused::relu;
 use burn::module::Module;
 use burn::nn::{Dropout, DropoutConfig, Linear, LinearConfig};
-use burn::tensor::activation::relu;
 use burn::tensor::{Tensor, backend::Backend};
 
 use crate::norm::{layer_norm_plain, linear_flat};

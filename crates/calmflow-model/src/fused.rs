@@ -43,6 +43,18 @@ pub trait FusedKernels<B: Backend>: Send + Sync + 'static {
     /// The exact (erf) GELU `x·Φ(x)`, differentiated exactly (`Φ(x) + x·φ(x)`).
     fn gelu(&self, x: FloatTensor<B>) -> FloatTensor<B>;
 
+    /// SiLU `x·σ(x)`, differentiated exactly (`σ(x)·(1 + x·(1 − σ(x)))`); burn's `silu`
+    /// unless a backend overrides it.
+    fn silu(&self, x: FloatTensor<B>) -> FloatTensor<B> {
+        on_primitive::<B>(x, |t| burn::tensor::activation::silu(t))
+    }
+
+    /// ReLU `max(x, 0)` (its gradient is zero where `x ≤ 0`); burn's `relu` unless a
+    /// backend overrides it.
+    fn relu(&self, x: FloatTensor<B>) -> FloatTensor<B> {
+        on_primitive::<B>(x, |t| burn::tensor::activation::relu(t))
+    }
+
     /// `(x − mean) / sqrt(var + eps) · gamma + beta` over the last dimension (population
     /// variance); `gamma` and `beta` have the size of that dimension, and a missing one
     /// is 1 or 0.
@@ -155,6 +167,37 @@ pub fn gelu<B: Backend, const D: usize>(x: Tensor<B, D>) -> Tensor<B, D> {
             Tensor::from_primitive(TensorPrimitive::Float(k.gelu(x.into_primitive().tensor())))
         }
         None => gelu_composed(x),
+    }
+}
+
+/// `f` applied to a primitive float tensor seen as a tensor of rank 1 (element-wise
+/// operations do not care about the shape, which the primitive keeps).
+fn on_primitive<B: Backend>(
+    x: FloatTensor<B>,
+    f: impl FnOnce(Tensor<B, 1>) -> Tensor<B, 1>,
+) -> FloatTensor<B> {
+    f(Tensor::from_primitive(TensorPrimitive::Float(x)))
+        .into_primitive()
+        .tensor()
+}
+
+/// SiLU `x·σ(x)`: the registered kernel, or burn's `silu`.
+pub fn silu<B: Backend, const D: usize>(x: Tensor<B, D>) -> Tensor<B, D> {
+    match kernels::<B>() {
+        Some(k) => {
+            Tensor::from_primitive(TensorPrimitive::Float(k.silu(x.into_primitive().tensor())))
+        }
+        None => burn::tensor::activation::silu(x),
+    }
+}
+
+/// ReLU `max(x, 0)`: the registered kernel, or burn's `relu`.
+pub fn relu<B: Backend, const D: usize>(x: Tensor<B, D>) -> Tensor<B, D> {
+    match kernels::<B>() {
+        Some(k) => {
+            Tensor::from_primitive(TensorPrimitive::Float(k.relu(x.into_primitive().tensor())))
+        }
+        None => burn::tensor::activation::relu(x),
     }
 }
 

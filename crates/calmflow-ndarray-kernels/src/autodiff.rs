@@ -12,18 +12,18 @@ use calmflow_model::fused::{AttentionLayout, FusedKernels};
 
 use crate::rows::{self, LayerNormSaved};
 use crate::{
-    AttentionRecord, Cpu, CpuAutodiff, CpuKernels, attention_forward, f32_cow, f32_values,
-    from_values, gelu_fallback, last_dim, layer_norm_fallback, layer_norm_inputs, linear_fallback,
-    linear_values, matmul_values, softmax_fallback, view4,
+    AttentionRecord, Cpu, CpuAutodiff, CpuKernels, activation_fallback, attention_forward,
+    elementwise, f32_cow, f32_values, from_values, gelu_fallback, last_dim, layer_norm_fallback,
+    layer_norm_inputs, linear_fallback, linear_values, matmul_values, softmax_fallback, view4,
 };
 use crate::{attention, gemm};
 use burn::tensor::ops::FloatTensorOps;
 
-/// GELU's backward step: the upstream gradient times the saved slope.
+/// The backward step of GELU and SiLU: the upstream gradient times the saved slope.
 #[derive(Debug)]
-struct GeluBackward;
+struct SlopeBackward;
 
-impl Backward<Cpu, 1> for GeluBackward {
+impl Backward<Cpu, 1> for SlopeBackward {
     type State = FloatTensor<Cpu>;
 
     fn backward(self, ops: Ops<Self::State, 1>, grads: &mut Gradients, _: &mut Checkpointer) {
@@ -31,9 +31,78 @@ impl Backward<Cpu, 1> for GeluBackward {
         let grad = grads.consume::<Cpu>(&ops.node);
         if let Some(parent) = parent {
             let shape = grad.shape();
-            let dx = rows::mul(&f32_cow(&grad), &f32_cow(&ops.state));
+            let dx = elementwise::mul(&f32_cow(&grad), &f32_cow(&ops.state));
             grads.register::<Cpu>(parent.id, from_values(dx, shape));
         }
+    }
+}
+
+/// ReLU's backward step: the upstream gradient where the saved output is positive.
+#[derive(Debug)]
+struct ReluBackward;
+
+impl Backward<Cpu, 1> for ReluBackward {
+    type State = FloatTensor<Cpu>;
+
+    fn backward(self, ops: Ops<Self::State, 1>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let [parent] = ops.parents;
+        let grad = grads.consume::<Cpu>(&ops.node);
+        if let Some(parent) = parent {
+            let shape = grad.shape();
+            let dx = elementwise::relu_backward(&f32_cow(&grad), &f32_cow(&ops.state));
+            grads.register::<Cpu>(parent.id, from_values(dx, shape));
+        }
+    }
+}
+
+/// An element-wise activation on the autodiff backend: `forward` gives the value and the
+/// state its backward step keeps, `value` the value alone (untracked inputs), `fallback`
+/// burn's operations for element types the kernels do not take.
+fn activation<K, S>(
+    x: FloatTensor<CpuAutodiff>,
+    step: K,
+    forward: impl FnOnce(&[f32]) -> (Vec<f32>, S),
+    value: impl FnOnce(&[f32]) -> Vec<f32>,
+    fallback: impl FnOnce(FloatTensor<CpuAutodiff>) -> FloatTensor<CpuAutodiff>,
+) -> FloatTensor<CpuAutodiff>
+where
+    K: Backward<Cpu, 1, State = FloatTensor<Cpu>> + 'static,
+    S: ActivationState,
+{
+    let Some(values) = f32_values(&x.primitive) else {
+        return fallback(x);
+    };
+    let shape = x.primitive.shape();
+    match step
+        .prepare::<NoCheckpointing>([x.node.clone()])
+        .compute_bound()
+        .stateful()
+    {
+        OpsKind::Tracked(prep) => {
+            let (y, state) = forward(&values);
+            let y = from_values(y, shape.clone());
+            let state = state.into_state(&y, shape);
+            prep.finish(state, y)
+        }
+        OpsKind::UnTracked(prep) => prep.finish(from_values(value(&values), shape)),
+    }
+}
+
+/// What an activation's forward hands its backward step: a slope buffer, or nothing
+/// (ReLU keeps its output).
+trait ActivationState {
+    fn into_state(self, output: &FloatTensor<Cpu>, shape: Shape) -> FloatTensor<Cpu>;
+}
+
+impl ActivationState for Vec<f32> {
+    fn into_state(self, _: &FloatTensor<Cpu>, shape: Shape) -> FloatTensor<Cpu> {
+        from_values(self, shape)
+    }
+}
+
+impl ActivationState for () {
+    fn into_state(self, output: &FloatTensor<Cpu>, _: Shape) -> FloatTensor<Cpu> {
+        output.clone()
     }
 }
 
@@ -244,21 +313,33 @@ impl FusedKernels<CpuAutodiff> for CpuKernels {
     }
 
     fn gelu(&self, x: FloatTensor<CpuAutodiff>) -> FloatTensor<CpuAutodiff> {
-        let Some(values) = f32_values(&x.primitive) else {
-            return gelu_fallback::<CpuAutodiff>(x);
-        };
-        let shape = x.primitive.shape();
-        match GeluBackward
-            .prepare::<NoCheckpointing>([x.node.clone()])
-            .compute_bound()
-            .stateful()
-        {
-            OpsKind::Tracked(prep) => {
-                let (y, slope) = rows::gelu_with_slope(&values);
-                prep.finish(from_values(slope, shape.clone()), from_values(y, shape))
-            }
-            OpsKind::UnTracked(prep) => prep.finish(from_values(rows::gelu(&values), shape)),
-        }
+        activation(
+            x,
+            SlopeBackward,
+            elementwise::gelu_with_slope,
+            elementwise::gelu,
+            gelu_fallback::<CpuAutodiff>,
+        )
+    }
+
+    fn silu(&self, x: FloatTensor<CpuAutodiff>) -> FloatTensor<CpuAutodiff> {
+        activation(
+            x,
+            SlopeBackward,
+            elementwise::silu_with_slope,
+            elementwise::silu,
+            |x| activation_fallback::<CpuAutodiff>(x, burn::tensor::activation::silu),
+        )
+    }
+
+    fn relu(&self, x: FloatTensor<CpuAutodiff>) -> FloatTensor<CpuAutodiff> {
+        activation(
+            x,
+            ReluBackward,
+            |x| (elementwise::relu(x), ()),
+            elementwise::relu,
+            |x| activation_fallback::<CpuAutodiff>(x, burn::tensor::activation::relu),
+        )
     }
 
     fn layer_norm(

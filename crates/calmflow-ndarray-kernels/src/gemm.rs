@@ -30,8 +30,8 @@ pub enum Threads {
 /// `c ← a·b`, or `c ← c + a·b` when `accumulate`, on strided views; `None` when the
 /// shapes do not chain (`a (m, k)`, `b (k, n)`, `c (m, n)`).
 ///
-/// The crate's one `unsafe` block: `gemm` takes raw pointers and strides, which the views
-/// supply for the shapes checked here (the workspace denies `unsafe` everywhere else).
+/// `gemm` takes raw pointers and strides, which the views supply for the shapes checked
+/// here (the workspace denies `unsafe` outside such audited kernels).
 #[allow(unsafe_code)]
 pub fn product(
     a: &ArrayView2<'_, f32>,
@@ -89,6 +89,62 @@ pub fn product(
     Some(())
 }
 
+/// `a·b` for `a (m, k)` and `b (k, n)` into a new row-major `(m, n)` buffer that is never
+/// zeroed first (`gemm` is told not to read it and writes every element); `None` when the
+/// inner sizes differ.
+#[allow(unsafe_code)]
+pub fn product_fresh(
+    a: &ArrayView2<'_, f32>,
+    b: &ArrayView2<'_, f32>,
+    threads: Threads,
+) -> Option<Vec<f32>> {
+    let ((m, k), (k_b, n)) = (a.dim(), b.dim());
+    if k != k_b {
+        return None;
+    }
+    if m == 0 || n == 0 || k == 0 {
+        return Some(vec![0.0; m * n]);
+    }
+    let len = m.checked_mul(n)?;
+    let parallelism = match threads {
+        Threads::Parallel => Parallelism::Rayon(0),
+        Threads::Serial => Parallelism::None,
+    };
+    let (a_s, b_s) = (a.strides(), b.strides());
+    let mut c: Vec<f32> = Vec::with_capacity(len);
+    // SAFETY: `c` has room for `m·n` values, addressed row-major by the strides
+    // `(n, 1)`; the pointers and strides of `a` and `b` address only their views'
+    // elements for the shapes checked above. With `read_dst = false`, `gemm` reads
+    // nothing of `dst` and writes each of its `m·n` elements (its documented contract:
+    // `dst := beta·lhs·rhs`, `alpha` ignored; `k > 0` here), so all `m·n` are written
+    // before the length is set.
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            k,
+            c.as_mut_ptr(),
+            1,
+            n as isize,
+            false,
+            a.as_ptr(),
+            a_s[1],
+            a_s[0],
+            b.as_ptr(),
+            b_s[1],
+            b_s[0],
+            0.0,
+            1.0,
+            false,
+            false,
+            false,
+            parallelism,
+        );
+        c.set_len(len);
+    }
+    Some(c)
+}
+
 /// Rows per partial sum of the bias gradient.
 const ROWS_PER_TASK: usize = 256;
 
@@ -97,13 +153,20 @@ const ROWS_PER_TASK: usize = 256;
 pub fn linear(x: &[f32], w: &[f32], b: Option<&[f32]>, [m, k, n]: [usize; 3]) -> Option<Vec<f32>> {
     let xv = ArrayView2::from_shape((m, k), x).ok()?;
     let wv = ArrayView2::from_shape((k, n), w).ok()?;
-    let (mut y, accumulate) = match b {
-        Some(b) if b.len() == n => (b.repeat(m), true),
-        Some(_) => return None,
-        None => (vec![0.0; m * n], false),
-    };
-    let mut yv = ArrayViewMut2::from_shape((m, n), &mut y).ok()?;
-    product(&xv, &wv, &mut yv, accumulate, Threads::Parallel)?;
+    if b.is_some_and(|b| b.len() != n) {
+        return None;
+    }
+    let mut y = product_fresh(&xv, &wv, Threads::Parallel)?;
+    if let (Some(b), true) = (b, n > 0) {
+        // `x·w + b`: the one rounding of `gemm`'s own accumulation into `b`, in parallel.
+        y.par_chunks_mut(ROWS_PER_TASK * n).for_each(|rows| {
+            for row in rows.chunks_mut(n) {
+                for (v, &b) in row.iter_mut().zip(b) {
+                    *v += b;
+                }
+            }
+        });
+    }
     Some(y)
 }
 
@@ -119,29 +182,13 @@ pub fn linear_backward(
     let gv = ArrayView2::from_shape((m, n), g).ok()?;
     let dx = if want_x {
         let wv = ArrayView2::from_shape((k, n), w).ok()?;
-        let mut dx = vec![0.0; m * k];
-        product(
-            &gv,
-            &wv.t(),
-            &mut ArrayViewMut2::from_shape((m, k), &mut dx).ok()?,
-            false,
-            Threads::Parallel,
-        )?;
-        Some(dx)
+        Some(product_fresh(&gv, &wv.t(), Threads::Parallel)?)
     } else {
         None
     };
     let dw = if want_w {
         let xv = ArrayView2::from_shape((m, k), x).ok()?;
-        let mut dw = vec![0.0; k * n];
-        product(
-            &xv.t(),
-            &gv,
-            &mut ArrayViewMut2::from_shape((k, n), &mut dw).ok()?,
-            false,
-            Threads::Parallel,
-        )?;
-        Some(dw)
+        Some(product_fresh(&xv.t(), &gv, Threads::Parallel)?)
     } else {
         None
     };

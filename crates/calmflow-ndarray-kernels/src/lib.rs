@@ -1,4 +1,4 @@
-//! Fused CPU kernels for burn-ndarray (layer norm, exact GELU, softmax, causal
+//! Fused CPU kernels for burn-ndarray (layer norm, exact GELU, SiLU, ReLU, softmax, causal
 //! self-attention, matrix products): calmflow's [`FusedKernels`] for `NdArray<f32>` and,
 //! with their backward passes, for `Autodiff<NdArray<f32>>`.
 //!
@@ -30,6 +30,7 @@
 
 mod attention;
 mod autodiff;
+mod elementwise;
 mod gemm;
 mod rows;
 
@@ -108,6 +109,16 @@ fn f32_cow(t: &NdArrayTensor) -> Cow<'_, [f32]> {
 fn gelu_fallback<B: Backend>(t: FloatTensor<B>) -> FloatTensor<B> {
     let x = Tensor::<B, 1>::from_primitive(TensorPrimitive::Float(t));
     fused::gelu_composed(x).into_primitive().tensor()
+}
+
+/// burn's element-wise activation `f` on `t` (element types the kernels do not take).
+fn activation_fallback<B: Backend>(
+    t: FloatTensor<B>,
+    f: impl FnOnce(Tensor<B, 1>) -> Tensor<B, 1>,
+) -> FloatTensor<B> {
+    f(Tensor::from_primitive(TensorPrimitive::Float(t)))
+        .into_primitive()
+        .tensor()
 }
 
 /// burn's softmax over the last dimension of `t`.
@@ -303,8 +314,22 @@ impl FusedKernels<Cpu> for CpuKernels {
 
     fn gelu(&self, x: FloatTensor<Cpu>) -> FloatTensor<Cpu> {
         match f32_values(&x) {
-            Some(values) => from_values(rows::gelu(&values), x.shape()),
+            Some(values) => from_values(elementwise::gelu(&values), x.shape()),
             None => gelu_fallback::<Cpu>(x),
+        }
+    }
+
+    fn silu(&self, x: FloatTensor<Cpu>) -> FloatTensor<Cpu> {
+        match f32_values(&x) {
+            Some(values) => from_values(elementwise::silu(&values), x.shape()),
+            None => activation_fallback::<Cpu>(x, burn::tensor::activation::silu),
+        }
+    }
+
+    fn relu(&self, x: FloatTensor<Cpu>) -> FloatTensor<Cpu> {
+        match f32_values(&x) {
+            Some(values) => from_values(elementwise::relu(&values), x.shape()),
+            None => activation_fallback::<Cpu>(x, burn::tensor::activation::relu),
         }
     }
 

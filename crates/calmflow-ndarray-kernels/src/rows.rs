@@ -1,72 +1,15 @@
-//! The kernels on contiguous `f32` buffers: element-wise GELU, row-wise layer norm and softmax,
+//! The row-wise kernels on contiguous `f32` buffers: layer norm and softmax,
 //! forward and backward, each one pass over its data, split over rayon's threads in
 //! fixed-size chunks (so results and their reduction order do not depend on the thread
 //! count: the same input gives the same bits on 1 core or 64).
 
-use rayon::prelude::*;
+use std::mem::MaybeUninit;
 
-/// Elements per parallel task of the element-wise kernels: large enough that a task
-/// costs far more than its scheduling, small enough to share a 2 MB tensor between cores.
-const ELEMENTS_PER_TASK: usize = 1 << 14;
+use rayon::prelude::*;
 
 /// Rows per parallel task of the row-wise kernels (and per partial sum of the parameter
 /// gradients).
 const ROWS_PER_TASK: usize = 64;
-
-/// `1/√2` and `1/√(2π)` as burn's composed GELU rounds them.
-const SQRT_2: f32 = std::f32::consts::SQRT_2;
-const INV_SQRT_2PI: f32 = 0.398_942_3;
-
-/// `Φ(x)` exactly as burn's composed GELU computes it: `x/√2` in `f32`, `erf` in `f64`,
-/// then `(1 + erf)` in `f32` (so [`gelu`] equals burn's `gelu` bit for bit).
-#[inline]
-fn cdf_times_two(x: f32) -> f32 {
-    libm::erf(f64::from(x / SQRT_2)) as f32 + 1.0
-}
-
-/// `y = x·Φ(x)`.
-pub fn gelu(x: &[f32]) -> Vec<f32> {
-    let mut y = vec![0.0; x.len()];
-    y.par_chunks_mut(ELEMENTS_PER_TASK)
-        .zip(x.par_chunks(ELEMENTS_PER_TASK))
-        .for_each(|(y, x)| {
-            for (y, &x) in y.iter_mut().zip(x) {
-                *y = x * cdf_times_two(x) / 2.0;
-            }
-        });
-    y
-}
-
-/// `y = x·Φ(x)` and its derivative `Φ(x) + x·φ(x)`, for the backward pass.
-pub fn gelu_with_slope(x: &[f32]) -> (Vec<f32>, Vec<f32>) {
-    let mut y = vec![0.0; x.len()];
-    let mut slope = vec![0.0; x.len()];
-    y.par_chunks_mut(ELEMENTS_PER_TASK)
-        .zip(slope.par_chunks_mut(ELEMENTS_PER_TASK))
-        .zip(x.par_chunks(ELEMENTS_PER_TASK))
-        .for_each(|((y, s), x)| {
-            for ((y, s), &x) in y.iter_mut().zip(s.iter_mut()).zip(x) {
-                let twice_cdf = cdf_times_two(x);
-                *y = x * twice_cdf / 2.0;
-                *s = twice_cdf * 0.5 + x * (-0.5 * x * x).exp() * INV_SQRT_2PI;
-            }
-        });
-    (y, slope)
-}
-
-/// `a ⊙ b`, element-wise (the GELU backward: the upstream gradient times the slope).
-pub fn mul(a: &[f32], b: &[f32]) -> Vec<f32> {
-    let mut out = vec![0.0; a.len()];
-    out.par_chunks_mut(ELEMENTS_PER_TASK)
-        .zip(a.par_chunks(ELEMENTS_PER_TASK))
-        .zip(b.par_chunks(ELEMENTS_PER_TASK))
-        .for_each(|((o, a), b)| {
-            for ((o, &a), &b) in o.iter_mut().zip(a).zip(b) {
-                *o = a * b;
-            }
-        });
-    out
-}
 
 /// What the layer-norm backward needs from its forward pass.
 #[derive(Debug, Clone)]
@@ -87,10 +30,7 @@ pub fn layer_norm(
     beta: Option<&[f32]>,
     eps: f32,
 ) -> Vec<f32> {
-    let mut y = vec![0.0; x.len()];
-    let mut inv_std = vec![0.0; x.len() / n];
-    layer_norm_into(x, n, gamma, beta, eps, &mut y, None, &mut inv_std);
-    y
+    layer_norm_fresh(x, n, gamma, beta, eps, false).0
 }
 
 /// [`layer_norm`] that also returns `x̂` and `1/√(var + eps)` for the backward pass.
@@ -101,19 +41,7 @@ pub fn layer_norm_saving(
     beta: Option<&[f32]>,
     eps: f32,
 ) -> (Vec<f32>, LayerNormSaved) {
-    let mut y = vec![0.0; x.len()];
-    let mut normalized = vec![0.0; x.len()];
-    let mut inv_std = vec![0.0; x.len() / n];
-    layer_norm_into(
-        x,
-        n,
-        gamma,
-        beta,
-        eps,
-        &mut y,
-        Some(&mut normalized),
-        &mut inv_std,
-    );
+    let (y, normalized, inv_std) = layer_norm_fresh(x, n, gamma, beta, eps, true);
     (
         y,
         LayerNormSaved {
@@ -123,49 +51,61 @@ pub fn layer_norm_saving(
     )
 }
 
-/// The layer-norm forward into `y`, `x̂` (when given) and `1/σ`, in parallel row blocks.
-#[allow(clippy::too_many_arguments)]
-fn layer_norm_into(
+/// The layer-norm forward into new buffers `y`, `x̂` (empty unless `save`) and `1/σ`, in
+/// parallel row blocks. The buffers are not zeroed first: every row writes all of its
+/// `n` outputs and its `1/σ`.
+#[allow(unsafe_code)]
+fn layer_norm_fresh(
     x: &[f32],
     n: usize,
     gamma: Option<&[f32]>,
     beta: Option<&[f32]>,
     eps: f32,
-    y: &mut [f32],
-    normalized: Option<&mut [f32]>,
-    inv_std: &mut [f32],
-) {
+    save: bool,
+) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
+    if n == 0 {
+        return (Vec::new(), Vec::new(), Vec::new());
+    }
+    let rows = x.len() / n;
+    let len = rows * n;
     let chunk = ROWS_PER_TASK * n;
-    let row = |x: &[f32], y: &mut [f32], xhat: Option<&mut [f32]>, inv: &mut f32| {
+    let x = &x[..len];
+    let mut y = Vec::with_capacity(len);
+    let mut normalized = Vec::with_capacity(if save { len } else { 0 });
+    let mut inv_std = Vec::with_capacity(rows);
+    let row = |x: &[f32], y: &mut [MaybeUninit<f32>], xhat: Option<&mut [MaybeUninit<f32>]>| {
         let mean = x.iter().sum::<f32>() / n as f32;
         let var = x.iter().map(|v| (v - mean) * (v - mean)).sum::<f32>() / n as f32;
         let denom = (var + eps).sqrt();
-        *inv = 1.0 / denom;
         match (gamma, beta) {
             (Some(g), Some(b)) => {
                 for (((y, &v), &g), &b) in y.iter_mut().zip(x).zip(g).zip(b) {
-                    *y = (v - mean) / denom * g + b;
+                    y.write((v - mean) / denom * g + b);
                 }
             }
             _ => {
                 for (j, (y, &v)) in y.iter_mut().zip(x).enumerate() {
                     let g = gamma.map_or(1.0, |g| g[j]);
                     let b = beta.map_or(0.0, |b| b[j]);
-                    *y = (v - mean) / denom * g + b;
+                    y.write((v - mean) / denom * g + b);
                 }
             }
         }
         if let Some(xhat) = xhat {
             for (o, &v) in xhat.iter_mut().zip(x) {
-                *o = (v - mean) / denom;
+                o.write((v - mean) / denom);
             }
         }
+        1.0 / denom
     };
-    match normalized {
-        Some(normalized) => y
-            .par_chunks_mut(chunk)
-            .zip(normalized.par_chunks_mut(chunk))
-            .zip(inv_std.par_chunks_mut(ROWS_PER_TASK))
+    let (ys, invs) = (
+        &mut y.spare_capacity_mut()[..len],
+        &mut inv_std.spare_capacity_mut()[..rows],
+    );
+    if save {
+        ys.par_chunks_mut(chunk)
+            .zip(normalized.spare_capacity_mut()[..len].par_chunks_mut(chunk))
+            .zip(invs.par_chunks_mut(ROWS_PER_TASK))
             .zip(x.par_chunks(chunk))
             .for_each(|(((y, xhat), inv), x)| {
                 for (((y, xhat), inv), x) in y
@@ -174,34 +114,51 @@ fn layer_norm_into(
                     .zip(inv.iter_mut())
                     .zip(x.chunks(n))
                 {
-                    row(x, y, Some(xhat), inv);
+                    inv.write(row(x, y, Some(xhat)));
                 }
-            }),
-        None => y
-            .par_chunks_mut(chunk)
-            .zip(inv_std.par_chunks_mut(ROWS_PER_TASK))
+            });
+    } else {
+        ys.par_chunks_mut(chunk)
+            .zip(invs.par_chunks_mut(ROWS_PER_TASK))
             .zip(x.par_chunks(chunk))
             .for_each(|((y, inv), x)| {
                 for ((y, inv), x) in y.chunks_mut(n).zip(inv.iter_mut()).zip(x.chunks(n)) {
-                    row(x, y, None, inv);
+                    inv.write(row(x, y, None));
                 }
-            }),
+            });
     }
+    // SAFETY: `x` holds `rows` whole rows of `n`; the outputs' first `len` (`rows` for
+    // `1/σ`) slots split into the same blocks of `ROWS_PER_TASK` rows as `x`, paired in
+    // order, and each row wrote all `n` of its `y` (and `x̂`) slots and its `1/σ`.
+    unsafe {
+        y.set_len(len);
+        if save {
+            normalized.set_len(len);
+        }
+        inv_std.set_len(rows);
+    }
+    (y, normalized, inv_std)
 }
 
 /// The gradients of [`layer_norm`] given the upstream gradient `g` `(rows, n)`:
 /// `dx = (g·γ − mean(g·γ) − x̂·mean(g·γ·x̂)) / √(var + eps)` per row, `dγ = Σ_rows g·x̂`,
 /// `dβ = Σ_rows g`. The column sums are accumulated per fixed block of rows, then the
-/// blocks in order.
+/// blocks in order. `dx` is not zeroed first: every row writes all of its `n` values.
+#[allow(unsafe_code)]
 pub fn layer_norm_backward(
     g: &[f32],
     n: usize,
     gamma: Option<&[f32]>,
     saved: &LayerNormSaved,
 ) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
-    let mut dx = vec![0.0; g.len()];
+    if n == 0 {
+        return (Vec::new(), Vec::new(), Vec::new());
+    }
+    let len = g.len() / n * n;
+    let g = &g[..len];
+    let mut dx = Vec::with_capacity(len);
     let chunk = ROWS_PER_TASK * n;
-    let partials: Vec<(Vec<f32>, Vec<f32>)> = dx
+    let partials: Vec<(Vec<f32>, Vec<f32>)> = dx.spare_capacity_mut()[..len]
         .par_chunks_mut(chunk)
         .zip(g.par_chunks(chunk))
         .zip(saved.normalized.par_chunks(chunk))
@@ -226,14 +183,17 @@ pub fn layer_norm_backward(
                 }
                 mean_gg /= n as f32;
                 mean_ggx /= n as f32;
-                for j in 0..n {
+                for (j, dx) in dx.iter_mut().enumerate() {
                     let gg = g[j] * gamma.map_or(1.0, |w| w[j]);
-                    dx[j] = inv * (gg - mean_gg - xhat[j] * mean_ggx);
+                    dx.write(inv * (gg - mean_gg - xhat[j] * mean_ggx));
                 }
             }
             (dgamma, dbeta)
         })
         .collect();
+    // SAFETY: `g` holds whole rows of `n`; `dx`'s first `len` slots split into the same
+    // row blocks as `g`, paired in order, and every row wrote all `n` of its slots.
+    unsafe { dx.set_len(len) };
     let mut dgamma = vec![0.0f32; n];
     let mut dbeta = vec![0.0f32; n];
     for (pg, pb) in &partials {
@@ -388,22 +348,6 @@ mod tests {
             worst = worst.max((fd - f64::from(dbeta[j])).abs() / fd.abs().max(1.0));
         }
         assert!(worst < 1e-4, "max deviation {worst:e}");
-    }
-
-    #[test]
-    fn gelu_slope_matches_finite_differences_of_the_value() {
-        let x: Vec<f32> = (0..40_001).map(|i| -8.0 + i as f32 * 4e-4).collect();
-        let (y, slope) = gelu_with_slope(&x);
-        assert_eq!(y, gelu(&x));
-        let f = |v: f64| v * 0.5 * (1.0 + libm::erf(v / std::f64::consts::SQRT_2));
-        let mut worst = 0.0f64;
-        for (i, &v) in x.iter().enumerate() {
-            let v = f64::from(v);
-            worst = worst.max((f(v) - f64::from(y[i])).abs());
-            let fd = (f(v + 1e-6) - f(v - 1e-6)) / 2e-6;
-            worst = worst.max((fd - f64::from(slope[i])).abs());
-        }
-        assert!(worst < 2e-6, "max deviation {worst:e}");
     }
 
     #[test]

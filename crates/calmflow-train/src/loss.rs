@@ -114,7 +114,7 @@ impl VolterraFlowLoss {
                 }
                 let mu = mu.clone().narrow(1, 0, kept);
                 let log_var = log_var.clone().narrow(1, 0, kept);
-                let kl = (mu.powi_scalar(2) + log_var.clone().exp() - log_var - 1.0) * 0.5;
+                let kl = (mu.clone() * mu + log_var.clone().exp() - log_var - 1.0) * 0.5;
                 Some(kl.sum_dim(2).mean())
             }
             _ => None,

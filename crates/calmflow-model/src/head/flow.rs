@@ -20,9 +20,9 @@
 
 use std::f64::consts::TAU;
 
+use crate::fused::silu;
 use burn::module::Module;
 use burn::nn::{Initializer, Linear, LinearConfig};
-use burn::tensor::activation::silu;
 use burn::tensor::{Distribution, Tensor, backend::Backend};
 
 use super::mixture::MixtureHead;

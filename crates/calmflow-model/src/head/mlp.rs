@@ -2,9 +2,9 @@
 //! Linear(W→out)` on flattened `(n, in)` inputs (LN without affine, as in the paper's
 //! decoder).
 
+use crate::fused::relu;
 use burn::module::Module;
 use burn::nn::{Linear, LinearConfig};
-use burn::tensor::activation::relu;
 use burn::tensor::{Tensor, TensorData, backend::Backend};
 
 use crate::norm::layer_norm_plain;

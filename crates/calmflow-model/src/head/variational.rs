@@ -5,9 +5,9 @@
 //! head regresses the conditional mean; it is kept exactly as published because it is what
 //! people reproduce.
 
+use crate::fused::relu;
 use burn::module::Module;
 use burn::nn::{Dropout, DropoutConfig, Linear, LinearConfig};
-use burn::tensor::activation::relu;
 use burn::tensor::{Distribution, Tensor, backend::Backend};
 
 use super::{DistributionHead, HeadLoss};

@@ -118,7 +118,10 @@ pub struct DemoOutcome {
 }
 
 impl DemoJob {
-    fn run_config(&self, kind: ModelKind) -> RunConfig {
+    /// The run configuration of the demo's CaLMFlow run (`kind = CalmFlow`) or its I-CFM
+    /// run (`Cfm`): what `calmflow train --config` would need to repeat either (the speed
+    /// suite times the default head's training step on it).
+    pub fn run_config(&self, kind: ModelKind) -> RunConfig {
         let mut c = RunConfig::default();
         c.data.n_validation = self.n_validation;
         c.model.hidden = Some(self.hidden);
