@@ -171,8 +171,9 @@ pub fn gelu<B: Backend, const D: usize>(x: Tensor<B, D>) -> Tensor<B, D> {
 }
 
 /// `f` applied to a primitive float tensor seen as a tensor of rank 1 (element-wise
-/// operations do not care about the shape, which the primitive keeps).
-fn on_primitive<B: Backend>(
+/// operations do not care about the shape, which the primitive keeps): how an element-wise
+/// kernel falls back to burn's operation.
+pub fn on_primitive<B: Backend>(
     x: FloatTensor<B>,
     f: impl FnOnce(Tensor<B, 1>) -> Tensor<B, 1>,
 ) -> FloatTensor<B> {

@@ -8,22 +8,25 @@ use burn::backend::autodiff::grads::Gradients;
 use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
 use burn::tensor::ops::{BoolTensor, FloatTensor};
 use burn::tensor::{Shape, Tensor, TensorMetadata};
-use calmflow_model::fused::{AttentionLayout, FusedKernels};
+use calmflow_model::fused::{self, AttentionLayout, FusedKernels};
 
 use crate::rows::{self, LayerNormSaved};
 use crate::{
-    AttentionRecord, Cpu, CpuAutodiff, CpuKernels, activation_fallback, attention_forward,
-    elementwise, f32_cow, f32_values, from_values, gelu_fallback, last_dim, layer_norm_fallback,
-    layer_norm_inputs, linear_fallback, linear_values, matmul_values, softmax_fallback, view4,
+    AttentionRecord, Cpu, CpuAutodiff, CpuKernels, attention_forward, elementwise, f32_cow,
+    f32_values, from_values, gelu_fallback, last_dim, layer_norm_fallback, layer_norm_inputs,
+    linear_fallback, linear_values, matmul_values, softmax_fallback, view4,
 };
 use crate::{attention, gemm};
 use burn::tensor::ops::FloatTensorOps;
 
-/// The backward step of GELU and SiLU: the upstream gradient times the saved slope.
+/// The backward step of an element-wise activation: its rule applied to the upstream
+/// gradient and the state the forward saved (GELU and SiLU save their slope, and the rule
+/// multiplies by it; ReLU saves its output, and the rule keeps the gradient where it is
+/// positive).
 #[derive(Debug)]
-struct SlopeBackward;
+struct ActivationBackward(fn(&[f32], &[f32]) -> Vec<f32>);
 
-impl Backward<Cpu, 1> for SlopeBackward {
+impl Backward<Cpu, 1> for ActivationBackward {
     type State = FloatTensor<Cpu>;
 
     fn backward(self, ops: Ops<Self::State, 1>, grads: &mut Gradients, _: &mut Checkpointer) {
@@ -31,25 +34,7 @@ impl Backward<Cpu, 1> for SlopeBackward {
         let grad = grads.consume::<Cpu>(&ops.node);
         if let Some(parent) = parent {
             let shape = grad.shape();
-            let dx = elementwise::mul(&f32_cow(&grad), &f32_cow(&ops.state));
-            grads.register::<Cpu>(parent.id, from_values(dx, shape));
-        }
-    }
-}
-
-/// ReLU's backward step: the upstream gradient where the saved output is positive.
-#[derive(Debug)]
-struct ReluBackward;
-
-impl Backward<Cpu, 1> for ReluBackward {
-    type State = FloatTensor<Cpu>;
-
-    fn backward(self, ops: Ops<Self::State, 1>, grads: &mut Gradients, _: &mut Checkpointer) {
-        let [parent] = ops.parents;
-        let grad = grads.consume::<Cpu>(&ops.node);
-        if let Some(parent) = parent {
-            let shape = grad.shape();
-            let dx = elementwise::relu_backward(&f32_cow(&grad), &f32_cow(&ops.state));
+            let dx = (self.0)(&f32_cow(&grad), &f32_cow(&ops.state));
             grads.register::<Cpu>(parent.id, from_values(dx, shape));
         }
     }
@@ -58,15 +43,14 @@ impl Backward<Cpu, 1> for ReluBackward {
 /// An element-wise activation on the autodiff backend: `forward` gives the value and the
 /// state its backward step keeps, `value` the value alone (untracked inputs), `fallback`
 /// burn's operations for element types the kernels do not take.
-fn activation<K, S>(
+fn activation<S>(
     x: FloatTensor<CpuAutodiff>,
-    step: K,
+    step: ActivationBackward,
     forward: impl FnOnce(&[f32]) -> (Vec<f32>, S),
     value: impl FnOnce(&[f32]) -> Vec<f32>,
     fallback: impl FnOnce(FloatTensor<CpuAutodiff>) -> FloatTensor<CpuAutodiff>,
 ) -> FloatTensor<CpuAutodiff>
 where
-    K: Backward<Cpu, 1, State = FloatTensor<Cpu>> + 'static,
     S: ActivationState,
 {
     let Some(values) = f32_values(&x.primitive) else {
@@ -315,7 +299,7 @@ impl FusedKernels<CpuAutodiff> for CpuKernels {
     fn gelu(&self, x: FloatTensor<CpuAutodiff>) -> FloatTensor<CpuAutodiff> {
         activation(
             x,
-            SlopeBackward,
+            ActivationBackward(elementwise::mul),
             elementwise::gelu_with_slope,
             elementwise::gelu,
             gelu_fallback::<CpuAutodiff>,
@@ -325,20 +309,20 @@ impl FusedKernels<CpuAutodiff> for CpuKernels {
     fn silu(&self, x: FloatTensor<CpuAutodiff>) -> FloatTensor<CpuAutodiff> {
         activation(
             x,
-            SlopeBackward,
+            ActivationBackward(elementwise::mul),
             elementwise::silu_with_slope,
             elementwise::silu,
-            |x| activation_fallback::<CpuAutodiff>(x, burn::tensor::activation::silu),
+            |x| fused::on_primitive::<CpuAutodiff>(x, burn::tensor::activation::silu),
         )
     }
 
     fn relu(&self, x: FloatTensor<CpuAutodiff>) -> FloatTensor<CpuAutodiff> {
         activation(
             x,
-            ReluBackward,
+            ActivationBackward(elementwise::relu_backward),
             |x| (elementwise::relu(x), ()),
             elementwise::relu,
-            |x| activation_fallback::<CpuAutodiff>(x, burn::tensor::activation::relu),
+            |x| fused::on_primitive::<CpuAutodiff>(x, burn::tensor::activation::relu),
         )
     }
 

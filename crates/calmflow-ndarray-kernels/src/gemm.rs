@@ -27,6 +27,58 @@ pub enum Threads {
     Serial,
 }
 
+/// `dst ← a·b`, or `dst ← dst + a·b` when `read_dst`, through `gemm`: `dst` is given by a
+/// pointer and its column and row strides (in elements), `a (m, k)` and `b (k, n)` as views
+/// with `k > 0`.
+///
+/// # Safety
+///
+/// `dst` with `dst_strides` must address `m·n` distinct elements writable for the call and
+/// overlapping neither `a` nor `b`; when `read_dst`, they must also be initialised (without
+/// it, `gemm` reads none of them: its documented contract is `dst := beta·lhs·rhs` with
+/// `alpha` ignored, and every element is written).
+#[allow(unsafe_code)]
+unsafe fn gemm_into(
+    dst: *mut f32,
+    [dst_cs, dst_rs]: [isize; 2],
+    read_dst: bool,
+    a: &ArrayView2<'_, f32>,
+    b: &ArrayView2<'_, f32>,
+    threads: Threads,
+) {
+    let ((m, k), n) = (a.dim(), b.dim().1);
+    let parallelism = match threads {
+        Threads::Parallel => Parallelism::Rayon(0),
+        Threads::Serial => Parallelism::None,
+    };
+    let (a_s, b_s) = (a.strides(), b.strides());
+    // SAFETY: `a`'s and `b`'s pointers are the first elements of views whose strides
+    // address only those views' elements for their shapes; `dst` is the caller's promise.
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            k,
+            dst,
+            dst_cs,
+            dst_rs,
+            read_dst,
+            a.as_ptr(),
+            a_s[1],
+            a_s[0],
+            b.as_ptr(),
+            b_s[1],
+            b_s[0],
+            if read_dst { 1.0 } else { 0.0 },
+            1.0,
+            false,
+            false,
+            false,
+            parallelism,
+        );
+    }
+}
+
 /// `c ← a·b`, or `c ← c + a·b` when `accumulate`, on strided views; `None` when the
 /// shapes do not chain (`a (m, k)`, `b (k, n)`, `c (m, n)`).
 ///
@@ -53,39 +105,11 @@ pub fn product(
         }
         return Some(());
     }
-    let parallelism = match threads {
-        Threads::Parallel => Parallelism::Rayon(0),
-        Threads::Serial => Parallelism::None,
-    };
-    let (a_s, b_s) = (a.strides(), b.strides());
-    let c_s = [c.strides()[0], c.strides()[1]];
-    // SAFETY: each pointer is the first element of a view whose strides (in elements)
-    // address only that view's elements for the shapes checked above; `c` is a mutable
-    // view, whose elements do not overlap each other, and the borrows keep it apart from
-    // `a` and `b`.
-    unsafe {
-        gemm::gemm(
-            m,
-            n,
-            k,
-            c.as_mut_ptr(),
-            c_s[1],
-            c_s[0],
-            accumulate,
-            a.as_ptr(),
-            a_s[1],
-            a_s[0],
-            b.as_ptr(),
-            b_s[1],
-            b_s[0],
-            1.0,
-            1.0,
-            false,
-            false,
-            false,
-            parallelism,
-        );
-    }
+    let strides = [c.strides()[1], c.strides()[0]];
+    // SAFETY: `c` is a mutable view of `(m, n)` (checked above), whose elements are
+    // initialised and do not overlap each other, and the borrows keep it apart from `a`
+    // and `b`.
+    unsafe { gemm_into(c.as_mut_ptr(), strides, accumulate, a, b, threads) };
     Some(())
 }
 
@@ -106,40 +130,13 @@ pub fn product_fresh(
         return Some(vec![0.0; m * n]);
     }
     let len = m.checked_mul(n)?;
-    let parallelism = match threads {
-        Threads::Parallel => Parallelism::Rayon(0),
-        Threads::Serial => Parallelism::None,
-    };
-    let (a_s, b_s) = (a.strides(), b.strides());
     let mut c: Vec<f32> = Vec::with_capacity(len);
-    // SAFETY: `c` has room for `m·n` values, addressed row-major by the strides
-    // `(n, 1)`; the pointers and strides of `a` and `b` address only their views'
-    // elements for the shapes checked above. With `read_dst = false`, `gemm` reads
-    // nothing of `dst` and writes each of its `m·n` elements (its documented contract:
-    // `dst := beta·lhs·rhs`, `alpha` ignored; `k > 0` here), so all `m·n` are written
-    // before the length is set.
+    // SAFETY: `c` has room for `m·n` values, addressed row-major by the strides `(n, 1)`,
+    // apart from `a` and `b`; with `read_dst = false`, `gemm_into` reads none of them and
+    // writes each of them (`k > 0` here), so all `m·n` are written before the length is
+    // set.
     unsafe {
-        gemm::gemm(
-            m,
-            n,
-            k,
-            c.as_mut_ptr(),
-            1,
-            n as isize,
-            false,
-            a.as_ptr(),
-            a_s[1],
-            a_s[0],
-            b.as_ptr(),
-            b_s[1],
-            b_s[0],
-            0.0,
-            1.0,
-            false,
-            false,
-            false,
-            parallelism,
-        );
+        gemm_into(c.as_mut_ptr(), [1, n as isize], false, a, b, threads);
         c.set_len(len);
     }
     Some(c)

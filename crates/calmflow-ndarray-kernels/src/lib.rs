@@ -111,16 +111,6 @@ fn gelu_fallback<B: Backend>(t: FloatTensor<B>) -> FloatTensor<B> {
     fused::gelu_composed(x).into_primitive().tensor()
 }
 
-/// burn's element-wise activation `f` on `t` (element types the kernels do not take).
-fn activation_fallback<B: Backend>(
-    t: FloatTensor<B>,
-    f: impl FnOnce(Tensor<B, 1>) -> Tensor<B, 1>,
-) -> FloatTensor<B> {
-    f(Tensor::from_primitive(TensorPrimitive::Float(t)))
-        .into_primitive()
-        .tensor()
-}
-
 /// burn's softmax over the last dimension of `t`.
 fn softmax_fallback<B: Backend>(t: FloatTensor<B>) -> FloatTensor<B> {
     let shape = t.shape();
@@ -322,14 +312,14 @@ impl FusedKernels<Cpu> for CpuKernels {
     fn silu(&self, x: FloatTensor<Cpu>) -> FloatTensor<Cpu> {
         match f32_values(&x) {
             Some(values) => from_values(elementwise::silu(&values), x.shape()),
-            None => activation_fallback::<Cpu>(x, burn::tensor::activation::silu),
+            None => fused::on_primitive::<Cpu>(x, burn::tensor::activation::silu),
         }
     }
 
     fn relu(&self, x: FloatTensor<Cpu>) -> FloatTensor<Cpu> {
         match f32_values(&x) {
             Some(values) => from_values(elementwise::relu(&values), x.shape()),
-            None => activation_fallback::<Cpu>(x, burn::tensor::activation::relu),
+            None => fused::on_primitive::<Cpu>(x, burn::tensor::activation::relu),
         }
     }
 
