@@ -40,19 +40,17 @@ impl Backward<Cpu, 1> for ActivationBackward {
     }
 }
 
-/// An element-wise activation on the autodiff backend: `forward` gives the value and the
-/// state its backward step keeps, `value` the value alone (untracked inputs), `fallback`
-/// burn's operations for element types the kernels do not take.
-fn activation<S>(
+/// An element-wise activation on the autodiff backend: `forward` gives the value and what
+/// its backward step keeps (a slope buffer, or `None` to keep the output itself, as ReLU
+/// does), `value` the value alone (untracked inputs), `fallback` burn's operations for
+/// element types the kernels do not take.
+fn activation(
     x: FloatTensor<CpuAutodiff>,
     step: ActivationBackward,
-    forward: impl FnOnce(&[f32]) -> (Vec<f32>, S),
+    forward: impl FnOnce(&[f32]) -> (Vec<f32>, Option<Vec<f32>>),
     value: impl FnOnce(&[f32]) -> Vec<f32>,
     fallback: impl FnOnce(FloatTensor<CpuAutodiff>) -> FloatTensor<CpuAutodiff>,
-) -> FloatTensor<CpuAutodiff>
-where
-    S: ActivationState,
-{
+) -> FloatTensor<CpuAutodiff> {
     let Some(values) = f32_values(&x.primitive) else {
         return fallback(x);
     };
@@ -63,30 +61,15 @@ where
         .stateful()
     {
         OpsKind::Tracked(prep) => {
-            let (y, state) = forward(&values);
+            let (y, saved) = forward(&values);
             let y = from_values(y, shape.clone());
-            let state = state.into_state(&y, shape);
+            let state = match saved {
+                Some(slope) => from_values(slope, shape),
+                None => y.clone(),
+            };
             prep.finish(state, y)
         }
         OpsKind::UnTracked(prep) => prep.finish(from_values(value(&values), shape)),
-    }
-}
-
-/// What an activation's forward hands its backward step: a slope buffer, or nothing
-/// (ReLU keeps its output).
-trait ActivationState {
-    fn into_state(self, output: &FloatTensor<Cpu>, shape: Shape) -> FloatTensor<Cpu>;
-}
-
-impl ActivationState for Vec<f32> {
-    fn into_state(self, _: &FloatTensor<Cpu>, shape: Shape) -> FloatTensor<Cpu> {
-        from_values(self, shape)
-    }
-}
-
-impl ActivationState for () {
-    fn into_state(self, output: &FloatTensor<Cpu>, _: Shape) -> FloatTensor<Cpu> {
-        output.clone()
     }
 }
 
@@ -300,7 +283,10 @@ impl FusedKernels<CpuAutodiff> for CpuKernels {
         activation(
             x,
             ActivationBackward(elementwise::mul),
-            elementwise::gelu_with_slope,
+            |x| {
+                let (y, slope) = elementwise::gelu_with_slope(x);
+                (y, Some(slope))
+            },
             elementwise::gelu,
             gelu_fallback::<CpuAutodiff>,
         )
@@ -310,7 +296,10 @@ impl FusedKernels<CpuAutodiff> for CpuKernels {
         activation(
             x,
             ActivationBackward(elementwise::mul),
-            elementwise::silu_with_slope,
+            |x| {
+                let (y, slope) = elementwise::silu_with_slope(x);
+                (y, Some(slope))
+            },
             elementwise::silu,
             |x| fused::on_primitive::<CpuAutodiff>(x, burn::tensor::activation::silu),
         )
@@ -320,7 +309,7 @@ impl FusedKernels<CpuAutodiff> for CpuKernels {
         activation(
             x,
             ActivationBackward(elementwise::relu_backward),
-            |x| (elementwise::relu(x), ()),
+            |x| (elementwise::relu(x), None),
             elementwise::relu,
             |x| fused::on_primitive::<CpuAutodiff>(x, burn::tensor::activation::relu),
         )
